@@ -1,0 +1,539 @@
+"""`Checkpoint`: a versioned, atomic checkpoint scope on any fsspec URL.
+
+The commit protocol (DESIGN.md): each version's payload goes under its own immutable prefix
+``v/<attempt:04d>-<seq:06d>/``; the manifest ``v/<id>.manifest.json`` is created last and
+exclusively, so its existence means "committed". Latest = highest committed ``(attempt, seq)``.
+Readers verify checksums and fall back to the previous intact version with a warning.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import warnings
+import weakref
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, TypeVar, Union
+
+from taskpoint.checkpoint.manifest import Manifest, ManifestError, parse_manifest
+from taskpoint.checkpoint.payload import Payload, bytes_payload, path_payload, stream_payload
+from taskpoint.checkpoint.storage import (
+    CHUNK,
+    ChecksumMismatch,
+    FsspecStore,
+    Listing,
+    LocalStore,
+    classify,
+)
+from taskpoint.checkpoint.version import CheckpointVersion, format_version_id, parse_version_id
+from taskpoint.checkpoint.writer import AsyncWriter
+from taskpoint.errors import CheckpointCorruptError, CheckpointError, TaskpointError
+
+log = logging.getLogger("taskpoint.checkpoint")
+T = TypeVar("T")
+Store = Union[LocalStore, FsspecStore]  # noqa: UP007 - runtime alias
+
+# Versions being read in this process, by (scope url, id): retention never deletes these.
+_reading: Counter[tuple[str, str]] = Counter()
+_reading_lock = threading.Lock()
+_open_scopes: weakref.WeakSet[Checkpoint] = weakref.WeakSet()
+
+
+class CheckpointWarning(UserWarning):
+    """A committed version could not be used; an older one was used instead."""
+
+
+class _Job:
+    def __init__(self, payload: Payload, step: int | None, metadata: dict[str, Any]) -> None:
+        self.payload, self.step, self.metadata = payload, step, metadata
+
+
+class Checkpoint:
+    """A checkpoint scope. Create it with `Checkpoint.open`."""
+
+    def __init__(self, store: Store, url: str, attempt: int, keep: int) -> None:
+        self._store = store
+        self.url = url
+        self.attempt = attempt
+        self.keep = keep
+        self._commit_lock = threading.Lock()
+        self._next_seq: int | None = None
+        self._buffer: bytearray | None = None
+        self._staging: str | None = None
+        self._swept = False
+        self._writer = AsyncWriter(self._commit, _discard_job, name=f"taskpoint-writer:{url}")
+
+    # ----------------------------------------------------------------- opening and closing
+    @classmethod
+    def open(
+        cls,
+        url: str | os.PathLike[str],
+        *,
+        attempt: int = 1,
+        keep: int = 2,
+        storage_options: dict[str, Any] | None = None,
+    ) -> Checkpoint:
+        """Open (creating if needed) the checkpoint scope at ``url``.
+
+        ``attempt`` is the writer's attempt number (1-based): its versions sort after those of
+        lower attempts. ``keep`` is how many committed versions retention keeps (>= 1).
+        """
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+            raise ValueError(f"attempt must be an integer >= 1, got {attempt!r}")
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep must be an integer >= 1 (versions to retain), got {keep!r}")
+        url = os.fspath(url)
+        with _storage_errors(url, "open the checkpoint scope"):
+            store = _make_store(url, storage_options or {})
+            store.ensure()
+        scope = cls(store, url, attempt, keep)
+        _open_scopes.add(scope)
+        return scope
+
+    def close(self, timeout: float | None = None) -> None:
+        """Wait for pending async writes (re-raising a writer error), then release resources."""
+        try:
+            self._writer.close(timeout)
+        finally:
+            if self._staging is not None:
+                shutil.rmtree(self._staging, ignore_errors=True)
+                self._staging = None
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({self.url!r}, attempt={self.attempt}, keep={self.keep})"
+
+    # ----------------------------------------------------------------- looking
+    def prev_exists(self) -> bool:
+        """True if a committed version exists (this lists the storage every time)."""
+        return bool(self._scan().committed)
+
+    def latest(self) -> CheckpointVersion | None:
+        """The newest committed version whose manifest is readable, or ``None``."""
+        return next(self._iter_manifests(self._scan().committed), None)
+
+    def versions(self) -> list[CheckpointVersion]:
+        """Every committed version with a readable manifest, oldest first."""
+        ids = list(reversed(self._scan().committed))
+        return list(self._iter_manifests(ids))
+
+    def _iter_manifests(self, ids: list[str]) -> Iterator[CheckpointVersion]:
+        for vid in ids:
+            try:
+                with _storage_errors(self.url, f"read manifest {vid}"):
+                    yield parse_manifest(self._store.read_manifest(vid), vid).to_version()
+            except ManifestError as exc:
+                self._warn(vid, f"manifest unusable: {exc}")
+            except CheckpointError as exc:
+                if not isinstance(exc.__cause__, FileNotFoundError):
+                    raise  # deleted by retention since the listing: skip it
+
+    # ----------------------------------------------------------------- reading
+    def read(self) -> bytes | None:
+        """Bytes of the latest committed version (written from bytes, a stream or one file).
+
+        ``None`` if nothing was committed. A directory version raises `CheckpointError`: use
+        `restore()`. A corrupt latest version is skipped with a warning for the previous one.
+        """
+
+        def use(manifest: Manifest) -> bytes:
+            if manifest.kind == "dir":
+                raise CheckpointError(
+                    f"checkpoint version {manifest.id} at {self.url} is a directory; "
+                    "call restore() to materialise it instead of read()"
+                )
+            return self._store.read_file(manifest.id, manifest.files[0])
+
+        return self._use_latest(use)
+
+    def restore(
+        self, path: str | os.PathLike[str] | None = None, *, version: str | None = None
+    ) -> Path | None:
+        """Materialise the latest committed version (or ``version``) into ``path``.
+
+        ``path`` is created if missing and must be empty if it exists; without it a fresh temp
+        directory is used. A file keeps its name, a directory its tree, bytes become ``data``.
+        Returns the directory, or ``None`` if nothing was committed.
+        """
+        target = self._restore_target(path)
+        try:
+            restored = self._use_latest(lambda m: self._restore_into(m, target), only=version)
+        except BaseException:
+            if path is None:
+                shutil.rmtree(target, ignore_errors=True)
+            raise
+        if restored is None and path is None:
+            shutil.rmtree(target, ignore_errors=True)
+        return restored
+
+    def _restore_target(self, path: str | os.PathLike[str] | None) -> Path:
+        if path is None:
+            return Path(tempfile.mkdtemp(prefix="taskpoint-restore-"))
+        target = Path(path)
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise CheckpointError(
+                f"cannot restore into {str(target)!r}: it exists and is not an empty directory; "
+                "pass a new or empty directory"
+            )
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def _restore_into(self, manifest: Manifest, target: Path) -> Path:
+        root = os.path.realpath(target)
+        buffer = bytearray(CHUNK)
+        try:
+            for rel in manifest.dirs:
+                os.makedirs(_inside(root, rel), exist_ok=True)
+            for entry in manifest.files:
+                dest = _inside(root, entry.path)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                self._store.copy_out(manifest.id, entry, dest, buffer)
+            for rel, link_target in manifest.links.items():
+                dest = _inside(root, rel)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                os.symlink(link_target, dest)
+        except BaseException:
+            _empty_dir(target)  # a half-restored tree must not be mistaken for a good one
+            raise
+        return target
+
+    def _use_latest(self, use: Callable[[Manifest], T], only: str | None = None) -> T | None:
+        """Apply ``use`` to the newest intact committed version; fall back on corruption."""
+        problems: list[str] = []
+        for _ in range(5):  # rescan when a version vanishes under us (retention elsewhere)
+            listing = self._scan()
+            ids = listing.committed if only is None else [v for v in listing.committed if v == only]
+            if only is not None and not ids:
+                raise CheckpointError(
+                    f"no committed checkpoint version {only!r} at {self.url}; "
+                    f"committed: {', '.join(reversed(listing.committed)) or 'none'}"
+                )
+            vanished = False
+            for vid in ids:
+                outcome = self._try_version(vid, use, problems)
+                if outcome is _VANISHED:
+                    vanished = True
+                    break
+                if outcome is not _UNUSABLE:
+                    return outcome  # type: ignore[return-value]
+            if not vanished:
+                break
+        if problems:
+            raise CheckpointCorruptError(
+                f"no intact committed checkpoint at {self.url}: " + "; ".join(problems), problems
+            )
+        return None
+
+    def _try_version(self, vid: str, use: Callable[[Manifest], T], problems: list[str]) -> Any:
+        key = (self.url, vid)
+        with _reading_lock:
+            _reading[key] += 1
+        try:
+            with _storage_errors(self.url, f"read checkpoint version {vid}"):
+                try:
+                    manifest = parse_manifest(self._store.read_manifest(vid), vid)
+                except FileNotFoundError:
+                    return _VANISHED
+                except ManifestError as exc:
+                    return self._unusable(vid, f"manifest: {exc}", problems)
+                try:
+                    return use(manifest)
+                except (ChecksumMismatch, FileNotFoundError) as exc:
+                    if vid not in self._scan().committed:
+                        return _VANISHED  # retention removed it while we read: not corruption
+                    return self._unusable(vid, _describe(exc), problems)
+        finally:
+            with _reading_lock:
+                _reading[key] -= 1
+                if not _reading[key]:
+                    del _reading[key]
+
+    def _unusable(self, vid: str, why: str, problems: list[str]) -> object:
+        problems.append(f"version {vid}: {why}")
+        self._warn(vid, why)
+        return _UNUSABLE
+
+    def _warn(self, vid: str, why: str) -> None:
+        message = (
+            f"checkpoint version {vid} at {self.url} is unusable ({why}); "
+            "trying the previous committed version"
+        )
+        log.warning(message)
+        warnings.warn(message, CheckpointWarning, stacklevel=4)
+
+    # ----------------------------------------------------------------- writing
+    def write(
+        self,
+        data: bytes | bytearray | memoryview,
+        *,
+        step: int | None = None,
+        metadata: dict[str, Any] | None = None,
+        blocking: bool = True,
+    ) -> CheckpointVersion | Future[CheckpointVersion | None]:
+        """Commit ``data`` as a new version.
+
+        Blocking returns the committed `CheckpointVersion`. ``blocking=False`` copies the data
+        (unless it is immutable ``bytes``) and returns a future resolving to the version, or to
+        ``None`` if a newer async write superseded it before it started.
+        """
+        step, metadata = _check_step_metadata(step, metadata)
+        return self._submit(bytes_payload(data, snapshot=not blocking), step, metadata, blocking)
+
+    def save(
+        self,
+        src: str | os.PathLike[str] | IO[bytes],
+        *,
+        step: int | None = None,
+        metadata: dict[str, Any] | None = None,
+        blocking: bool = True,
+    ) -> CheckpointVersion | Future[CheckpointVersion | None]:
+        """Commit a file (keeps its name), a directory (its whole tree) or a binary stream."""
+        step, metadata = _check_step_metadata(step, metadata)
+        staging = None if blocking else self._staging_root()
+        if isinstance(src, str | os.PathLike):
+            payload = path_payload(src, staging_root=staging)
+        elif hasattr(src, "read"):
+            payload = stream_payload(src, staging_root=staging)  # type: ignore[arg-type]
+        else:
+            raise TypeError(
+                f"Checkpoint.save() takes a file or directory path or a binary stream, "
+                f"not {type(src).__name__}; use write() for bytes"
+            )
+        return self._submit(payload, step, metadata, blocking)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until every async write is committed; re-raise a writer error."""
+        self._writer.wait(timeout)
+
+    def _submit(
+        self, payload: Payload, step: int | None, metadata: dict[str, Any], blocking: bool
+    ) -> Any:
+        job = _Job(payload, step, metadata)
+        if not blocking:
+            return self._writer.submit(job)
+        try:
+            self._writer.wait()  # earlier async writes commit first: versions stay in call order
+        except BaseException:
+            payload.discard()
+            raise
+        return self._commit(job)
+
+    def _commit(self, job: _Job) -> CheckpointVersion:
+        with self._commit_lock:
+            try:
+                with _storage_errors(self.url, "write a checkpoint version"):
+                    vid, seq = self._reserve_id()
+                version = self._write_version(vid, seq, job)
+            finally:
+                job.payload.discard()
+            self._retain()
+            return version
+
+    def _write_version(self, vid: str, seq: int, job: _Job) -> CheckpointVersion:
+        store, payload = self._store, job.payload
+        manifest = Manifest(vid, self.attempt, seq, payload.kind, job.step, job.metadata)
+        if self._buffer is None:
+            self._buffer = bytearray(CHUNK)
+        try:
+            with _storage_errors(self.url, f"write checkpoint version {vid}"):
+                for rel in payload.dirs:
+                    store.make_dir(vid, rel)
+                for src in payload.sources:
+                    manifest.files.append(store.write_source(vid, src, self._buffer))
+                for rel, target in payload.links.items():
+                    store.make_link(vid, rel, target)
+                manifest.dirs, manifest.links = payload.dirs, payload.links
+                store.seal(vid)
+                store.commit(vid, manifest.dumps())
+        except BaseException:
+            _quietly(lambda: store.delete_payload(vid))  # free the space now; sweep would later
+            raise
+        return manifest.to_version()
+
+    def _reserve_id(self) -> tuple[str, int]:
+        if self._next_seq is None:
+            self._next_seq = 1 + max(
+                (seq for attempt, seq in _ids(self._scan()) if attempt == self.attempt), default=0
+            )
+        while True:
+            seq, self._next_seq = self._next_seq, self._next_seq + 1
+            vid = format_version_id(self.attempt, seq)
+            if self._store.reserve(vid):
+                return vid, seq
+
+    # ----------------------------------------------------------------- retention and sweeping
+    def _retain(self) -> None:
+        """Keep the newest ``keep`` committed versions; sweep leftovers of dead writes."""
+        try:
+            listing = self._scan()
+            with _reading_lock:
+                busy = {vid for (url, vid) in _reading if url == self.url}
+            for vid in listing.committed[self.keep :]:
+                if vid not in busy:
+                    self._store.delete_manifest(vid)  # uncommit first: readers skip it at once
+                    self._store.delete_payload(vid)
+            committed = set(listing.committed)
+            for vid in listing.payloads - committed:
+                if self._is_dead(vid):
+                    self._store.delete_payload(vid)
+            for name in listing.temps:
+                if self._is_dead(name[1:].split(".", 1)[0]):
+                    self._store.delete_temp(name)
+            if not self._swept:
+                self._swept = True
+                self._sweep_staging()
+        except Exception as exc:
+            log.warning("checkpoint retention at %s failed: %s", self.url, exc)
+
+    def _is_dead(self, vid: str) -> bool:
+        """An uncommitted prefix is garbage if an earlier attempt, or we ourselves, left it."""
+        parsed = parse_version_id(vid)
+        if parsed is None:
+            return False
+        attempt, seq = parsed
+        return attempt < self.attempt or (
+            attempt == self.attempt and self._next_seq is not None and seq < self._next_seq - 1
+        )
+
+    def _sweep_staging(self) -> None:
+        root = self._store.staging_root
+        if root is None or not os.path.isdir(root):
+            return
+        for name in os.listdir(root):
+            attempt = name.split("-", 1)[0]
+            if attempt.isdigit() and int(attempt) < self.attempt:
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+    def _staging_root(self) -> str:
+        """Where async snapshots are copied: beside the store when local (a rename commits)."""
+        if self._staging is None:
+            if self._store.staging_root is not None:
+                name = f"{self.attempt:04d}-{os.getpid()}-{id(self):x}"
+                self._staging = os.path.join(self._store.staging_root, name)
+                os.makedirs(self._staging, exist_ok=True)
+            else:
+                self._staging = tempfile.mkdtemp(prefix="taskpoint-staging-")
+        return self._staging
+
+    def _scan(self) -> Listing:
+        with _storage_errors(self.url, "list checkpoint versions"):
+            return self._store.scan()
+
+
+_VANISHED = object()
+_UNUSABLE = object()
+
+
+def _ids(listing: Listing) -> Iterator[tuple[int, int]]:
+    for vid in [*listing.committed, *listing.payloads]:
+        parsed = parse_version_id(vid)
+        if parsed is not None:
+            yield parsed
+
+
+def _make_store(url: str, storage_options: dict[str, Any]) -> Store:
+    if "://" not in url or url.startswith("file://"):
+        if storage_options:
+            raise ValueError(f"storage_options are not used for a local path ({url!r})")
+        return LocalStore(url.removeprefix("file://"))
+    try:
+        from fsspec.core import url_to_fs
+    except ImportError as exc:  # pragma: no cover - fsspec is a core dependency
+        raise CheckpointError("fsspec is missing: pip install fsspec") from exc
+    try:
+        fs, root = url_to_fs(url, **storage_options)
+    except ImportError as exc:
+        protocol = url.split("://", 1)[0]
+        hint = "pip install 'taskpoint[s3]'" if protocol in ("s3", "s3a") else str(exc)
+        raise CheckpointError(
+            f"cannot open {url!r}: support for {protocol}:// is missing ({hint})"
+        ) from exc
+    if type(fs).__name__ == "LocalFileSystem":
+        return LocalStore(root)
+    return FsspecStore(fs, root)
+
+
+@contextmanager
+def _storage_errors(url: str, action: str) -> Iterator[None]:
+    """Turn storage failures (OSError, botocore, aiohttp, ...) into `CheckpointError`."""
+    try:
+        yield
+    except (TaskpointError, ManifestError, ChecksumMismatch, TimeoutError):
+        raise
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"could not {action} at {url}: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or repr(exc)
+    return f"{type(exc).__name__}: {text}"
+
+
+def _check_step_metadata(
+    step: int | None, metadata: dict[str, Any] | None
+) -> tuple[int | None, dict[str, Any]]:
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+        raise TypeError(f"step must be an int or None, got {type(step).__name__}")
+    metadata = dict(metadata or {})
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"checkpoint metadata must be JSON-serialisable: {exc}") from None
+    return step, metadata
+
+
+def _inside(root: str, rel: str) -> str:
+    """Join a validated relative path to ``root`` and refuse anything that escapes it."""
+    dest = os.path.join(root, *rel.split("/"))
+    parent = os.path.realpath(os.path.dirname(dest))
+    if os.path.commonpath([parent, root]) != root:
+        raise CheckpointError(f"refusing to restore {rel!r}: it would be written outside {root}")
+    return dest
+
+
+def _empty_dir(path: Path) -> None:
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def _discard_job(job: _Job) -> None:
+    job.payload.discard()
+
+
+def _quietly(action: Callable[[], object]) -> None:
+    try:
+        action()
+    except Exception:
+        pass
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """An interpreter that exits normally still commits its pending async writes."""
+    for scope in list(_open_scopes):
+        try:
+            scope.close()
+        except Exception as exc:
+            log.error("pending checkpoint write to %s failed at exit: %s", scope.url, exc)
+
+
+__all__ = ["Checkpoint", "CheckpointWarning", "classify"]

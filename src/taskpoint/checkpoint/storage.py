@@ -1,0 +1,344 @@
+"""Where versions live: one small interface, two implementations.
+
+`LocalStore` talks to the OS directly so it can fsync payload files and directories and create the
+manifest exclusively with ``link()``. `FsspecStore` covers every other fsspec URL (``memory://``,
+``s3://`` ...) and creates the manifest with ``mode="create"`` (``If-None-Match: *`` on S3).
+
+Layout under a scope root::
+
+    v/<id>/...payload...        immutable once written
+    v/<id>.manifest.json        written last and exclusively: its existence = committed
+    v/.<id>.manifest.*.tmp      a local manifest being written (swept if left behind)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import crc32c
+
+from taskpoint.checkpoint.manifest import FileEntry
+from taskpoint.checkpoint.payload import Source
+from taskpoint.checkpoint.version import parse_version_id
+
+CHUNK = 8 << 20  # big chunks: few syscalls, and the checksum releases the GIL per chunk
+MANIFEST_SUFFIX = ".manifest.json"
+_crc_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskpoint-crc")
+
+
+class ChecksumMismatch(OSError):
+    """A payload file's bytes do not match the manifest."""
+
+
+def crc_of(data: memoryview | bytes, value: int = 0) -> int:
+    return crc32c.crc32c(data, value=value, gil_release_mode=1)
+
+
+@dataclass
+class Listing:
+    """One look at ``v/``: committed ids (newest first), payload prefixes and stray temp files."""
+
+    committed: list[str] = field(default_factory=list)
+    payloads: set[str] = field(default_factory=set)
+    temps: list[str] = field(default_factory=list)
+
+
+def classify(names: list[str]) -> Listing:
+    listing = Listing()
+    for name in names:
+        if name.startswith(".") and name.endswith(".tmp"):
+            listing.temps.append(name)
+        elif name.endswith(MANIFEST_SUFFIX):
+            vid = name[: -len(MANIFEST_SUFFIX)]
+            if parse_version_id(vid) is not None:
+                listing.committed.append(vid)
+        elif parse_version_id(name) is not None:
+            listing.payloads.add(name)
+    listing.committed.sort(key=parse_version_id, reverse=True)  # type: ignore[arg-type]
+    return listing
+
+
+def iter_source_chunks(src: Source, buffer: bytearray) -> Any:
+    """Yield memoryviews over a source's bytes, in big chunks (the buffer is reused)."""
+    if src.data is not None:
+        for start in range(0, len(src.data), 64 << 20):
+            yield src.data[start : start + (64 << 20)]
+        return
+    handle: BinaryIO = open(src.file, "rb") if src.file is not None else src.stream  # type: ignore[assignment]  # noqa: SIM115
+    view = memoryview(buffer)
+    try:
+        while True:
+            n = handle.readinto(view) if hasattr(handle, "readinto") else _read_into(handle, view)
+            if not n:
+                return
+            yield view[:n]
+    finally:
+        if src.file is not None:
+            handle.close()
+
+
+def _read_into(handle: BinaryIO, view: memoryview) -> int:
+    chunk = handle.read(len(view))
+    view[: len(chunk)] = chunk
+    return len(chunk)
+
+
+class LocalStore:
+    """A scope on a local filesystem, written with fsync and an exclusive ``link()`` commit."""
+
+    is_local = True
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.vdir = os.path.join(self.root, "v")
+        self.staging_root = os.path.join(self.root, ".staging")
+
+    def ensure(self) -> None:
+        os.makedirs(self.vdir, exist_ok=True)
+        if not os.access(self.vdir, os.W_OK | os.X_OK):
+            raise PermissionError(f"no write permission on {self.vdir}")
+
+    def scan(self) -> Listing:
+        try:
+            return classify(os.listdir(self.vdir))
+        except FileNotFoundError:
+            return Listing()
+
+    def reserve(self, vid: str) -> bool:
+        try:
+            os.mkdir(os.path.join(self.vdir, vid))
+        except FileExistsError:
+            return False
+        return True
+
+    def write_source(self, vid: str, src: Source, buffer: bytearray) -> FileEntry:
+        dest = self._path(vid, src.path)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        if src.owned and src.file is not None:
+            # A staged copy on the same filesystem: move it in, checksum it from the page cache.
+            os.rename(src.file, dest)
+            return self._seal_moved(dest, src.path, buffer)
+        if src.data is not None and len(src.data) > CHUNK:
+            return self._write_view(dest, src.path, src.data)
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        size, crc = 0, 0
+        try:
+            for chunk in iter_source_chunks(src, buffer):
+                crc = crc_of(chunk, crc)
+                _write_all(fd, chunk)
+                size += len(chunk)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return FileEntry(src.path, size, crc)
+
+    def _write_view(self, dest: str, rel: str, data: memoryview) -> FileEntry:
+        # The checksum runs on a second thread while this one writes: both release the GIL.
+        crc_future = _crc_pool.submit(crc_of, data)
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return FileEntry(rel, len(data), crc_future.result())
+
+    def _seal_moved(self, dest: str, rel: str, buffer: bytearray) -> FileEntry:
+        size, crc = 0, 0
+        fd = os.open(dest, os.O_RDWR)
+        try:
+            view = memoryview(buffer)
+            while n := os.readv(fd, [view]):
+                crc = crc_of(view[:n], crc)
+                size += n
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return FileEntry(rel, size, crc)
+
+    def make_dir(self, vid: str, rel: str) -> None:
+        os.makedirs(self._path(vid, rel), exist_ok=True)
+
+    def make_link(self, vid: str, rel: str, target: str) -> None:
+        dest = self._path(vid, rel)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        os.symlink(target, dest)
+
+    def seal(self, vid: str) -> None:
+        """fsync every directory of the version, then ``v/`` itself, before the manifest."""
+        top = os.path.join(self.vdir, vid)
+        for dirpath, _dirs, _files in os.walk(top):
+            _fsync_dir(dirpath)
+        _fsync_dir(self.vdir)
+
+    def commit(self, vid: str, manifest: bytes) -> None:
+        """Write the manifest to a temp file, fsync, then ``link()`` it: fails if it exists."""
+        tmp = os.path.join(self.vdir, f".{vid}.manifest.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            _write_all(fd, memoryview(manifest))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, os.path.join(self.vdir, vid + MANIFEST_SUFFIX))
+        finally:
+            os.unlink(tmp)
+        _fsync_dir(self.vdir)
+
+    def read_manifest(self, vid: str) -> bytes:
+        with open(os.path.join(self.vdir, vid + MANIFEST_SUFFIX), "rb") as handle:
+            return handle.read()
+
+    def read_file(self, vid: str, entry: FileEntry) -> bytes:
+        # FileIO.readall sizes one bytes object from fstat: a single copy from the page cache.
+        with open(self._path(vid, entry.path), "rb", buffering=0) as handle:
+            data = handle.read()
+        _verify(entry, len(data), crc_of(data))
+        return data
+
+    def copy_out(self, vid: str, entry: FileEntry, dest: str, buffer: bytearray) -> None:
+        with open(self._path(vid, entry.path), "rb", buffering=0) as handle:
+            _copy_verified(handle, dest, entry, buffer)
+
+    def delete_manifest(self, vid: str) -> None:
+        _unlink_quiet(os.path.join(self.vdir, vid + MANIFEST_SUFFIX))
+
+    def delete_payload(self, vid: str) -> None:
+        shutil.rmtree(os.path.join(self.vdir, vid), ignore_errors=True)
+
+    def delete_temp(self, name: str) -> None:
+        _unlink_quiet(os.path.join(self.vdir, name))
+
+    def _path(self, vid: str, rel: str) -> str:
+        return os.path.join(self.vdir, vid, *rel.split("/"))
+
+
+class FsspecStore:
+    """A scope on any fsspec filesystem; the manifest is created with ``mode="create"``."""
+
+    is_local = False
+
+    def __init__(self, fs: Any, root: str) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/")
+        self.vdir = f"{self.root}/v"
+        self.staging_root: str | None = None  # snapshots are staged in a local temp dir
+
+    def ensure(self) -> None:
+        # Object stores have no directories; this still proves the location is reachable.
+        self.fs.makedirs(self.vdir, exist_ok=True)
+        self.fs.invalidate_cache(self.vdir)
+        if self.fs.exists(self.vdir):
+            self.fs.ls(self.vdir, detail=False)
+
+    def scan(self) -> Listing:
+        self.fs.invalidate_cache(self.vdir)
+        try:
+            paths = self.fs.ls(self.vdir, detail=False)
+        except FileNotFoundError:
+            return Listing()
+        return classify([p.rstrip("/").rsplit("/", 1)[-1] for p in paths])
+
+    def reserve(self, vid: str) -> bool:
+        return True  # object stores have no exclusive mkdir; the manifest commit is exclusive
+
+    def write_source(self, vid: str, src: Source, buffer: bytearray) -> FileEntry:
+        dest = self._path(vid, src.path)
+        if src.data is not None:
+            self.fs.pipe_file(dest, src.data)
+            return FileEntry(src.path, len(src.data), crc_of(src.data))
+        size, crc = 0, 0
+        with self.fs.open(dest, "wb") as out:
+            for chunk in iter_source_chunks(src, buffer):
+                crc = crc_of(chunk, crc)
+                out.write(chunk)
+                size += len(chunk)
+        return FileEntry(src.path, size, crc)
+
+    def make_dir(self, vid: str, rel: str) -> None:
+        pass  # recorded in the manifest; object stores have no empty directories
+
+    def make_link(self, vid: str, rel: str, target: str) -> None:
+        pass  # recorded in the manifest only
+
+    def seal(self, vid: str) -> None:
+        pass  # an object PUT is durable once it returns
+
+    def commit(self, vid: str, manifest: bytes) -> None:
+        self.fs.pipe_file(f"{self.vdir}/{vid}{MANIFEST_SUFFIX}", manifest, mode="create")
+
+    def read_manifest(self, vid: str) -> bytes:
+        return self.fs.cat_file(f"{self.vdir}/{vid}{MANIFEST_SUFFIX}")
+
+    def read_file(self, vid: str, entry: FileEntry) -> bytes:
+        data = self.fs.cat_file(self._path(vid, entry.path))
+        _verify(entry, len(data), crc_of(data))
+        return data
+
+    def copy_out(self, vid: str, entry: FileEntry, dest: str, buffer: bytearray) -> None:
+        with self.fs.open(self._path(vid, entry.path), "rb") as handle:
+            _copy_verified(handle, dest, entry, buffer)
+
+    def delete_manifest(self, vid: str) -> None:
+        try:
+            self.fs.rm_file(f"{self.vdir}/{vid}{MANIFEST_SUFFIX}")
+        except FileNotFoundError:
+            pass
+
+    def delete_payload(self, vid: str) -> None:
+        try:
+            self.fs.rm(f"{self.vdir}/{vid}", recursive=True)
+        except FileNotFoundError:
+            pass
+
+    def delete_temp(self, name: str) -> None:
+        self.delete_manifest(name)
+
+    def _path(self, vid: str, rel: str) -> str:
+        return f"{self.vdir}/{vid}/{rel}"
+
+
+def _copy_verified(handle: BinaryIO, dest: str, entry: FileEntry, buffer: bytearray) -> None:
+    view = memoryview(buffer)
+    size, crc = 0, 0
+    with open(dest, "xb", buffering=0) as out:
+        while n := handle.readinto(view):
+            crc = crc_of(view[:n], crc)
+            out.write(view[:n])
+            size += n
+    _verify(entry, size, crc)
+
+
+def _verify(entry: FileEntry, size: int, crc: int) -> None:
+    if size != entry.size:
+        raise ChecksumMismatch(f"{entry.path}: size {size}, manifest says {entry.size}")
+    if crc != entry.crc32c:
+        raise ChecksumMismatch(f"{entry.path}: checksum mismatch (file corrupted)")
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    view = data.cast("B") if data.format != "B" else data
+    while view:
+        written = os.write(fd, view[: 1 << 30])
+        view = view[written:]
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
