@@ -251,7 +251,7 @@ class FsspecStore:
     def write_source(self, vid: str, src: Source, buffer: bytearray) -> FileEntry:
         dest = self._path(vid, src.path)
         if src.data is not None:
-            self.fs.pipe_file(dest, src.data)
+            self.fs.pipe_file(dest, _body(src.data))
             return FileEntry(src.path, len(src.data), crc_of(src.data))
         size, crc = 0, 0
         with self.fs.open(dest, "wb") as out:
@@ -302,6 +302,13 @@ class FsspecStore:
 
     def _path(self, vid: str, rel: str) -> str:
         return f"{self.vdir}/{vid}/{rel}"
+
+
+def _body(data: memoryview) -> bytes | bytearray:
+    """What fsspec backends accept as a body: botocore (s3fs) rejects a memoryview."""
+    if isinstance(data.obj, bytes | bytearray) and data.nbytes == len(data.obj):
+        return data.obj  # the whole buffer: no copy
+    return data.tobytes()
 
 
 def _copy_verified(handle: BinaryIO, dest: str, entry: FileEntry, buffer: bytearray) -> None:
