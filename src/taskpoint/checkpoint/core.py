@@ -326,7 +326,8 @@ class Checkpoint:
         if not blocking:
             return self._writer.submit(job)
         try:
-            self._writer.wait()  # earlier async writes commit first: versions stay in call order
+            # Earlier async writes commit first, so versions stay in call order.
+            self._writer.wait(chores=False)
         except BaseException:
             payload.discard()
             raise
@@ -382,14 +383,16 @@ class Checkpoint:
             listing = self._scan()
             with _reading_lock:
                 busy = {vid for (url, vid) in _reading if url == self.url}
+            doomed = []
             for vid in listing.committed[self.keep :]:
                 if vid not in busy:
-                    self._store.delete_manifest(vid)  # uncommit first: readers skip it at once
-                    self._store.delete_payload(vid)
-            committed = set(listing.committed)
-            for vid in listing.payloads - committed:
-                if self._is_dead(vid):
-                    self._store.delete_payload(vid)
+                    self._store.delete_manifest(vid)  # uncommit now: readers skip it at once
+                    doomed.append(vid)
+            doomed += [v for v in listing.payloads - set(listing.committed) if self._is_dead(v)]
+            if doomed:
+                # Deleting a big payload takes a while (~0.15 s per GiB on ext4): not on the
+                # caller's path. Payloads without a manifest are ignored by readers meanwhile.
+                self._writer.defer(lambda: self._delete_payloads(doomed))
             for name in listing.temps:
                 if self._is_dead(name[1:].split(".", 1)[0]):
                     self._store.delete_temp(name)
@@ -398,6 +401,10 @@ class Checkpoint:
                 self._sweep_staging()
         except Exception as exc:
             log.warning("checkpoint retention at %s failed: %s", self.url, exc)
+
+    def _delete_payloads(self, ids: list[str]) -> None:
+        for vid in ids:
+            self._store.delete_payload(vid)
 
     def _is_dead(self, vid: str) -> bool:
         """An uncommitted prefix is garbage if an earlier attempt, or we ourselves, left it."""

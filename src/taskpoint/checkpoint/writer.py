@@ -7,12 +7,15 @@ kept and re-raised by `wait()` or by the next submit, so a failed async write is
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 from taskpoint.errors import CheckpointError
+
+log = logging.getLogger("taskpoint.checkpoint")
 
 
 class AsyncWriter:
@@ -22,10 +25,19 @@ class AsyncWriter:
         self._name = name
         self._cond = threading.Condition()
         self._queued: tuple[Any, Future[Any]] | None = None
-        self._busy = False
+        self._busy_job = False
+        self._busy_chores = False
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._chores: list[Callable[[], None]] = []
+
+    def defer(self, chore: Callable[[], None]) -> None:
+        """Run ``chore`` on the writer thread soon (slow deletes stay off the caller's path)."""
+        with self._cond:
+            self._chores.append(chore)
+            self._ensure_thread()
+            self._cond.notify_all()
 
     def submit(self, job: Any) -> Future[Any]:
         future: Future[Any] = Future()
@@ -36,27 +48,38 @@ class AsyncWriter:
                 self._discard(old_job)
                 old_future.set_result(None)  # superseded before it started
             self._queued = (job, future)
-            if self._thread is None:
-                self._closing = False
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
+            self._ensure_thread()
             self._cond.notify_all()
         return future
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._closing = False
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
 
     def raise_error(self) -> None:
         with self._cond:
             self._raise_error_locked()
 
-    def wait(self, timeout: float | None = None) -> None:
+    def wait(self, timeout: float | None = None, *, chores: bool = True) -> None:
+        """Wait for queued and running writes (and, with ``chores``, for housekeeping too)."""
+        done = self._idle if chores else self._writes_done
         with self._cond:
-            idle = self._cond.wait_for(lambda: self._queued is None and not self._busy, timeout)
+            idle = self._cond.wait_for(done, timeout)
             self._raise_error_locked()
             if not idle:
                 raise TimeoutError(f"async checkpoint writes still pending after {timeout} s")
 
     def pending(self) -> bool:
         with self._cond:
-            return self._queued is not None or self._busy
+            return not self._idle()
+
+    def _writes_done(self) -> bool:
+        return self._queued is None and not self._busy_job
+
+    def _idle(self) -> bool:
+        return self._writes_done() and not self._busy_chores and not self._chores
 
     def close(self, timeout: float | None = None) -> None:
         try:
@@ -81,20 +104,46 @@ class AsyncWriter:
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._queued is not None or self._closing)
-                if self._queued is None:
-                    return
-                (job, future), self._queued = self._queued, None
-                self._busy = True
-            try:
-                result = self._commit(job)
-            except BaseException as exc:
-                future.set_exception(exc)
-                with self._cond:
-                    self._error = exc
+                self._cond.wait_for(
+                    lambda: self._queued is not None or bool(self._chores) or self._closing
+                )
+                if self._queued is None and not self._chores:
+                    return  # closing and nothing left
+                # Commits come first: housekeeping waits until no write is queued.
+                job_and_future, self._queued = self._queued, None
+                chores: list[Callable[[], None]] = []
+                if job_and_future is None:
+                    chores, self._chores = self._chores, []
+                    self._busy_chores = True
+                else:
+                    self._busy_job = True
+            if job_and_future is None:
+                self._run_chores(chores)
             else:
-                future.set_result(result)
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+                self._run_job(*job_and_future)
+
+    def _run_job(self, job: Any, future: Future[Any]) -> None:
+        try:
+            result = self._commit(job)
+        except BaseException as exc:
+            future.set_exception(exc)
+            with self._cond:
+                self._error = exc
+        else:
+            future.set_result(result)
+        finally:
+            with self._cond:
+                self._busy_job = False
+                self._cond.notify_all()
+
+    def _run_chores(self, chores: list[Callable[[], None]]) -> None:
+        try:
+            for chore in chores:
+                try:
+                    chore()
+                except Exception as exc:
+                    log.warning("checkpoint housekeeping failed: %s", exc)
+        finally:
+            with self._cond:
+                self._busy_chores = False
+                self._cond.notify_all()

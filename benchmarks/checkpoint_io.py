@@ -1,0 +1,205 @@
+"""Checkpoint I/O against raw OS baselines measured side by side in the same run.
+
+    python -m benchmarks.checkpoint_io [--size-mib 1024] [--repeats 5] [--dir PATH] [--quick]
+
+Targets (issue: checkpoint store): sync write >= 0.85 x raw os.write + fsync; durable 16 B write
+p50 <= 2 ms; async write call p50 <= 50 us for 16 B and <= 1.5 x an in-memory copy for 64 MiB;
+restore >= 0.70 x a raw cold read (page cache dropped before both, where permitted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+
+from benchmarks.common import Row, alternate, drop_cache, percentile, print_table, save_json
+from taskpoint import Checkpoint
+
+
+def raw_write(path: str, data: bytes) -> float:
+    start = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view[: 1 << 30]) :]
+    os.fsync(fd)
+    os.close(fd)
+    return time.perf_counter() - start
+
+
+def raw_cold_read(path: str, chunk: int = 8 << 20) -> float:
+    drop_cache(path)
+    buf = bytearray(chunk)
+    start = time.perf_counter()
+    with open(path, "rb", buffering=0) as handle:
+        while handle.readinto(buf):
+            pass
+    return time.perf_counter() - start
+
+
+def bench_large(workdir: str, size: int, repeats: int) -> list[Row]:
+    raw_path = os.path.join(workdir, "raw.bin")
+    cp = Checkpoint.open(os.path.join(workdir, "scope"), keep=1)
+    gib = size / (1 << 30)
+    rows = [_bench_sync_write(cp, raw_path, size, repeats)]
+
+    def ours_restore() -> float:
+        target = tempfile.mkdtemp(dir=workdir)
+        drop_cache(cp.url)
+        start = time.perf_counter()
+        cp.restore(os.path.join(target, "out"))
+        elapsed = time.perf_counter() - start
+        shutil.rmtree(target)
+        return elapsed
+
+    t_ours, t_raw = alternate(ours_restore, lambda: raw_cold_read(raw_path), repeats)
+    rows.append(_bandwidth_row(f"restore {gib:g} GiB (vs raw cold read)", gib, t_ours, t_raw, 0.70))
+
+    def ours_read() -> float:
+        drop_cache(cp.url)
+        start = time.perf_counter()
+        cp.read()
+        return time.perf_counter() - start
+
+    t_ours, t_raw = alternate(ours_read, lambda: raw_cold_read(raw_path), repeats)
+    rows.append(_bandwidth_row(f"read() {gib:g} GiB (vs raw cold read)", gib, t_ours, t_raw, None))
+    cp.close()
+    os.unlink(raw_path)
+    return rows
+
+
+def _bench_sync_write(cp: Checkpoint, raw_path: str, size: int, repeats: int) -> Row:
+    data = os.urandom(1 << 20) * (size >> 20)
+    gib = size / (1 << 30)
+
+    def ours_write() -> float:
+        start = time.perf_counter()
+        cp.write(data)
+        return time.perf_counter() - start
+
+    def base_write() -> float:
+        elapsed = raw_write(raw_path, data)
+        os.unlink(raw_path)
+        return elapsed
+
+    t_ours, t_raw = alternate(ours_write, base_write, repeats)
+    raw_write(raw_path, data)  # left in place as the baseline of the read measurements
+    return _bandwidth_row(f"sync write {gib:g} GiB (vs os.write+fsync)", gib, t_ours, t_raw, 0.85)
+
+
+def _bandwidth_row(
+    metric: str, gib: float, t_ours: float, t_base: float, target: float | None
+) -> Row:
+    ours, base = gib / t_ours, gib / t_base
+    ratio = ours / base
+    return Row(
+        metric,
+        ours,
+        base,
+        "GiB/s",
+        ratio,
+        f">= {target} x baseline" if target else "(info)",
+        None if target is None else ratio >= target,
+    )
+
+
+def bench_small(workdir: str, count: int) -> list[Row]:
+    cp = Checkpoint.open(os.path.join(workdir, "small"))
+    payload = b"0123456789abcdef"
+    sync_ours, sync_raw, async_call = [], [], []
+    for i in range(count):
+        start = time.perf_counter()
+        cp.write(payload, step=i)
+        sync_ours.append(time.perf_counter() - start)
+        sync_raw.append(_raw_durable_small(workdir, payload))
+    for i in range(count):
+        start = time.perf_counter()
+        cp.write(payload, step=i, blocking=False)
+        async_call.append(time.perf_counter() - start)
+        cp.wait()
+    cp.close()
+    p50_ours, p50_raw = statistics.median(sync_ours) * 1e3, statistics.median(sync_raw) * 1e3
+    p50_async = statistics.median(async_call) * 1e6
+    return [
+        Row("durable 16 B sync write p50", p50_ours, p50_raw, "ms", p50_ours / p50_raw,
+            "<= 2 ms", p50_ours <= 2.0),
+        Row("durable 16 B sync write p99", percentile(sync_ours, 0.99) * 1e3,
+            percentile(sync_raw, 0.99) * 1e3, "ms", None, "(info)", None),
+        Row("async 16 B write() call p50", p50_async, None, "us", None, "<= 50 us",
+            p50_async <= 50.0),
+    ]  # fmt: skip
+
+
+def _raw_durable_small(workdir: str, payload: bytes) -> float:
+    """Baseline: the least a durable new file costs: create, write, fsync file and directory."""
+    path = os.path.join(workdir, "raw-small.bin")
+    start = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, payload)
+    os.fsync(fd)
+    os.close(fd)
+    dfd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+    os.fsync(dfd)
+    os.close(dfd)
+    elapsed = time.perf_counter() - start
+    os.unlink(path)
+    return elapsed
+
+
+def bench_async_large(workdir: str, size: int, repeats: int) -> list[Row]:
+    cp = Checkpoint.open(os.path.join(workdir, "async"), keep=1)
+    source = bytearray(os.urandom(1 << 20) * (size >> 20))
+
+    def ours() -> float:
+        start = time.perf_counter()
+        cp.write(source, blocking=False)
+        elapsed = time.perf_counter() - start
+        cp.wait()
+        return elapsed
+
+    def copy() -> float:
+        start = time.perf_counter()
+        snapshot = bytes(source)
+        elapsed = time.perf_counter() - start
+        del snapshot
+        return elapsed
+
+    t_ours, t_copy = alternate(ours, copy, max(repeats, 7))
+    cp.close()
+    ratio = t_ours / t_copy
+    return [
+        Row(f"async {size >> 20} MiB write() call (vs memcpy)", t_ours * 1e3, t_copy * 1e3, "ms",
+            ratio, "<= 1.5 x baseline", ratio <= 1.5),
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="large payload size (MiB)")
+    parser.add_argument("--async-mib", type=int, default=64, help="async payload size (MiB)")
+    parser.add_argument("--repeats", type=int, default=5, help="pairs per large measurement")
+    parser.add_argument("--small-count", type=int, default=300, help="16 B writes to time")
+    parser.add_argument("--dir", default=None, help="directory on the disk to measure")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test only")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.size_mib, args.async_mib, args.repeats, args.small_count = 16, 8, 3, 30
+    workdir = tempfile.mkdtemp(prefix="taskpoint-bench-", dir=args.dir or os.getcwd())
+    try:
+        rows = bench_large(workdir, args.size_mib << 20, args.repeats)
+        rows += bench_async_large(workdir, args.async_mib << 20, args.repeats)
+        rows += bench_small(workdir, args.small_count)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print_table("checkpoint I/O (medians; ratios against the baseline of the same run)", rows)
+    path = save_json("checkpoint_io", rows, vars(args))
+    print(f"\nresults: {path}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
