@@ -283,15 +283,21 @@ class Checkpoint:
         step: int | None = None,
         metadata: dict[str, Any] | None = None,
         blocking: bool = True,
+        copy: bool = True,
     ) -> CheckpointVersion | Future[CheckpointVersion | None]:
         """Commit ``data`` as a new version.
 
         Blocking returns the committed `CheckpointVersion`. ``blocking=False`` copies the data
         (unless it is immutable ``bytes``) and returns a future resolving to the version, or to
         ``None`` if a newer async write superseded it before it started.
+
+        ``copy=False`` skips that copy for an async write: the caller hands the buffer over and
+        must not change it until the returned future is done (integrations that keep their own
+        staging buffers use this to avoid a second copy of large state).
         """
         step, metadata = _check_step_metadata(step, metadata)
-        return self._submit(bytes_payload(data, snapshot=not blocking), step, metadata, blocking)
+        payload = bytes_payload(data, snapshot=not blocking and copy)
+        return self._submit(payload, step, metadata, blocking)
 
     def save(
         self,
