@@ -298,7 +298,10 @@ class FsspecStore:
             pass
 
     def delete_temp(self, name: str) -> None:
-        self.delete_manifest(name)
+        try:
+            self.fs.rm_file(f"{self.vdir}/{name}")
+        except FileNotFoundError:
+            pass
 
     def _path(self, vid: str, rel: str) -> str:
         return f"{self.vdir}/{vid}/{rel}"
