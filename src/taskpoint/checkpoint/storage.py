@@ -231,11 +231,13 @@ class FsspecStore:
         self.staging_root: str | None = None  # snapshots are staged in a local temp dir
 
     def ensure(self) -> None:
-        # Object stores have no directories; this still proves the location is reachable.
+        if hasattr(self.fs, "split_path"):  # an object store (s3fs, gcsfs, adlfs)
+            # Never create a bucket as a side effect: a typo would silently start a new one.
+            bucket = self.root.split("/", 1)[0]
+            if not self.fs.exists(bucket):
+                raise NotADirectoryError(f"bucket {bucket!r} does not exist (create it first)")
+            return
         self.fs.makedirs(self.vdir, exist_ok=True)
-        self.fs.invalidate_cache(self.vdir)
-        if self.fs.exists(self.vdir):
-            self.fs.ls(self.vdir, detail=False)
 
     def scan(self) -> Listing:
         self.fs.invalidate_cache(self.vdir)
