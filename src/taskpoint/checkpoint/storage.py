@@ -28,7 +28,15 @@ from taskpoint.checkpoint.version import parse_version_id
 
 CHUNK = 8 << 20  # big chunks: few syscalls, and the checksum releases the GIL per chunk
 MANIFEST_SUFFIX = ".manifest.json"
-_crc_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskpoint-crc")
+_crc_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _crc_executor() -> ThreadPoolExecutor:
+    """One checksum thread per process (a pool inherited through fork has no live thread)."""
+    global _crc_pool
+    if _crc_pool is None or _crc_pool[0] != os.getpid():
+        _crc_pool = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="taskpoint-crc"))
+    return _crc_pool[1]
 
 
 class ChecksumMismatch(OSError):
@@ -139,7 +147,7 @@ class LocalStore:
 
     def _write_view(self, dest: str, rel: str, data: memoryview) -> FileEntry:
         # The checksum runs on a second thread while this one writes: both release the GIL.
-        crc_future = _crc_pool.submit(crc_of, data)
+        crc_future = _crc_executor().submit(crc_of, data)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             _write_all(fd, data)

@@ -8,6 +8,7 @@ kept and re-raised by `wait()` or by the next submit, so a failed async write is
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -30,6 +31,7 @@ class AsyncWriter:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._pid = os.getpid()
         self._chores: list[Callable[[], None]] = []
 
     def defer(self, chore: Callable[[], None]) -> None:
@@ -53,7 +55,11 @@ class AsyncWriter:
         return future
 
     def _ensure_thread(self) -> None:
+        if self._thread is not None and self._pid != os.getpid():
+            # Inherited through fork: the thread did not come along, nor did its job.
+            self._thread, self._busy_job, self._busy_chores = None, False, False
         if self._thread is None:
+            self._pid = os.getpid()
             self._closing = False
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
