@@ -1,7 +1,16 @@
 """taskpoint: long-running Python tasks that survive failure, with intra-task checkpoints."""
 
 from taskpoint.checkpoint import Checkpoint, CheckpointVersion
-from taskpoint.errors import CheckpointCorruptError, CheckpointError, TaskpointError
+from taskpoint.context import current_context
+from taskpoint.engine import Execution, resume, run, task, workflow
+from taskpoint.errors import (
+    CheckpointCorruptError,
+    CheckpointError,
+    ExecutionFailed,
+    Preempted,
+    RecoverableError,
+    TaskpointError,
+)
 
 __version__ = "0.1.0"
 
@@ -10,6 +19,15 @@ __all__ = [
     "CheckpointCorruptError",
     "CheckpointError",
     "CheckpointVersion",
+    "Execution",
+    "ExecutionFailed",
+    "Preempted",
+    "RecoverableError",
     "TaskpointError",
     "__version__",
+    "current_context",
+    "resume",
+    "run",
+    "task",
+    "workflow",
 ]

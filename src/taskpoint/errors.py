@@ -23,3 +23,63 @@ class CheckpointCorruptError(CheckpointError):
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
         super().__init__(message)
         self.problems: list[str] = list(problems or [])
+
+
+# --- engine errors -------------------------------------------------------------------------------
+
+
+class RecoverableError(TaskpointError):
+    """Raised by a task to ask for a retry; the next attempt starts from the latest checkpoint.
+
+    Retries of this kind spend the task's ``retries`` budget.
+    """
+
+
+class Preempted(TaskpointError):
+    """The attempt was preempted (SIGTERM): its latest checkpoint is committed, it will resume.
+
+    Raised inside a task by the checkpoint write that follows a SIGTERM, and by a workflow call
+    whose execution was preempted. Retries of this kind spend ``system_retries``, never ``retries``.
+    """
+
+    def __init__(
+        self, message: str = "", execution_id: str | None = None, node: str | None = None
+    ) -> None:
+        super().__init__(message or "preempted (SIGTERM)")
+        self.execution_id = execution_id
+        self.node = node
+
+    def __reduce__(self):  # keep the attributes when sent from an attempt's child process
+        return (type(self), (str(self), self.execution_id, self.node))
+
+
+class AttemptLost(TaskpointError):
+    """An attempt's process died without reporting (SIGKILL, OOM kill, segfault, hard exit)."""
+
+
+class ExecutionFailed(TaskpointError):
+    """An execution failed in one of its nodes; ``__cause__`` is the task's own exception."""
+
+    def __init__(self, execution_id: str, node: str | None, message: str | None = None) -> None:
+        self.execution_id = execution_id
+        self.node = node
+        where = f" in node {node}" if node else ""
+        text = message or f"execution {execution_id} failed{where}"
+        super().__init__(f"{text} (details: taskpoint show {execution_id})")
+
+    def __reduce__(self):
+        return (_rebuild_execution_failed, (self.execution_id, self.node, self.args[0]))
+
+
+def _rebuild_execution_failed(execution_id: str, node: str | None, text: str) -> ExecutionFailed:
+    error = ExecutionFailed(execution_id, node)
+    error.args = (text,)
+    return error
+
+
+class ExecutionNotFound(TaskpointError):
+    """No execution with this id (or id prefix) is recorded under the taskpoint home."""
+
+
+class WorkflowLoadError(TaskpointError):
+    """A workflow file or name could not be loaded (missing file, unknown name, import error)."""

@@ -1,0 +1,152 @@
+"""``taskpoint run FILE NAME [--param value ...]`` and ``taskpoint resume EXEC_ID``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from taskpoint.cli import EXIT_FAILED, EXIT_OF_STATUS, EXIT_USAGE
+from taskpoint.cli.app import CliError, cli
+from taskpoint.cli.params import options_for, to_arguments
+from taskpoint.cli.render import duration, execution_dict
+from taskpoint.engine.events import Listener
+from taskpoint.engine.execution import Execution
+from taskpoint.engine.settings import configure
+
+RUN_HELP = """Usage: taskpoint run FILE.py NAME [--PARAM VALUE ...] [--json]
+
+  Run the workflow (or task) NAME defined in FILE.py as a new execution. Its parameters
+  become options: `taskpoint run FILE.py NAME --help` lists them with types and defaults.
+
+Options:
+  --json  Print one JSON object describing the execution instead of progress.
+"""
+
+JSON_OPTION = click.Option(["--json"], is_flag=True, help="Print the execution as one JSON object.")
+
+
+@cli.command(
+    "run",
+    add_help_option=False,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run_command(ctx: click.Context, as_json: bool, argv: tuple[str, ...]) -> int:
+    """Run a workflow or task from a Python file: FILE.py NAME [--param value ...]."""
+    from taskpoint.engine import run
+    from taskpoint.engine.loader import find_target, load_file, targets_in
+
+    args = list(argv)
+    if not args or args[0] in ("-h", "--help"):
+        click.echo(RUN_HELP)
+        return 0
+    file = args.pop(0)
+    if file.startswith("-"):
+        raise click.UsageError(f"expected FILE.py before options, got {file!r}", ctx)
+    module = load_file(file)
+    if not args or args[0] in ("-h", "--help"):
+        names = ", ".join(f"{n} ({t.kind})" for n, t in sorted(targets_in(module).items()))
+        click.echo(f"{file} defines: {names or 'no @workflow or @task'}")
+        click.echo(f"usage: taskpoint run {file} NAME [--PARAM VALUE ...]")
+        return 0 if args else EXIT_USAGE
+    target = find_target(module, args.pop(0), file)
+    command = click.Command(
+        target.name,
+        params=[*options_for(target), JSON_OPTION],
+        help=(target.__doc__ or "").strip() or f"Run the {target.kind} {target.name}.",
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    prog = f"{ctx.find_root().info_name or 'taskpoint'} run {file} {target.name}"
+    with command.make_context(prog, args) as sub:
+        values = dict(sub.params)
+    values.pop("json", None)
+    arguments = to_arguments(target, values)
+    try:
+        target.bind((), arguments)
+    except TypeError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    return execute(lambda: run(target, **arguments), as_json)
+
+
+@cli.command("resume")
+@click.argument("execution_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the execution as one JSON object.")
+def resume_command(execution_id: str, as_json: bool) -> int:
+    """Continue an execution: succeeded nodes are not run again, the unfinished node resumes
+    from its latest checkpoint. A succeeded execution just prints its result."""
+    from taskpoint.cli.app import records_for_reading
+    from taskpoint.engine import resume
+
+    rec = records_for_reading().get_execution(execution_id)
+    if rec.status == "succeeded":
+        if not as_json:
+            click.echo(f"execution {rec.id} already succeeded; nothing to run", err=True)
+        return report(resume(rec.id), as_json)
+    return execute(lambda: resume(rec.id), as_json)
+
+
+def execute(start: Callable[[], Execution], as_json: bool) -> int:
+    listener = progress_listener(as_json)
+    configure(listener=listener)
+    try:
+        execution = start()
+    finally:
+        close = getattr(listener, "close", None)
+        if close is not None:
+            close()
+        configure(listener=Listener())
+    return report(execution, as_json)
+
+
+def progress_listener(as_json: bool) -> Listener:
+    if as_json:
+        return Listener()
+    from taskpoint.cli.progress import LiveProgress, PlainProgress
+
+    return LiveProgress() if sys.stderr.isatty() else PlainProgress()
+
+
+def report(execution: Execution, as_json: bool) -> int:
+    code = EXIT_OF_STATUS.get(execution.status, EXIT_FAILED)
+    if as_json:
+        from taskpoint.engine.browse import all_checkpoints
+
+        data = execution_dict(execution, all_checkpoints(execution))
+        click.echo(json.dumps(data, indent=2))
+        return code
+    attempts = sum(len(n.attempts) for n in execution.nodes)
+    took = duration(execution.started, execution.ended)
+    summary = (
+        f"execution {execution.id} {execution.status} in {took} "
+        f"({_plural(len(execution.nodes), 'node')}, {_plural(attempts, 'attempt')})"
+    )
+    if execution.status == "succeeded":
+        click.echo(summary)
+        click.echo(f"result: {_show(execution.result)}")
+        return code
+    where = f" in node {execution.failed_node}" if execution.failed_node else ""
+    click.echo(f"{summary}{where}: {execution.error}")
+    _debug_traceback(execution)
+    click.echo(f"resume it with: taskpoint resume {execution.id}")
+    return code
+
+
+def _debug_traceback(execution: Execution) -> None:
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.find_root().params.get("debug") and execution.traceback:
+        click.echo(execution.traceback.rstrip(), err=True)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 2000 else text[:1997] + "..."

@@ -1,0 +1,125 @@
+"""The task context: what a running attempt knows about itself (``current_context()``).
+
+Kept dependency-free so ``import taskpoint`` stays fast; the checkpoint of an attempt is opened
+lazily, on first use, by a factory the engine provides.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from taskpoint.errors import TaskpointError
+
+if TYPE_CHECKING:
+    from taskpoint.checkpoint import Checkpoint
+
+log = logging.getLogger("taskpoint")
+
+_current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+    "taskpoint_task_context", default=None
+)
+
+
+class TaskContext:
+    """Context of one attempt of one task node.
+
+    ``checkpoint`` is a :class:`~taskpoint.Checkpoint` scoped to this node of this execution and
+    opened with this attempt's number; ``read()`` returns the latest committed version whatever
+    attempt wrote it. ``preempted`` turns true when the attempt receives SIGTERM.
+    """
+
+    __slots__ = (
+        "_callbacks",
+        "_checkpoint",
+        "_checkpoint_factory",
+        "attempt",
+        "execution_id",
+        "node",
+        "preempted",
+        "task_name",
+    )
+
+    def __init__(
+        self,
+        execution_id: str,
+        node: str,
+        task_name: str,
+        attempt: int,
+        checkpoint_factory: Callable[[TaskContext], Any],
+    ) -> None:
+        self.execution_id = execution_id
+        self.node = node
+        self.task_name = task_name
+        self.attempt = attempt
+        self.preempted = False
+        self._checkpoint_factory = checkpoint_factory
+        self._checkpoint: Any = None
+        self._callbacks: list[Callable[[], Any]] = []
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        if self._checkpoint is None:
+            self._checkpoint = self._checkpoint_factory(self)
+        return self._checkpoint
+
+    @property
+    def checkpoint_opened(self) -> bool:
+        return self._checkpoint is not None
+
+    def on_preempt(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` when this attempt is preempted (at once if it already was)."""
+        self._callbacks.append(callback)
+        if self.preempted:
+            _call_safely(callback)
+
+    def mark_preempted(self) -> None:
+        """Set ``preempted`` and run the callbacks once (called from the SIGTERM handler)."""
+        if self.preempted:
+            return
+        self.preempted = True
+        for callback in list(self._callbacks):
+            _call_safely(callback)
+
+    def __repr__(self) -> str:
+        return (
+            f"TaskContext(execution_id={self.execution_id!r}, node={self.node!r}, "
+            f"attempt={self.attempt}, preempted={self.preempted})"
+        )
+
+
+def _call_safely(callback: Callable[[], Any]) -> None:
+    # A failing callback must not stop the preemption flow (the checkpoint must still commit).
+    try:
+        callback()
+    except Exception:
+        log.exception("taskpoint: on_preempt callback %r failed", callback)
+
+
+def current_context() -> TaskContext:
+    """The context of the task attempt running now.
+
+    Raises :class:`TaskpointError` when called outside a task.
+    """
+    ctx = _current.get()
+    if ctx is None:
+        raise TaskpointError(
+            "current_context() was called outside a task: call it from inside a function "
+            "decorated with @task while it runs"
+        )
+    return ctx
+
+
+def active_context() -> TaskContext | None:
+    """The running attempt's context, or ``None`` (engine internal)."""
+    return _current.get()
+
+
+def set_context(ctx: TaskContext | None) -> contextvars.Token:
+    return _current.set(ctx)
+
+
+def reset_context(token: contextvars.Token) -> None:
+    _current.reset(token)

@@ -1,0 +1,8 @@
+"""The engine: executions -> nodes -> attempts, retry policy, preemption and resume."""
+
+from taskpoint.engine.api import resume, run
+from taskpoint.engine.execution import Execution
+from taskpoint.engine.settings import configure
+from taskpoint.engine.task import Task, Workflow, task, workflow
+
+__all__ = ["Execution", "Task", "Workflow", "configure", "resume", "run", "task", "workflow"]

@@ -1,0 +1,109 @@
+"""``run`` and ``resume``: the engine's entry points for programs (the CLI uses them too)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from taskpoint.engine import blobs
+from taskpoint.engine.driver import Run
+from taskpoint.engine.execution import Execution, load_execution
+from taskpoint.engine.settings import settings
+from taskpoint.engine.task import Target
+from taskpoint.errors import TaskpointError
+from taskpoint.records import ExecutionRecord, Records
+
+log = logging.getLogger("taskpoint")
+
+# Targets run by this process, by execution id: a resume in the same process needs no import
+# (and works for workflows defined inside functions).
+_targets: dict[str, Target] = {}
+
+
+def run(fn: Target, /, *args: Any, **kwargs: Any) -> Execution:
+    """Run ``fn`` (a ``@workflow`` or ``@task``) as a new execution and return it.
+
+    Never raises for a failed execution: look at ``.status`` / ``.error``, or call
+    ``.unwrap()``. Raises ``TypeError`` (before anything runs) when inputs do not match the
+    type hints.
+    """
+    if not isinstance(fn, Target):
+        raise TypeError(f"run() needs a @workflow or @task, got {fn!r}; decorate it first")
+    arguments = fn.bind(args, kwargs)
+    records = Records(settings.resolved_home())
+    storage = settings.resolved_storage()
+    rec = _new_record(fn, arguments, storage, records)
+    try:
+        blobs.put_pickle(f"{blobs.execution_url(storage, rec.id)}/inputs.pkl", arguments)
+        rec.inputs_ref = f"{blobs.execution_url(storage, rec.id)}/inputs.pkl"
+    except (TypeError, AttributeError, ValueError) as exc:
+        log.warning(
+            "taskpoint: inputs of %s cannot be pickled (%s): it cannot be resumed", fn.name, exc
+        )
+    records.create_execution(rec)
+    _targets[rec.id] = fn
+    return Run(records, rec, settings, resumed=False).execute(fn, arguments)
+
+
+def resume(execution_id: str) -> Execution:
+    """Continue an execution that did not succeed: succeeded nodes return their stored outputs
+    without running, the unfinished node starts from its latest checkpoint. A succeeded
+    execution is returned as it is, with its result, and nothing runs."""
+    records = Records(settings.resolved_home())
+    rec = records.get_execution(execution_id)
+    if rec.status == "succeeded":
+        return load_execution(records, rec)
+    if rec.status == "running" and rec.driver_alive:
+        raise TaskpointError(
+            f"execution {rec.id} is still running (driver pid {rec.driver_pid} on "
+            f"{rec.driver_host}); wait for it, or stop it before resuming"
+        )
+    if not rec.inputs_ref:
+        raise TaskpointError(f"execution {rec.id} stored no inputs, so it cannot be resumed")
+    target = _targets.get(rec.id)
+    if target is None:
+        from taskpoint.engine.loader import load_recorded
+
+        target = load_recorded(rec.module, rec.file, rec.qualname)
+        _targets[rec.id] = target
+    try:
+        arguments = blobs.get_pickle(rec.inputs_ref)
+    except FileNotFoundError as exc:
+        raise TaskpointError(f"the stored inputs of execution {rec.id} are missing: {exc}") from exc
+    records.restart_execution(rec.id)
+    rec = records.get_execution(rec.id)
+    return Run(records, rec, settings, resumed=True).execute(target, arguments)
+
+
+def _new_record(
+    fn: Target, arguments: dict[str, Any], storage: str, records: Records
+) -> ExecutionRecord:
+    module_name = fn.fn.__module__
+    module = sys.modules.get(module_name)
+    file = getattr(module, "__file__", None)
+    now = time.time()
+    return ExecutionRecord(
+        id=os.urandom(6).hex(),
+        name=fn.name,
+        kind=fn.kind,
+        module=module_name,
+        file=os.path.abspath(file) if file else None,
+        qualname=fn.fn.__qualname__,
+        inputs=json.dumps(arguments, default=repr),
+        inputs_ref=None,
+        storage=storage,
+        status="running",
+        result_ref=None,
+        error_type=None,
+        error_message=None,
+        traceback=None,
+        failed_node=None,
+        created=now,
+        started=now,
+        ended=None,
+        **records.driver_fields(),
+    )

@@ -1,0 +1,82 @@
+"""Pickled inputs, outputs and results in the blob store, next to the checkpoints.
+
+Layout under the storage URL::
+
+    <storage>/<execution id>/inputs.pkl
+    <storage>/<execution id>/result.pkl
+    <storage>/<execution id>/nodes/<node dir>/output.pkl
+    <storage>/<execution id>/nodes/<node dir>/checkpoints/      (a Checkpoint scope)
+
+Small outputs are kept in the records database instead (see ``engine/node.py``). Local paths
+take a direct ``os`` path (write to a temp name, then rename). Blobs are not fsynced: a node
+whose output is lost or unreadable is simply run again on resume.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any
+from urllib.parse import quote
+
+
+def node_dir(key: str) -> str:
+    """Path-safe form of a node key: ``train#2`` -> ``train-2`` (task names hold no ``-``)."""
+    return quote(key.replace("#", "-"), safe="-_.")
+
+
+def execution_url(storage: str, execution_id: str) -> str:
+    return f"{storage}/{execution_id}"
+
+
+def node_url(storage: str, execution_id: str, key: str) -> str:
+    return f"{storage}/{execution_id}/nodes/{node_dir(key)}"
+
+
+def checkpoint_url(storage: str, execution_id: str, key: str) -> str:
+    return f"{node_url(storage, execution_id, key)}/checkpoints"
+
+
+def _local_path(url: str) -> str | None:
+    if url.startswith("file://"):
+        return url[len("file://") :]
+    if "://" in url:
+        return None
+    return url
+
+
+def put_bytes(url: str, data: bytes) -> None:
+    path = _local_path(url)
+    if path is None:
+        import fsspec
+
+        fs, fpath = fsspec.core.url_to_fs(url)
+        fs.pipe_file(fpath, data)
+        return
+    tmp = f"{path}.tmp-{os.getpid()}"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def get_bytes(url: str) -> bytes:
+    """The blob's bytes; ``FileNotFoundError`` if it does not exist."""
+    path = _local_path(url)
+    if path is None:
+        import fsspec
+
+        fs, fpath = fsspec.core.url_to_fs(url)
+        return fs.cat_file(fpath)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def put_pickle(url: str, value: Any) -> None:
+    put_bytes(url, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def get_pickle(url: str) -> Any:
+    # Only blobs the engine itself wrote are unpickled (inputs, outputs, results), never
+    # checkpoint content.
+    return pickle.loads(get_bytes(url))

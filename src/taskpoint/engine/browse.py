@@ -1,0 +1,43 @@
+"""Look at the checkpoints of an execution's nodes (``taskpoint checkpoints``, ``show --json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskpoint.checkpoint import Checkpoint
+from taskpoint.engine import blobs
+from taskpoint.engine.execution import Execution
+from taskpoint.errors import TaskpointError
+
+
+def open_node_checkpoint(execution: Execution, key: str) -> Checkpoint:
+    """The node's checkpoint scope, opened to read (attempt 1 never sweeps anything)."""
+    return Checkpoint.open(blobs.checkpoint_url(execution.storage, execution.id, key))
+
+
+def node_checkpoints(execution: Execution, key: str) -> list[Any]:
+    cp = open_node_checkpoint(execution, key)
+    try:
+        return cp.versions()
+    finally:
+        cp.close()
+
+
+def all_checkpoints(execution: Execution) -> dict[str, list[Any]]:
+    return {node.key: node_checkpoints(execution, node.key) for node in execution.nodes}
+
+
+def find_node(execution: Execution, name: str) -> str:
+    """A node key from a key (``train#2``) or a task name with one node (``train``)."""
+    keys = [n.key for n in execution.nodes]
+    if name in keys:
+        return name
+    matches = [k for k in keys if k.split("#", 1)[0] == name]
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(keys) or "none"
+    if matches:
+        raise TaskpointError(
+            f"task {name!r} has several nodes in {execution.id}: give one of {known}"
+        )
+    raise TaskpointError(f"execution {execution.id} has no node {name!r} (its nodes: {known})")

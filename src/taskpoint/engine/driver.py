@@ -1,0 +1,164 @@
+"""The driver: runs one execution (fresh or resumed) in this process and records how it ends."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import pickle
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from taskpoint.engine import blobs
+from taskpoint.engine.execution import Execution, load_execution
+from taskpoint.engine.node import NodeRun
+from taskpoint.engine.preempt import PreemptionGuard
+from taskpoint.engine.settings import Settings
+from taskpoint.engine.task import Target, Task
+from taskpoint.errors import Preempted
+from taskpoint.records import ExecutionRecord, NodeRecord, Records
+
+log = logging.getLogger("taskpoint")
+
+_current_run: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
+    "taskpoint_run", default=None
+)
+
+
+def current_run() -> Run | None:
+    return _current_run.get()
+
+
+class Run:
+    """One driver's pass over an execution: node keys, stored outputs, signals, the outcome."""
+
+    def __init__(
+        self,
+        records: Records,
+        rec: ExecutionRecord,
+        settings: Settings,
+        *,
+        resumed: bool,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.records = records
+        self.rec = rec
+        self.execution_id = rec.id
+        self.storage = rec.storage  # from the record, so a resume finds the same blobs
+        self.listener = settings.listener
+        self.guard = PreemptionGuard(settings.grace)
+        self.resumed = resumed
+        self.sleep = sleep or time.sleep
+        self.counters: dict[str, int] = {}
+        self.previous = {n.key: n for n in records.nodes(rec.id)} if resumed else {}
+        self.failure: tuple[str, BaseException] | None = None
+        self.preempted_node: str | None = None
+
+    def next_key(self, name: str) -> str:
+        # The n-th call of a task in this execution: deterministic, so a resumed run maps each
+        # call to the node that the first run recorded for it.
+        n = self.counters.get(name, 0) + 1
+        self.counters[name] = n
+        return f"{name}#{n}"
+
+    def call_task(self, task: Task, args: tuple, kwargs: dict) -> Any:
+        return self.call_bound(task, task.bind(args, kwargs))
+
+    def call_bound(self, task: Task, arguments: dict[str, Any]) -> Any:
+        key = self.next_key(task.name)
+        if self.guard.preempted:
+            self.preempted_node = self.preempted_node or key
+            raise Preempted(
+                f"execution {self.execution_id} preempted before node {key} started",
+                execution_id=self.execution_id,
+                node=key,
+            )
+        previous = self.previous.get(key)
+        if previous is not None and previous.status == "succeeded":
+            found, value = _stored_output(previous)
+            if found:
+                self.listener.node_reused(self.execution_id, key)
+                return value
+        return NodeRun(self, task, key, arguments, previous).execute()
+
+    # -- the whole execution ---------------------------------------------------------------------
+
+    def execute(self, target: Target, arguments: dict[str, Any]) -> Execution:
+        token = _current_run.set(self)
+        try:
+            with self.guard.installed():
+                self.listener.execution_started(self.execution_id, target.name, self.resumed)
+                try:
+                    if isinstance(target, Task):
+                        value = self.call_bound(target, arguments)
+                    else:
+                        value = target.call_bound(arguments)
+                except BaseException as exc:
+                    return self._finish_error(exc)
+                return self._finish_ok(value)
+        finally:
+            _current_run.reset(token)
+
+    def _finish_ok(self, value: Any) -> Execution:
+        if self.preempted_node is not None:  # the workflow swallowed Preempted
+            return self._finish_error(Preempted(execution_id=self.execution_id))
+        ref = f"{blobs.execution_url(self.storage, self.execution_id)}/result.pkl"
+        try:
+            blobs.put_pickle(ref, value)
+        except Exception as exc:
+            error = TypeError(f"the workflow's result cannot be pickled ({exc})")
+            return self._finish_error(error)
+        self.records.finish_execution(self.execution_id, "succeeded", result_ref=ref)
+        return load_execution(self.records, self.execution_id, result=value)
+
+    def _finish_error(self, exc: BaseException) -> Execution:
+        node = None
+        if isinstance(exc, KeyboardInterrupt):
+            status = "aborted"
+        elif isinstance(exc, Preempted) or self.preempted_node is not None:
+            status, node = "preempted", self.preempted_node
+        else:
+            status = "failed"
+            if self.failure is not None and _caused_by(exc, self.failure[1]):
+                node = self.failure[0]
+        self.records.finish_execution(
+            self.execution_id,
+            status,
+            error_type=type(exc).__name__,
+            error_message=str(exc),
+            traceback="".join(traceback.format_exception(exc)),
+            failed_node=node,
+        )
+        return load_execution(self.records, self.execution_id, exception=exc)
+
+
+def _stored_output(node: NodeRecord) -> tuple[bool, Any]:
+    try:
+        if node.output is not None:
+            return True, pickle.loads(node.output)
+        if node.output_ref:
+            return True, blobs.get_pickle(node.output_ref)
+    except Exception as exc:  # lost or unreadable: running the node again is always correct
+        log.warning(
+            "taskpoint: stored output of %s is unusable (%s); running it again", node.key, exc
+        )
+    return False, None
+
+
+def _caused_by(exc: BaseException, cause: BaseException) -> bool:
+    seen = 0
+    while exc is not None and seen < 20:
+        if exc is cause:
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        seen += 1
+    return False
+
+
+def run_eagerly(target: Target, args: tuple, kwargs: dict) -> Any:
+    """A top-level call of a workflow or task: run an execution, return its result or raise."""
+    from taskpoint.engine.api import run
+
+    execution = run(target, *args, **kwargs)
+    return execution.unwrap()

@@ -1,0 +1,196 @@
+"""One node of an execution: the attempt loop, the only place that decides to retry."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from typing import TYPE_CHECKING, Any
+
+from taskpoint.checkpoint import Checkpoint
+from taskpoint.engine import blobs
+from taskpoint.engine.attempt import Outcome, run_inline
+from taskpoint.engine.events import AttemptInfo
+from taskpoint.engine.retry import AttemptState, RetryPolicy
+from taskpoint.engine.task import Task
+from taskpoint.errors import Preempted, TaskpointError
+from taskpoint.records import AttemptEnd, NodeRecord
+
+if TYPE_CHECKING:
+    from taskpoint.engine.driver import Run
+
+log = logging.getLogger("taskpoint")
+
+# Pickled outputs up to this size are kept in the records database, larger ones in the blob
+# store (`<storage>/<execution>/nodes/<node>/output.pkl`).
+INLINE_OUTPUT_MAX = 32 * 1024
+
+
+class NodeRun:
+    def __init__(
+        self, run: Run, task: Task, key: str, arguments: dict[str, Any], previous: NodeRecord | None
+    ) -> None:
+        self.run = run
+        self.task = task
+        self.key = key
+        self.arguments = arguments
+        self.previous = previous
+        self.url = blobs.node_url(run.storage, run.execution_id, key)
+        self.checkpoint_url = f"{self.url}/checkpoints"
+
+    def execute(self) -> Any:
+        policy = RetryPolicy.for_task(
+            self.task.retries, self.task.system_retries, self.task.retry_delay, self.run.sleep
+        )
+        state = AttemptState()
+        n = self.previous.attempts + 1 if self.previous else 1
+        while True:
+            info, outcome = self._attempt(n)
+            if outcome.status == "succeeded":
+                return self._succeed(info, outcome)
+            state.ended(info.attempt, outcome.status, outcome.error)
+            retry = (
+                outcome.status != "aborted"
+                and not self.run.guard.preempted
+                and policy.should_retry(state)
+            )
+            node_status = "running" if retry else self._final_status(outcome)
+            self._record_end(info, outcome, node_status)
+            if not retry:
+                self._stop(outcome, node_status)
+            delay = policy.spend(state)
+            self.run.listener.retry_scheduled(info, delay)
+            if delay > 0:
+                policy.sleep(delay)
+            if self.run.guard.preempted:
+                self.run.records.finish_node(self.run.execution_id, self.key, "preempted")
+                self._stop(outcome, "preempted")
+            n = info.attempt + 1
+
+    # -- one attempt -----------------------------------------------------------------------------
+
+    def _attempt(self, n: int) -> tuple[AttemptInfo, Outcome]:
+        checkpoint = None
+        start_version = None
+        if n > 1 or self.run.resumed:
+            # Only a retry or a resume can find checkpoints: a fresh node's scope is new.
+            checkpoint = self._open_checkpoint(n)
+            start_version = checkpoint.latest()
+            if start_version is not None and start_version.attempt >= n:
+                # Records lost an attempt that committed (e.g. a crash right after): never
+                # reuse an attempt number, or versions could collide.
+                checkpoint.close()
+                n = start_version.attempt + 1
+                checkpoint = self._open_checkpoint(n)
+        info = AttemptInfo(
+            execution_id=self.run.execution_id,
+            node=self.key,
+            task=self.task.name,
+            attempt=n,
+            max_attempts=max(self.task.max_attempts, n),
+            checkpoint_url=self.checkpoint_url,
+            checkpoint_at_start=start_version,
+        )
+        isolated = self.task.isolation == "process"
+        info.started = self.run.records.attempt_started(
+            self.run.execution_id,
+            self.key,
+            self.task.name,
+            n,
+            max_attempts=info.max_attempts,
+            pid=0 if isolated else os.getpid(),
+            checkpoint_at_start=start_version.id if start_version else None,
+        )
+        self.run.listener.attempt_started(info)
+        if isolated:
+            from taskpoint.engine.isolation import run_in_process
+
+            if checkpoint is not None:
+                checkpoint.close()  # the child opens its own
+            outcome = run_in_process(self.task, self.arguments, info, self.run.guard)
+            if outcome.status in ("lost", "aborted"):  # the child could not say what it left
+                outcome.checkpoint_at_end = self._open_checkpoint(n).latest()
+            return info, outcome
+        outcome = run_inline(
+            self.task, self.arguments, info, self.run.guard, self.run.listener, checkpoint
+        )
+        return info, outcome
+
+    def _open_checkpoint(self, n: int) -> Any:
+        return Checkpoint.open(self.checkpoint_url, attempt=n, keep=self.task.keep)
+
+    # -- endings ---------------------------------------------------------------------------------
+
+    def _succeed(self, info: AttemptInfo, outcome: Outcome) -> Any:
+        try:
+            data = pickle.dumps(outcome.value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            failure = Outcome.from_error(
+                "failed",
+                TypeError(
+                    f"task {self.task.name!r} returned a value that cannot be pickled ({exc}); "
+                    "outputs must be picklable so they can be stored and returned on resume"
+                ),
+                outcome.checkpoint_at_end,
+            )
+            self._record_end(info, failure, "failed")
+            self._stop(failure, "failed")
+        if len(data) <= INLINE_OUTPUT_MAX:
+            # Small outputs ride in the attempt's end transaction: one write, atomic with the
+            # status, and no file per node on the hot path.
+            self._record_end(info, outcome, "succeeded", output=data)
+        else:
+            ref = f"{self.url}/output.pkl"
+            blobs.put_bytes(ref, data)
+            self._record_end(info, outcome, "succeeded", output_ref=ref)
+        return outcome.value
+
+    def _record_end(
+        self,
+        info: AttemptInfo,
+        outcome: Outcome,
+        node_status: str,
+        *,
+        output: bytes | None = None,
+        output_ref: str | None = None,
+    ) -> None:
+        end_version = outcome.checkpoint_at_end
+        self.run.records.attempt_ended(
+            self.run.execution_id,
+            self.key,
+            info.attempt,
+            AttemptEnd(
+                status=outcome.status,
+                node_status=node_status,
+                error_type=outcome.error_type,
+                error_message=outcome.error_message,
+                traceback=outcome.traceback,
+                checkpoint_at_end=end_version.id if end_version else None,
+                output=output,
+                output_ref=output_ref,
+                pid=outcome.pid,
+            ),
+        )
+        self.run.listener.attempt_ended(info, outcome.status, outcome.error_text, end_version)
+
+    def _final_status(self, outcome: Outcome) -> str:
+        if outcome.status == "aborted":
+            return "aborted"
+        if self.run.guard.preempted and outcome.status != "failed":
+            return "preempted"  # the driver itself is going away: resume continues this node
+        return "failed"
+
+    def _stop(self, outcome: Outcome, node_status: str) -> None:
+        error = outcome.error or TaskpointError(outcome.error_text or outcome.status)
+        if node_status == "aborted":
+            raise KeyboardInterrupt from error
+        if node_status == "preempted":
+            self.run.preempted_node = self.key
+            raise Preempted(
+                f"execution {self.run.execution_id} preempted in node {self.key}; "
+                f"`taskpoint resume {self.run.execution_id}` continues it",
+                execution_id=self.run.execution_id,
+                node=self.key,
+            ) from error
+        self.run.failure = (self.key, error)
+        raise error

@@ -1,0 +1,172 @@
+"""``@task`` and ``@workflow``: decorators that turn typed functions into engine targets.
+
+Calling a task inside a running workflow makes a node of the current execution; calling a task or
+a workflow at top level runs a whole execution eagerly (``taskpoint.run`` semantics) and returns
+its result. Inside a running task, task and workflow calls are plain function calls: nodes are
+made by the driver only.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from taskpoint.context import active_context
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ISOLATIONS = ("inline", "process")
+
+
+class Target:
+    """What ``@task`` and ``@workflow`` have in common: a function, its signature and hints."""
+
+    kind = "target"
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.name: str = fn.__name__
+        self._signature: Any = None
+        self._hints: dict[str, Any] | None = None
+
+    @property
+    def signature(self) -> Any:
+        if self._signature is None:
+            import inspect  # lazy: keeps `import taskpoint` fast
+
+            self._signature = inspect.signature(self.fn)
+        return self._signature
+
+    @property
+    def hints(self) -> dict[str, Any]:
+        if self._hints is None:
+            import typing
+
+            try:
+                self._hints = typing.get_type_hints(self.fn)
+            except Exception:  # unresolvable forward references: check nothing
+                self._hints = {}
+        return self._hints
+
+    def bind(self, args: tuple, kwargs: dict) -> dict[str, Any]:
+        """Bind a call to parameter names (defaults applied) and check types."""
+        import inspect
+
+        from taskpoint.engine.typecheck import check_arguments
+
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        checked = {
+            name: value
+            for name, value in bound.arguments.items()
+            if self.signature.parameters[name].kind not in variadic
+        }
+        check_arguments(self.kind, self.name, self.hints, checked)
+        return dict(bound.arguments)
+
+    def call_bound(self, arguments: dict[str, Any]) -> Any:
+        bound = self.signature.bind_partial()
+        bound.arguments.update(arguments)
+        return self.fn(*bound.args, **bound.kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} {self.fn.__module__}.{self.fn.__qualname__}>"
+
+
+class Task(Target):
+    kind = "task"
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        retries: int = 0,
+        retry_on: tuple[type[BaseException], ...] | type[BaseException] = (),
+        system_retries: int = 3,
+        retry_delay: float = 0.0,
+        isolation: str = "inline",
+        keep: int = 2,
+    ) -> None:
+        super().__init__(fn)
+        if retries < 0 or system_retries < 0:
+            raise ValueError(f"task {self.name!r}: retries and system_retries must be >= 0")
+        if retry_delay < 0:
+            raise ValueError(f"task {self.name!r}: retry_delay must be >= 0 seconds")
+        if isolation not in ISOLATIONS:
+            raise ValueError(
+                f"task {self.name!r}: isolation must be one of {ISOLATIONS}, got {isolation!r}"
+            )
+        if keep < 1:
+            raise ValueError(f"task {self.name!r}: keep must be >= 1, got {keep}")
+        self.retries = retries
+        self.retry_on = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+        self.system_retries = system_retries
+        self.retry_delay = retry_delay
+        self.isolation = isolation
+        self.keep = keep
+
+    @property
+    def max_attempts(self) -> int:
+        """Attempts the user budget allows (system retries come on top)."""
+        return 1 + self.retries
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if active_context() is not None:
+            return self.fn(*args, **kwargs)
+        from taskpoint.engine import driver
+
+        run = driver.current_run()
+        if run is None:
+            return driver.run_eagerly(self, args, kwargs)
+        return run.call_task(self, args, kwargs)
+
+
+class Workflow(Target):
+    kind = "workflow"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if active_context() is not None:
+            return self.fn(*args, **kwargs)
+        from taskpoint.engine import driver
+
+        run = driver.current_run()
+        if run is None:
+            return driver.run_eagerly(self, args, kwargs)
+        self.bind(args, kwargs)  # a sub-workflow's inputs are checked too
+        return self.fn(*args, **kwargs)
+
+
+@overload
+def task(fn: F, /) -> F: ...
+@overload
+def task(
+    *,
+    retries: int = 0,
+    retry_on: tuple[type[BaseException], ...] | type[BaseException] = (),
+    system_retries: int = 3,
+    retry_delay: float = 0.0,
+    isolation: str = "inline",
+    keep: int = 2,
+) -> Callable[[F], F]: ...
+def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Make ``fn`` a task: retried on ``RecoverableError``/``retry_on`` up to ``retries`` times
+    and on preemption or a lost worker up to ``system_retries`` times, each retry starting from
+    the latest checkpoint. Usable bare (``@task``) or called (``@task(retries=3)``).
+    """
+    if fn is not None:
+        return Task(fn, **options)
+    return lambda f: Task(f, **options)
+
+
+@overload
+def workflow(fn: F, /) -> F: ...
+@overload
+def workflow() -> Callable[[F], F]: ...
+def workflow(fn: Callable[..., Any] | None = None, /) -> Any:
+    """Make ``fn`` a workflow: calling it runs an execution whose task calls are its nodes."""
+    if fn is not None:
+        return Workflow(fn)
+    return Workflow

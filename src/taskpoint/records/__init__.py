@@ -1,0 +1,6 @@
+"""Execution records in SQLite (WAL): executions, nodes, attempts. Persistence only."""
+
+from taskpoint.records.models import AttemptRecord, ExecutionRecord, NodeRecord
+from taskpoint.records.store import AttemptEnd, Records
+
+__all__ = ["AttemptEnd", "AttemptRecord", "ExecutionRecord", "NodeRecord", "Records"]

@@ -1,0 +1,84 @@
+"""Plain rows of the records database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from taskpoint.records.liveness import hostname, process_alive
+
+
+@dataclass
+class ExecutionRecord:
+    id: str
+    name: str
+    kind: str
+    module: str | None
+    file: str | None
+    qualname: str
+    inputs: str | None
+    inputs_ref: str | None
+    storage: str
+    status: str
+    result_ref: str | None
+    error_type: str | None
+    error_message: str | None
+    traceback: str | None
+    failed_node: str | None
+    created: float
+    started: float | None
+    ended: float | None
+    driver_pid: int | None
+    driver_host: str | None
+    driver_token: str | None
+
+    @property
+    def driver_alive(self) -> bool:
+        """False when the driver is known dead; True when alive or not checkable (other host)."""
+        if self.driver_host != hostname():
+            return True
+        return process_alive(self.driver_pid, self.driver_token)
+
+    @property
+    def effective_status(self) -> str:
+        """The stored status, except ``interrupted`` for a running one whose driver died."""
+        if self.status == "running" and not self.driver_alive:
+            return "interrupted"
+        return self.status
+
+
+@dataclass
+class NodeRecord:
+    execution_id: str
+    key: str
+    task: str
+    status: str
+    attempts: int
+    max_attempts: int | None
+    output: bytes | None
+    output_ref: str | None
+    error_type: str | None
+    error_message: str | None
+    started: float | None
+    ended: float | None
+
+
+@dataclass
+class AttemptRecord:
+    execution_id: str
+    node_key: str
+    n: int
+    status: str
+    error_type: str | None
+    error_message: str | None
+    traceback: str | None
+    started: float
+    ended: float | None
+    pid: int | None
+    checkpoint_at_start: str | None
+    checkpoint_at_end: str | None
+
+    @property
+    def error(self) -> str | None:
+        if self.error_type is None:
+            return None
+        return f"{self.error_type}: {self.error_message}" if self.error_message else self.error_type
