@@ -242,8 +242,16 @@ class FsspecStore:
         if hasattr(self.fs, "split_path"):  # an object store (s3fs, gcsfs, adlfs)
             # Never create a bucket as a side effect: a typo would silently start a new one.
             bucket = self.root.split("/", 1)[0]
-            if not self.fs.exists(bucket):
-                raise NotADirectoryError(f"bucket {bucket!r} does not exist (create it first)")
+            try:
+                # A listing reaches the server: connection and permission errors surface here.
+                self.fs.ls(self.vdir, detail=False)
+            except FileNotFoundError:
+                # Only now ask exists(): s3fs's bucket probe swallows every error, so asked
+                # first it would report an unreachable endpoint as a missing bucket.
+                if not self.fs.exists(bucket):
+                    raise NotADirectoryError(
+                        f"bucket {bucket!r} does not exist (create it first)"
+                    ) from None
             return
         self.fs.makedirs(self.vdir, exist_ok=True)
 
