@@ -1,0 +1,270 @@
+"""The on-disk layout of a `TorchCheckpointer` version: JSON header + raw tensor bytes, no pickle.
+
+One checkpoint version is one blob::
+
+    b"TPTORCH1"                 8 bytes magic
+    header length               8 bytes, little-endian unsigned
+    header                      UTF-8 JSON
+    padding                     zero bytes up to a multiple of 64
+    data region                 each tensor's raw bytes at a 64-byte aligned offset
+
+The header is ``{"format": 1, "tensors": [[dtype, shape, offset, nbytes], ...], "state": ...}``
+where ``state`` is the state tree in a tagged JSON form: JSON scalars and lists as themselves,
+dicts with plain string keys as objects, and everything else as a one-key tag object:
+``{"$t": i}`` tensor *i*, ``{"$nd": i}`` NumPy array stored as tensor *i*, ``{"$tuple": [...]}``,
+``{"$dict": [[key, value], ...]}`` (non-string keys), ``{"$odict": [...], "$meta": ...}``
+(an ``OrderedDict`` and its ``_metadata``, as in ``Module.state_dict()``), ``{"$float": "nan"}``,
+``{"$bytes": base64}``, ``{"$np": [dtype, value]}`` (NumPy scalar), ``{"$dtype": name}``.
+Floats are written with ``repr`` precision, so every value round-trips exactly. Decoding builds
+only these data types: nothing in a checkpoint is executed or unpickled.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import struct
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from taskpoint.errors import CheckpointError
+
+MAGIC = b"TPTORCH1"
+FORMAT = 1
+ALIGN = 64
+_PREFIX = struct.Struct("<8sQ")
+
+
+def align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+@dataclass
+class Encoded:
+    """A state tree split into a JSON-able skeleton and the tensors it refers to by index."""
+
+    skeleton: Any = None
+    tensors: list[torch.Tensor] = field(default_factory=list)
+
+
+def encode(state: Any) -> Encoded:
+    """Split ``state`` into skeleton + tensors; raise `TypeError` naming any unsupported value."""
+    out = Encoded()
+    out.skeleton = _encode(state, out.tensors, "state")
+    return out
+
+
+def _encode(value: Any, tensors: list[torch.Tensor], path: str) -> Any:
+    if value is None or isinstance(value, bool | str):
+        return value
+    if type(value) is int:
+        return value
+    if type(value) is float:
+        return value if math.isfinite(value) else {"$float": repr(value)}
+    if isinstance(value, torch.Tensor):
+        tensors.append(_check_tensor(value, path))
+        return {"$t": len(tensors) - 1}
+    if isinstance(value, torch.dtype):
+        return {"$dtype": dtype_name(value)}
+    if isinstance(value, bytes | bytearray):
+        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, list):
+        return [_encode(v, tensors, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, tuple):
+        return {"$tuple": [_encode(v, tensors, f"{path}[{i}]") for i, v in enumerate(value)]}
+    if isinstance(value, dict):
+        return _encode_dict(value, tensors, path)
+    encoded = _encode_numpy(value, tensors)
+    if encoded is not None:
+        return encoded
+    raise TypeError(
+        f"cannot checkpoint {path}: values of type {type(value).__module__}."
+        f"{type(value).__qualname__} are not supported (supported: tensors, NumPy arrays and "
+        "scalars, None, bool, int, float, str, bytes, list, tuple, dict); keep such objects out "
+        "of state_dict() or convert them to one of these types"
+    )
+
+
+def _encode_dict(value: dict, tensors: list[torch.Tensor], path: str) -> Any:
+    items = [(k, _encode(v, tensors, f"{path}[{k!r}]")) for k, v in value.items()]
+    if isinstance(value, OrderedDict):
+        pairs = [[_encode(k, tensors, path), v] for k, v in items]
+        tagged: dict[str, Any] = {"$odict": pairs}
+        meta = getattr(value, "_metadata", None)
+        if meta is not None:
+            tagged["$meta"] = _encode(meta, tensors, f"{path}._metadata")
+        return tagged
+    if all(type(k) is str and not k.startswith("$") for k, _ in items):
+        return dict(items)
+    return {"$dict": [[_encode(k, tensors, path), v] for k, v in items]}
+
+
+def _encode_numpy(value: Any, tensors: list[torch.Tensor]) -> Any:
+    module = type(value).__module__
+    if not module.startswith("numpy"):
+        return None
+    import numpy as np
+
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biufc":
+        # Stored as raw bytes so every NumPy dtype works (torch lacks some, e.g. uint32 ops).
+        raw = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
+        tensors.append(torch.from_numpy(raw))
+        return {"$nd": len(tensors) - 1, "dtype": value.dtype.str, "shape": list(value.shape)}
+    if isinstance(value, np.generic) and value.dtype.kind in "biufc":
+        return {"$np": [value.dtype.str, _encode(value.item(), tensors, "")]}
+    return None
+
+
+def _check_tensor(t: torch.Tensor, path: str) -> torch.Tensor:
+    if t.layout != torch.strided or t.is_quantized or t.is_nested or t.is_meta:
+        raise TypeError(
+            f"cannot checkpoint {path}: only dense (strided) tensors with storage are supported, "
+            f"got layout={t.layout}, quantized={t.is_quantized}, meta={t.is_meta}"
+        )
+    return t
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def dtype_from_name(name: str) -> torch.dtype:
+    dtype = getattr(torch, name, None) if name.isidentifier() else None
+    if not isinstance(dtype, torch.dtype):
+        raise CheckpointError(f"torch checkpoint names an unknown dtype {name!r}")
+    return dtype
+
+
+# ---------------------------------------------------------------------------------- layout
+@dataclass
+class Layout:
+    """Where each tensor goes: the encoded header and the byte range of every tensor."""
+
+    header: bytes
+    data_start: int
+    entries: list[tuple[int, int]]  # (offset in the data region, nbytes) per tensor
+    total: int
+
+
+def plan(encoded: Encoded) -> Layout:
+    """Compute the header and tensor offsets (from shapes and dtypes only: no data is read)."""
+    specs, entries, offset = [], [], 0
+    for t in encoded.tensors:
+        nbytes = t.numel() * t.element_size()
+        specs.append([dtype_name(t.dtype), list(t.shape), offset, nbytes])
+        entries.append((offset, nbytes))
+        offset = align(offset + nbytes)
+    header = json.dumps(
+        {"format": FORMAT, "tensors": specs, "state": encoded.skeleton},
+        separators=(",", ":"),
+        allow_nan=False,
+    ).encode()
+    data_start = align(_PREFIX.size + len(header))
+    return Layout(header, data_start, entries, data_start + offset)
+
+
+def write_header(view: memoryview, layout: Layout) -> None:
+    """Write magic, header length, header and zero padding at the start of ``view``."""
+    n = _PREFIX.size + len(layout.header)
+    view[: _PREFIX.size] = _PREFIX.pack(MAGIC, len(layout.header))
+    view[_PREFIX.size : n] = layout.header
+    view[n : layout.data_start] = bytes(layout.data_start - n)
+
+
+# ---------------------------------------------------------------------------------- reading
+def parse(blob: bytes | memoryview, where: str) -> tuple[dict[str, Any], int]:
+    """Return the header dict and the data-region start of a blob, validating its bounds."""
+    if len(blob) < _PREFIX.size or bytes(blob[:8]) != MAGIC:
+        raise CheckpointError(
+            f"the latest checkpoint at {where} was not written by TorchCheckpointer (no "
+            f"{MAGIC!r} header); use a separate checkpoint scope for other data"
+        )
+    _, size = _PREFIX.unpack_from(blob)
+    end = _PREFIX.size + size
+    try:
+        header = json.loads(bytes(blob[_PREFIX.size : end]))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"torch checkpoint at {where} has an unreadable header: {exc}"
+        ) from exc
+    if header.get("format") != FORMAT:
+        raise CheckpointError(
+            f"torch checkpoint at {where} has format {header.get('format')!r}; this taskpoint "
+            f"reads format {FORMAT}: upgrade taskpoint"
+        )
+    data_start = align(end)
+    for _, _, offset, nbytes in header["tensors"]:
+        if offset < 0 or nbytes < 0 or data_start + offset + nbytes > len(blob):
+            raise CheckpointError(f"torch checkpoint at {where}: a tensor lies outside the blob")
+    return header, data_start
+
+
+def tensor_views(blob: bytes | memoryview, header: dict[str, Any], data_start: int) -> list:
+    """Read-only CPU tensors viewing the blob (no copy); clone before handing out ownership."""
+    views = []
+    for name, shape, offset, nbytes in header["tensors"]:
+        dtype = dtype_from_name(name)
+        if nbytes == 0:
+            views.append(torch.empty(shape, dtype=dtype))
+            continue
+        with warnings.catch_warnings():  # bytes are read-only; we only ever read these views
+            warnings.simplefilter("ignore", UserWarning)
+            raw = torch.frombuffer(
+                blob, dtype=torch.uint8, count=nbytes, offset=data_start + offset
+            )
+        views.append(raw.view(dtype).view(shape))
+    return views
+
+
+def decode(skeleton: Any, tensors: list[torch.Tensor], *, clone: bool) -> Any:
+    """Rebuild the state tree; with ``clone`` every tensor is a fresh, writable copy."""
+    if isinstance(skeleton, list):
+        return [decode(v, tensors, clone=clone) for v in skeleton]
+    if not isinstance(skeleton, dict):
+        return skeleton
+    if not any(k.startswith("$") for k in skeleton):
+        return {k: decode(v, tensors, clone=clone) for k, v in skeleton.items()}
+    return _decode_tag(skeleton, tensors, clone)
+
+
+def _decode_tag(tag: dict[str, Any], tensors: list[torch.Tensor], clone: bool) -> Any:
+    if "$t" in tag:
+        t = tensors[tag["$t"]]
+        return t.clone() if clone else t
+    if "$nd" in tag:
+        import numpy as np
+
+        raw = tensors[tag["$nd"]].numpy()
+        return raw.view(np.dtype(tag["dtype"])).reshape(tag["shape"]).copy()
+    if "$tuple" in tag:
+        return tuple(decode(v, tensors, clone=clone) for v in tag["$tuple"])
+    if "$dict" in tag:
+        return {
+            decode(k, tensors, clone=clone): decode(v, tensors, clone=clone)
+            for k, v in tag["$dict"]
+        }
+    if "$odict" in tag:
+        result = OrderedDict(
+            (decode(k, tensors, clone=clone), decode(v, tensors, clone=clone))
+            for k, v in tag["$odict"]
+        )
+        if "$meta" in tag:
+            result._metadata = decode(tag["$meta"], tensors, clone=clone)  # type: ignore[attr-defined]
+        return result
+    if "$float" in tag:
+        return float(tag["$float"])
+    if "$bytes" in tag:
+        return base64.b64decode(tag["$bytes"])
+    if "$dtype" in tag:
+        return dtype_from_name(tag["$dtype"])
+    if "$np" in tag:
+        import numpy as np
+
+        dtype, value = tag["$np"]
+        return np.dtype(dtype).type(decode(value, tensors, clone=clone))
+    raise CheckpointError(f"torch checkpoint header has an unknown tag {sorted(tag)}")

@@ -1,0 +1,124 @@
+"""`ResumableSampler`: a sampler whose position inside an epoch is part of its state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sized
+from typing import Any
+
+import torch
+from torch.utils.data import Sampler
+
+
+class ResumableSampler(Sampler[int]):
+    """Yields dataset indices epoch after epoch and can resume in the middle of an epoch.
+
+    The order of epoch ``e`` is a pure function of ``(seed, e)``: with ``shuffle`` it is
+    ``torch.randperm(n, generator=torch.Generator().manual_seed(seed + e))``, else ``0..n-1``.
+    ``state_dict()`` holds ``epoch`` and ``position`` (indices of that epoch already consumed);
+    after ``load_state_dict()`` the next ``iter()`` yields exactly the remaining indices of the
+    interrupted epoch, and later epochs are identical to an uninterrupted run's.
+
+    What "consumed" means (``auto_advance``):
+
+    - ``auto_advance=True`` (default): ``position`` counts indices *yielded*. That equals the
+      indices trained on when the sampler feeds a ``DataLoader`` with ``num_workers=0``: the
+      loader's batch sampler pulls exactly ``batch_size`` indices per batch, when that batch is
+      requested, so after the training loop got batch *k* the position is ``k * batch_size``.
+      When the epoch's iterator is exhausted the sampler moves to ``epoch + 1``, position 0.
+    - ``auto_advance=False``: use it with ``num_workers > 0`` (workers prefetch, so the sampler
+      runs ahead of training). ``position`` moves only when the training loop calls
+      ``advance(len(batch))`` after training on a batch, and the loop must call
+      ``set_epoch(epoch)`` at the start of every epoch.
+
+    ``set_epoch(e)`` with ``e`` different from the current epoch starts epoch ``e`` at position 0;
+    with the same epoch it keeps the position (so ``for epoch in range(sampler.epoch, E):
+    sampler.set_epoch(epoch)`` resumes correctly). Changing the epoch or position while an
+    iterator of this sampler is open does not affect that iterator.
+    """
+
+    def __init__(
+        self,
+        data_source_or_len: Sized | int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        auto_advance: bool = True,
+    ) -> None:
+        source = data_source_or_len
+        n = source if isinstance(source, int) else len(source)
+        if n < 0:
+            raise ValueError(f"ResumableSampler needs a length >= 0, got {n}")
+        self.num_samples = n
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.auto_advance = bool(auto_advance)
+        self.epoch = 0
+        self.position = 0
+
+    def order(self, epoch: int) -> list[int]:
+        """The full index order of ``epoch`` (a pure function of ``seed`` and ``epoch``)."""
+        if not self.shuffle:
+            return list(range(self.num_samples))
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        return torch.randperm(self.num_samples, generator=generator).tolist()
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        return self._iterate(self.epoch, self.position)
+
+    def _iterate(self, epoch: int, start: int) -> Iterator[int]:
+        order = self.order(epoch)
+        for i in range(start, self.num_samples):
+            if self.auto_advance and self.epoch == epoch:
+                self.position = i + 1  # counted before the index leaves: "yielded"
+            yield order[i]
+        if self.auto_advance and self.epoch == epoch:
+            self.epoch, self.position = epoch + 1, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make ``epoch`` current; a different epoch starts at position 0, the same one keeps it."""
+        if epoch != self.epoch:
+            self.epoch, self.position = int(epoch), 0
+
+    def advance(self, n: int) -> None:
+        """Record that the training loop consumed ``n`` more indices (``auto_advance=False``)."""
+        if self.auto_advance:
+            raise RuntimeError(
+                "ResumableSampler.advance() is for auto_advance=False; this sampler already "
+                "counts the indices it yields"
+            )
+        if n < 0 or self.position + n > self.num_samples:
+            raise ValueError(
+                f"cannot advance by {n}: position {self.position} of {self.num_samples}"
+            )
+        self.position += n
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "position": self.position,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "num_samples": self.num_samples,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore epoch and position; refuse a state saved for a different data set or order."""
+        saved = (state["num_samples"], state["seed"], state["shuffle"])
+        if saved != (self.num_samples, self.seed, self.shuffle):
+            raise ValueError(
+                f"ResumableSampler state was saved for (num_samples, seed, shuffle) = {saved}, "
+                f"but this sampler has {(self.num_samples, self.seed, self.shuffle)}: resuming "
+                "would not continue the same order"
+            )
+        if not 0 <= state["position"] <= self.num_samples:
+            raise ValueError(f"ResumableSampler position {state['position']} is out of range")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+    def __repr__(self) -> str:
+        return (
+            f"ResumableSampler(num_samples={self.num_samples}, shuffle={self.shuffle}, "
+            f"seed={self.seed}, epoch={self.epoch}, position={self.position})"
+        )
