@@ -206,6 +206,7 @@ class Checkpoint:
                 dest = _inside(root, rel)
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
                 os.symlink(link_target, dest)
+            _check_links_inside(root, manifest)
         except BaseException:
             _empty_dir(target)  # a half-restored tree must not be mistaken for a good one
             raise
@@ -252,7 +253,7 @@ class Checkpoint:
                     return self._unusable(vid, f"manifest: {exc}", problems)
                 try:
                     return use(manifest)
-                except (ChecksumMismatch, FileNotFoundError) as exc:
+                except (ChecksumMismatch, FileNotFoundError, ManifestError) as exc:
                     if vid not in self._scan().committed:
                         return _VANISHED  # retention removed it while we read: not corruption
                     return self._unusable(vid, _describe(exc), problems)
@@ -518,6 +519,15 @@ def _inside(root: str, rel: str) -> str:
     if os.path.commonpath([parent, root]) != root:
         raise CheckpointError(f"refusing to restore {rel!r}: it would be written outside {root}")
     return dest
+
+
+def _check_links_inside(root: str, manifest: Manifest) -> None:
+    """Ask the OS where each restored link leads: parsing checks links one at a time, but a
+    chain can still climb out (``l2 -> d/l1/..`` with ``d/l1 -> ..`` resolves above ``root``)."""
+    for rel in manifest.links:
+        resolved = os.path.realpath(os.path.join(root, *rel.split("/")))
+        if os.path.commonpath([resolved, root]) != root:
+            raise ManifestError(f"symlink {rel!r} leads outside the checkpoint through other links")
 
 
 def _empty_dir(path: Path) -> None:
