@@ -52,7 +52,7 @@ class Run:
         self.sleep = sleep or time.sleep
         self.counters: dict[str, int] = {}
         self.previous = {n.key: n for n in records.nodes(rec.id)} if resumed else {}
-        self.failure: tuple[str, BaseException] | None = None
+        self.failure: tuple[str, BaseException, str | None, str | None] | None = None
         self.preempted_node: str | None = None
 
     def next_key(self, name: str) -> str:
@@ -114,19 +114,23 @@ class Run:
 
     def _finish_error(self, exc: BaseException) -> Execution:
         node = None
+        error_type, error_message = type(exc).__name__, str(exc)
         if isinstance(exc, KeyboardInterrupt):
             status = "aborted"
-        elif isinstance(exc, Preempted) or self.preempted_node is not None:
+        elif self.preempted_node is not None or (
+            isinstance(exc, Preempted) and self.guard.preempted
+        ):
             status, node = "preempted", self.preempted_node
         else:
             status = "failed"
             if self.failure is not None and _caused_by(exc, self.failure[1]):
-                node = self.failure[0]
+                # As the task raised it (an attempt's child may only have sent its text).
+                node, _, error_type, error_message = self.failure
         self.records.finish_execution(
             self.execution_id,
             status,
-            error_type=type(exc).__name__,
-            error_message=str(exc),
+            error_type=error_type,
+            error_message=error_message,
             traceback="".join(traceback.format_exception(exc)),
             failed_node=node,
         )

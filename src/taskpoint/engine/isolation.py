@@ -11,8 +11,10 @@ reaches the whole process group: the child ignores it and the driver stops the c
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import signal
+import sys
 import warnings
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -33,7 +35,7 @@ def run_in_process(
     receiver, sender = mp.Pipe(duplex=False)
     child = mp.Process(
         target=_child_main,
-        args=(task, arguments, info, guard.grace, sender),
+        args=(task, arguments, info, guard.grace, sender, os.getpid()),
         name=f"taskpoint {info.node} attempt {info.attempt}",
     )
     with warnings.catch_warnings():
@@ -96,14 +98,38 @@ def _describe_death(exitcode: int | None, info: AttemptInfo) -> str:
 
 
 def _child_main(
-    task: Task, arguments: dict[str, Any], info: AttemptInfo, grace: float, sender: Connection
+    task: Task,
+    arguments: dict[str, Any],
+    info: AttemptInfo,
+    grace: float,
+    sender: Connection,
+    parent: int,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _stop_with_parent(parent)
+    # Print straight to the inherited descriptors, not through the parent's live display.
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     guard = PreemptionGuard(grace)
     with guard.installed():
         outcome = run_inline(task, arguments, info, guard, Listener())
     _send(sender, outcome, task)
     sender.close()
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Get SIGTERM (a preemption: commit and stop) if the driver dies, instead of running on
+    unobserved next to the attempt a resume will start (Linux; elsewhere a no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the driver died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _send(sender: Connection, outcome: Outcome, task: Task) -> None:

@@ -192,5 +192,5 @@ class NodeRun:
                 execution_id=self.run.execution_id,
                 node=self.key,
             ) from error
-        self.run.failure = (self.key, error)
+        self.run.failure = (self.key, error, outcome.error_type, outcome.error_message)
         raise error

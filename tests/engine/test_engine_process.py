@@ -1,0 +1,151 @@
+"""isolation="process": attempts in a child process; a killed child is a lost attempt retried
+from the latest checkpoint; SIGTERM to the child is a preemption retried at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import taskpoint
+from taskpoint import RecoverableError, current_context, task
+
+
+def kill_when_ready(marker: Path, sig: int, times: int = 1) -> threading.Thread:
+    """Kill the pid written into ``marker`` (by the attempt's child) with ``sig``, ``times``
+    times over successive attempts."""
+
+    def killer() -> None:
+        for _ in range(times):
+            deadline = time.monotonic() + 30
+            while not (marker.exists() and marker.read_text().strip()):
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.005)
+            pid = int(marker.read_text())
+            marker.unlink()
+            os.kill(pid, sig)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    return thread
+
+
+def counting_task(marker: Path, stop_after: int):
+    """Checkpoints 0..9; the first ``stop_after`` attempts announce themselves after their
+    third write and then sleep, waiting to be killed."""
+
+    @task(isolation="process", system_retries=3)
+    def count(total: int) -> list:
+        ctx = current_context()
+        cp = ctx.checkpoint
+        prev = cp.read()
+        start = int(prev) if prev else 0
+        for i in range(start, total):
+            cp.write(str(i + 1).encode(), step=i + 1)
+            if ctx.attempt <= stop_after and i == start + 2:
+                marker.write_text(str(os.getpid()))
+                time.sleep(60)
+        return [start, ctx.attempt, os.getpid()]
+
+    return count
+
+
+def test_process_attempt_runs_in_a_child_and_returns_its_output():
+    @task(isolation="process")
+    def where(x: int) -> int:
+        return os.getpid() * 0 + x * 2
+
+    execution = taskpoint.run(where, x=21)
+    assert execution.result == 42
+    attempt = execution.nodes[0].attempts[0]
+    assert attempt.pid != os.getpid()
+
+
+def test_sigkill_of_the_child_is_lost_and_retried_from_the_checkpoint(tmp_path):
+    marker = tmp_path / "pid"
+    count = counting_task(marker, stop_after=1)
+    killer = kill_when_ready(marker, signal.SIGKILL)
+    execution = taskpoint.run(count, total=6)
+    killer.join(5)
+
+    assert execution.status == "succeeded", execution.error
+    start, attempt, pid = execution.result
+    assert (start, attempt) == (3, 2)  # resumed after the 3 committed writes
+    assert pid != os.getpid()
+    first, second = execution.nodes[0].attempts
+    assert first.status == "lost"
+    assert "SIGKILL" in first.error
+    assert first.checkpoint_at_end == "0001-000003"
+    assert second.checkpoint_at_start == "0001-000003"
+
+
+def test_sigterm_of_the_child_is_a_preemption_retried_at_once(tmp_path):
+    marker = tmp_path / "pid"
+    hook = tmp_path / "on_preempt"
+
+    @task(isolation="process", retries=0, system_retries=2)
+    def count(total: int) -> list:
+        ctx = current_context()
+        ctx.on_preempt(lambda: hook.write_text(str(ctx.attempt)))
+        cp = ctx.checkpoint
+        prev = cp.read()
+        start = int(prev) if prev else 0
+        for i in range(start, total):
+            if ctx.attempt == 1 and i == 2:
+                marker.write_text(str(os.getpid()))
+                deadline = time.monotonic() + 30
+                while not ctx.preempted and time.monotonic() < deadline:
+                    time.sleep(0.005)  # working on step 3 when SIGTERM arrives
+            cp.write(str(i + 1).encode())  # commits step 3, then raises Preempted
+        return [start, ctx.attempt]
+
+    killer = kill_when_ready(marker, signal.SIGTERM)
+    execution = taskpoint.run(count, total=5)
+    killer.join(5)
+
+    assert execution.status == "succeeded", execution.error
+    assert execution.result == [3, 2]  # the write in flight at SIGTERM was committed
+    first, second = execution.nodes[0].attempts
+    assert first.status == "preempted"
+    assert second.status == "succeeded"
+    assert hook.read_text() == "1"
+
+
+def test_a_child_dying_on_its_own_is_lost_and_the_system_budget_runs_out():
+    @task(isolation="process", retries=5, system_retries=1)
+    def crash() -> None:
+        import faulthandler
+
+        faulthandler.disable()  # no crash report from the child in the test output
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+    execution = taskpoint.run(crash)
+    assert execution.status == "failed"
+    assert [a.status for a in execution.nodes[0].attempts] == ["lost", "lost"]
+    assert "SIGSEGV" in execution.error
+
+
+def test_process_errors_are_classified_like_inline_ones():
+    calls = []
+
+    class Custom(Exception):
+        def __init__(self, a, b):  # unpicklable in the driver: rebuilt from its text
+            super().__init__(f"{a}-{b}")
+
+    @task(isolation="process", retries=1)
+    def flaky(fail_hard: bool) -> str:
+        calls.append(1)  # in the child: not seen here
+        if current_context().attempt == 1:
+            raise RecoverableError("once")
+        if fail_hard:
+            raise Custom(1, 2)
+        return "ok"
+
+    assert flaky(fail_hard=False) == "ok"
+    execution = taskpoint.run(flaky, fail_hard=True)
+    assert [a.status for a in execution.nodes[0].attempts] == ["recoverable", "failed"]
+    assert execution.error == "Custom: 1-2"
+    assert calls == []
