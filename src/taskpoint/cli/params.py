@@ -84,12 +84,9 @@ def option_for(name: str, param: inspect.Parameter, hint: Any) -> click.Option:
     default = None if required else param.default
     help_text = f"{name}: {type_name(hint)}" if hint is not None else None
     inner = _unwrap_optional(hint)
-    common: dict[str, Any] = {
-        "required": required,
-        "default": default,
-        "show_default": not required,
-        "help": help_text,
-    }
+    common: dict[str, Any] = {"required": required, "help": help_text}
+    if not required:  # passing default=None would satisfy `required` in recent click
+        common.update(default=default, show_default=True)
     if inner is bool:
         return click.Option([f"{flag}/--no-{flag[2:]}", name], **common)
     if typing.get_origin(inner) is list and typing.get_args(inner):
@@ -97,6 +94,8 @@ def option_for(name: str, param: inspect.Parameter, hint: Any) -> click.Option:
         item_type = _SCALARS.get(item) or JsonValue(item)
         if default is not None:
             common["default"] = tuple(default)
+        elif not required:
+            common["default"] = ()
         return click.Option([flag, name], type=item_type, multiple=True, **common)
     if inner is bytes:
         return click.Option([flag, name], type=BytesValue(), **common)

@@ -121,17 +121,17 @@ def report(execution: Execution, as_json: bool) -> int:
         click.echo(json.dumps(data, indent=2))
         return code
     attempts = sum(len(n.attempts) for n in execution.nodes)
-    took = duration(execution.started, execution.ended)
+    where = f" in node {execution.failed_node}" if execution.failed_node else ""
     summary = (
-        f"execution {execution.id} {execution.status} in {took} "
+        f"execution {execution.id} {execution.status}{where} after "
+        f"{duration(execution.started, execution.ended)} "
         f"({_plural(len(execution.nodes), 'node')}, {_plural(attempts, 'attempt')})"
     )
     if execution.status == "succeeded":
         click.echo(summary)
         click.echo(f"result: {_show(execution.result)}")
         return code
-    where = f" in node {execution.failed_node}" if execution.failed_node else ""
-    click.echo(f"{summary}{where}: {execution.error}")
+    click.echo(f"{summary}: {execution.error}")
     _debug_traceback(execution)
     click.echo(f"resume it with: taskpoint resume {execution.id}")
     return code

@@ -1,0 +1,54 @@
+"""CLI test fixtures: a private home per test; `cli(*args)` runs the CLI in this process."""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from taskpoint.engine.events import Listener
+from taskpoint.engine.settings import settings
+
+SEED = Path(__file__).resolve().parents[2] / "examples" / "seed_checkpoint.py"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture(autouse=True)
+def tp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("TASKPOINT_HOME", str(home))
+    monkeypatch.delenv("TASKPOINT_STORAGE", raising=False)
+    for name, value in (("home", None), ("storage", None), ("grace", 30.0)):
+        monkeypatch.setattr(settings, name, value)
+    monkeypatch.setattr(settings, "listener", Listener())
+    return home
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    from taskpoint.cli.app import run_cli
+
+    def invoke(*args: str) -> Result:
+        code = run_cli([str(a) for a in args])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return invoke
+
+
+@pytest.fixture
+def script(tmp_path: Path):
+    def write(source: str, name: str = "cliflow.py") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(source))
+        return path
+
+    return write
