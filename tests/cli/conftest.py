@@ -11,8 +11,6 @@ import pytest
 from taskpoint.engine.events import Listener
 from taskpoint.engine.settings import settings
 
-SEED = Path(__file__).resolve().parents[2] / "examples" / "seed_checkpoint.py"
-
 
 @dataclass
 class Result:

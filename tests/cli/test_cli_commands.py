@@ -8,8 +8,7 @@ import subprocess
 import sys
 
 import pytest
-
-from conftest import SEED
+from cli_paths import SEED
 
 OPTIONS_FLOW = """
 import dataclasses

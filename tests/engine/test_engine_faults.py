@@ -9,8 +9,7 @@ import signal
 from pathlib import Path
 
 import pytest
-
-from conftest import run_cli, start_cli, wait_for
+from engine_procs import run_cli, start_cli, wait_for
 
 FLOW = """
 import os

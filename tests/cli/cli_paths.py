@@ -1,0 +1,5 @@
+"""Paths the CLI tests use."""
+
+from pathlib import Path
+
+SEED = Path(__file__).resolve().parents[2] / "examples" / "seed_checkpoint.py"
