@@ -86,11 +86,11 @@ class LiveProgress(PlainProgress):
 
     POLL_EVERY = 1.0  # seconds between checkpoint listings per running node
 
-    def __init__(self) -> None:
+    def __init__(self, console: Any = None) -> None:
         from rich.console import Console
         from rich.live import Live
 
-        self.console = Console(stderr=True)
+        self.console = console or Console(stderr=True)
         self.live = Live(console=self.console, auto_refresh=False, transient=True)
         self.running: dict[str, dict[str, Any]] = {}
         self._stop = threading.Event()
