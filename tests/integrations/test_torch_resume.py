@@ -253,8 +253,10 @@ def test_sigkill_between_saves_replays_the_lost_steps_identically(tmp_path, refe
     assert child.exitcode == -signal.SIGKILL
 
     with Checkpoint.open(url, attempt=2) as cp:
-        resumed = cp.latest().step  # 72, or 68 if the async save of step 72 was still in flight
-        assert resumed in (INTERRUPT_AT, INTERRUPT_AT - SAVE_EVERY)
+        # Step 72, or an earlier save if the async writes had not caught up (the writer keeps
+        # only the newest queued save: it lags on a slow disk, it does not fall behind forever).
+        resumed = cp.latest().step
+        assert resumed % SAVE_EVERY == 0 and 0 < resumed <= INTERRUPT_AT
         params = train(cp, str(log))
 
     batches = read_log(log)

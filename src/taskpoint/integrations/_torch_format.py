@@ -153,19 +153,20 @@ class Layout:
 
 def plan(encoded: Encoded) -> Layout:
     """Compute the header and tensor offsets (from shapes and dtypes only: no data is read)."""
-    specs, entries, offset = [], [], 0
+    specs, entries, offset, end = [], [], 0, 0
     for t in encoded.tensors:
         nbytes = t.numel() * t.element_size()
         specs.append([dtype_name(t.dtype), list(t.shape), offset, nbytes])
         entries.append((offset, nbytes))
-        offset = align(offset + nbytes)
+        end = offset + nbytes
+        offset = align(end)
     header = json.dumps(
         {"format": FORMAT, "tensors": specs, "state": encoded.skeleton},
         separators=(",", ":"),
         allow_nan=False,
     ).encode()
     data_start = align(_PREFIX.size + len(header))
-    return Layout(header, data_start, entries, data_start + offset)
+    return Layout(header, data_start, entries, data_start + end)
 
 
 def write_header(view: memoryview, layout: Layout) -> None:
