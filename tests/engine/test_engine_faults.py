@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
+import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -64,12 +67,28 @@ def show(home: Path, execution_id: str) -> dict:
     return json.loads(shown.stdout)
 
 
-def start_and_signal(flow_file: Path, home: Path, sig: int, *extra: str):
+def start_and_signal(
+    flow_file: Path, home: Path, sig: int, *extra: str, running: bool = False
+) -> tuple[int, str, str]:
+    """Run `flow`, wait until `count` is at step 3 (and, with ``running``, until its attempt is
+    recorded as running), then send ``sig`` to the driver."""
     proc = start_cli(*extra, "run", str(flow_file), "flow", "--total", "6", "--json", home=home)
     wait_for(flow_file.parent / "ready", proc=proc)
+    if running:
+        wait_for_running_attempt(home)
     os.kill(proc.pid, sig)
     out, err = proc.communicate(timeout=60)
     return proc.returncode, out, err
+
+
+def wait_for_running_attempt(home: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with closing(sqlite3.connect(home / "taskpoint.db")) as db:
+            if db.execute("SELECT 1 FROM attempts WHERE status='running'").fetchall():
+                return
+        time.sleep(0.01)
+    raise AssertionError("no attempt was recorded as running")
 
 
 def resume_and_check(home: Path, execution_id: str, start: int, flow_file: Path) -> dict:
@@ -112,7 +131,7 @@ def test_sigint_aborts_resumable(flow, tp_home):
 @pytest.mark.parametrize("isolation", ["inline", "process"])
 def test_resume_after_driver_sigkill(flow, tp_home, isolation):
     flow_file = flow(isolation)
-    code, out, _ = start_and_signal(flow_file, tp_home, signal.SIGKILL)
+    code, out, _ = start_and_signal(flow_file, tp_home, signal.SIGKILL, running=True)
     assert code == -signal.SIGKILL and out == ""
     listed = json.loads(run_cli("list", "--json", home=tp_home).stdout)
     assert [e["status"] for e in listed] == ["interrupted"]
@@ -133,8 +152,6 @@ def test_resume_after_driver_sigkill(flow, tp_home, isolation):
 
 
 def wait_gone(pid: int, timeout: float = 30) -> None:
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

@@ -4,6 +4,7 @@ from its latest checkpoint; a succeeded execution runs nothing."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -129,3 +130,21 @@ def test_attempt_records_have_times_pid_and_errors():
     assert first.pid == second.pid == os.getpid()
     assert first.started <= first.ended <= second.started <= second.ended
     assert execution.started <= execution.ended
+
+
+def test_running_attempt_is_recorded_within_the_start_delay(tp_home):
+    from taskpoint.records.db import START_RECORD_DELAY
+
+    seen = []
+
+    @task
+    def long_running() -> None:
+        ctx = current_context()
+        records = Records(tp_home)
+        seen.append([a.status for a in records.attempts(ctx.execution_id)])  # not yet written
+        time.sleep(START_RECORD_DELAY * 4)
+        seen.append([a.status for a in records.attempts(ctx.execution_id)])
+
+    execution = taskpoint.run(long_running)
+    assert seen == [[], ["running"]]
+    assert [a.status for a in execution.nodes[0].attempts] == ["succeeded"]

@@ -100,6 +100,7 @@ class NodeRun:
             max_attempts=info.max_attempts,
             pid=0 if isolated else os.getpid(),
             checkpoint_at_start=start_version.id if start_version else None,
+            defer=not isolated,  # a forked attempt takes long enough: record it at once
         )
         self.run.listener.attempt_started(info)
         if isolated:

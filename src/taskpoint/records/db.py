@@ -19,6 +19,9 @@ from taskpoint.records import schema
 
 DB_NAME = "taskpoint.db"
 BUSY_TIMEOUT_MS = 10_000
+# An inline attempt's start is written with its end, or after this many seconds if it is
+# still running (see records/deferred.py).
+START_RECORD_DELAY = 0.05
 
 _lock = threading.Lock()
 _connections: dict[tuple[str, int], Database] = {}
@@ -28,9 +31,17 @@ class Database:
     """One connection to ``<home>/taskpoint.db``, shared by the threads of one process."""
 
     def __init__(self, path: Path) -> None:
+        from taskpoint.records.deferred import DeferredStarts
+
         self.path = path
         self.lock = threading.RLock()
         self.conn = _connect(path)
+        self.deferred = DeferredStarts(self.lock, self._write_starts, START_RECORD_DELAY)
+
+    def _write_starts(self, rows: list[tuple]) -> None:
+        from taskpoint.records.store import write_starts
+
+        write_starts(self, rows)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from dataclasses import dataclass
 
@@ -158,22 +159,17 @@ class Records:
         max_attempts: int,
         pid: int,
         checkpoint_at_start: str | None,
+        defer: bool = False,
     ) -> float:
+        """Record an attempt as running. With ``defer`` the row is written with the attempt's
+        end, or by a background thread if the attempt is still running after a short delay."""
         now = time.time()
+        row = (execution_id, key, task, n, max_attempts, now, pid, checkpoint_at_start)
+        if defer:
+            self.db.deferred.add((execution_id, key, n), row)
+            return now
         with self.db.transaction() as c:
-            c.execute(
-                "INSERT INTO nodes (execution_id, key, task, status, attempts, max_attempts, "
-                "started) VALUES (?, ?, ?, 'running', ?, ?, ?) ON CONFLICT (execution_id, key) "
-                "DO UPDATE SET status='running', attempts=excluded.attempts, "
-                "max_attempts=excluded.max_attempts, ended=NULL, error_type=NULL, "
-                "error_message=NULL",
-                (execution_id, key, task, n, max_attempts, now),
-            )
-            c.execute(
-                "INSERT OR REPLACE INTO attempts (execution_id, node_key, n, status, started, "
-                "pid, checkpoint_at_start) VALUES (?, ?, ?, 'running', ?, ?, ?)",
-                (execution_id, key, n, now, pid, checkpoint_at_start),
-            )
+            _insert_start(c, row)
         return now
 
     def finish_node(self, execution_id: str, key: str, status: str) -> None:
@@ -187,6 +183,9 @@ class Records:
         now = time.time()
         node_done = end.node_status != "running"
         with self.db.transaction() as c:
+            start = self.db.deferred.take((execution_id, key, n))
+            if start is not None:
+                _insert_start(c, start)
             c.execute(
                 "UPDATE attempts SET status=?, error_type=?, error_message=?, traceback=?, "
                 "ended=?, checkpoint_at_end=?, pid=coalesce(?, pid) "
@@ -219,3 +218,25 @@ class Records:
                 ),
             )
         return now
+
+
+def _insert_start(c: sqlite3.Connection, row: tuple) -> None:
+    execution_id, key, task, n, max_attempts, started, pid, checkpoint_at_start = row
+    c.execute(
+        "INSERT INTO nodes (execution_id, key, task, status, attempts, max_attempts, started) "
+        "VALUES (?, ?, ?, 'running', ?, ?, ?) ON CONFLICT (execution_id, key) DO UPDATE SET "
+        "status='running', attempts=excluded.attempts, max_attempts=excluded.max_attempts, "
+        "ended=NULL, error_type=NULL, error_message=NULL",
+        (execution_id, key, task, n, max_attempts, started),
+    )
+    c.execute(
+        "INSERT OR REPLACE INTO attempts (execution_id, node_key, n, status, started, pid, "
+        "checkpoint_at_start) VALUES (?, ?, ?, 'running', ?, ?, ?)",
+        (execution_id, key, n, started, pid, checkpoint_at_start),
+    )
+
+
+def write_starts(db: Database, rows: list[tuple]) -> None:
+    with db.transaction() as c:
+        for row in rows:
+            _insert_start(c, row)
