@@ -222,7 +222,7 @@ def test_rapid_async_saves_reuse_two_buffers_and_the_latest_wins(tmp_path):
                 model.weight.fill_(step)
             futures.append(ckpt.save(step))
         ckpt.wait()
-        buffers = {slot.buffer.data_ptr() for slot in ckpt._slots}
+        buffers = {slot.buffer.data_ptr() for slot in ckpt._writer.slots}
         results = [f.result() for f in futures]
         assert results[-1] is not None and results[-1].step == 20
         committed = [r.step for r in results if r is not None]
@@ -230,7 +230,7 @@ def test_rapid_async_saves_reuse_two_buffers_and_the_latest_wins(tmp_path):
         assert len(buffers) == 2
         for step in range(21, 25):  # later saves of the same size allocate nothing
             ckpt.save(step)
-        assert {slot.buffer.data_ptr() for slot in ckpt._slots} == buffers
+        assert {slot.buffer.data_ptr() for slot in ckpt._writer.slots} == buffers
         ckpt.wait()
         model2 = torch.nn.Linear(512, 512)
         assert TorchCheckpointer(cp, model=model2, rng=False).restore() == 24

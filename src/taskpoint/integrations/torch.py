@@ -42,11 +42,8 @@ checkpoint in shared storage cannot run code when loaded.
 
 from __future__ import annotations
 
-import random
-import threading
 from collections.abc import Mapping
 from concurrent.futures import Future
-from concurrent.futures import wait as wait_futures
 from typing import TYPE_CHECKING, Any
 
 from taskpoint.integrations._lazy import require
@@ -54,42 +51,17 @@ from taskpoint.integrations._lazy import require
 require("torch", "torch")
 require("numpy", "torch")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from taskpoint.errors import CheckpointError  # noqa: E402
 from taskpoint.integrations import _torch_format as fmt  # noqa: E402
 from taskpoint.integrations._torch_sampler import ResumableSampler  # noqa: E402
+from taskpoint.integrations._torch_state import StagedWriter, rng_state, set_rng_state  # noqa: E402
 
 if TYPE_CHECKING:
     from taskpoint.checkpoint import Checkpoint, CheckpointVersion
 
 __all__ = ["ResumableSampler", "TorchCheckpointer"]
-
-_METADATA = {"format": "taskpoint.torch/1"}
-_SLOTS = 2  # double buffering: one version can be written while the next is staged
-
-
-class _Slot:
-    """One reusable staging buffer and the async write that still reads it."""
-
-    def __init__(self) -> None:
-        self.buffer: torch.Tensor | None = None
-        self.view: memoryview | None = None
-        self.future: Future[Any] | None = None
-        self.order = 0
-
-    def busy(self) -> bool:
-        return self.future is not None and not self.future.done()
-
-    def ensure(self, size: int, pin: bool) -> memoryview:
-        if self.buffer is None or self.buffer.numel() < size:
-            self.buffer = self.view = None  # drop the old one before allocating
-            capacity = size + size // 16 + 4096  # slack: the header may grow a little
-            self.buffer = torch.empty(capacity, dtype=torch.uint8, pin_memory=pin)
-            self.view = memoryview(self.buffer.numpy())
-        assert self.view is not None
-        return self.view
 
 
 class TorchCheckpointer:
@@ -134,10 +106,7 @@ class TorchCheckpointer:
                     f"TorchCheckpointer objects[{name!r}] ({type(obj).__name__}) has no "
                     "state_dict()/load_state_dict() and is not a torch.Generator"
                 )
-        self._slots = [_Slot() for _ in range(_SLOTS)]
-        self._saves = 0
-        self._lock = threading.Lock()
-        self._pin = torch.cuda.is_available()
+        self._writer = StagedWriter(checkpoint)
 
     # ------------------------------------------------------------------------------ saving
     def save(
@@ -153,27 +122,7 @@ class TorchCheckpointer:
         """
         if isinstance(step, bool) or not isinstance(step, int):
             raise TypeError(f"step must be an int, got {type(step).__name__}")
-        with self._lock:
-            encoded = fmt.encode(self._collect(step))
-            layout = fmt.plan(encoded)
-            slot = self._free_slot()
-            view = slot.ensure(layout.total, self._pin)
-            self._stage(slot, view, encoded, layout)
-            data = view[: layout.total]
-            slot.future, slot.order = None, self._saves
-            self._saves += 1
-            try:
-                result = self.checkpoint.write(
-                    data, step=step, metadata=_METADATA, blocking=blocking, copy=False
-                )
-            except BaseException:
-                # The writer may still hold this buffer (e.g. a preempted write timing out):
-                # never reuse it.
-                slot.buffer = slot.view = None
-                raise
-            if not blocking:
-                slot.future = result  # type: ignore[assignment]
-            return result
+        return self._writer.write(self._collect(step), step, blocking)
 
     def _collect(self, step: int) -> dict[str, Any]:
         state: dict[str, Any] = {"step": step}
@@ -190,35 +139,8 @@ class TorchCheckpointer:
             for name, obj in self.objects.items()
         }
         if self.rng:
-            state["rng"] = _rng_state()
+            state["rng"] = rng_state()
         return state
-
-    def _free_slot(self) -> _Slot:
-        free = [s for s in self._slots if not s.busy()]
-        if free:
-            return min(free, key=lambda s: s.order)
-        oldest = min(self._slots, key=lambda s: s.order)
-        wait_futures([oldest.future])  # type: ignore[list-item]
-        return oldest
-
-    def _stage(self, slot: _Slot, view: memoryview, encoded: fmt.Encoded, layout: fmt.Layout):
-        fmt.write_header(view, layout)
-        buffer = slot.buffer
-        assert buffer is not None
-        cuda_devices = set()
-        with torch.no_grad():
-            for t, (offset, nbytes) in zip(encoded.tensors, layout.entries, strict=True):
-                if nbytes == 0:
-                    continue
-                start = layout.data_start + offset
-                target = buffer[start : start + nbytes].view(t.dtype).view(t.shape)
-                if t.is_cuda:
-                    cuda_devices.add(t.device)
-                    target.copy_(t, non_blocking=True)
-                else:
-                    target.copy_(t)
-        for device in cuda_devices:  # the copies must be done before the writer reads them
-            torch.cuda.current_stream(device).synchronize()
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until every async save is committed; re-raise a writer error."""
@@ -232,13 +154,11 @@ class TorchCheckpointer:
         copied into the model's own parameters and buffers (``load_state_dict``, strict); the
         optimizer, scheduler, scaler and objects get their own copies of saved tensors.
         """
-        blob = self.checkpoint.read()
-        if blob is None:
+        loaded = self._writer.read()
+        if loaded is None:
             return None
+        skeleton, views = loaded
         where = getattr(self.checkpoint, "url", repr(self.checkpoint))
-        header, data_start = fmt.parse(blob, where)
-        views = fmt.tensor_views(blob, header, data_start)
-        skeleton = header["state"]
         missing = [
             name
             for name in ("model", "optimizer", "scheduler", "scaler")
@@ -263,36 +183,5 @@ class TorchCheckpointer:
             else:
                 obj.load_state_dict(state)
         if self.rng and "rng" in skeleton:
-            _set_rng_state(fmt.decode(skeleton["rng"], views, clone=True))
+            set_rng_state(fmt.decode(skeleton["rng"], views, clone=True))
         return skeleton["step"]
-
-
-# ---------------------------------------------------------------------------------- RNG state
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(legacy=False),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    cuda = state.get("cuda")
-    if cuda and torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        if len(cuda) != count:
-            import warnings
-
-            warnings.warn(
-                f"checkpoint has CUDA RNG states for {len(cuda)} devices, this process sees "
-                f"{count}; restoring the first {min(count, len(cuda))}",
-                stacklevel=3,
-            )
-        for index, device_state in enumerate(cuda[:count]):
-            torch.cuda.set_rng_state(device_state, index)
