@@ -32,8 +32,9 @@ class ResumableSampler(Sampler[int]):
 
     ``set_epoch(e)`` with ``e`` different from the current epoch starts epoch ``e`` at position 0;
     with the same epoch it keeps the position (so ``for epoch in range(sampler.epoch, E):
-    sampler.set_epoch(epoch)`` resumes correctly). Changing the epoch or position while an
-    iterator of this sampler is open does not affect that iterator.
+    sampler.set_epoch(epoch)`` resumes correctly). Only the newest iterator moves the position:
+    ``iter()``, ``set_epoch()`` to another epoch and ``load_state_dict()`` detach older iterators,
+    which keep yielding their own order without touching the state.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class ResumableSampler(Sampler[int]):
         self.auto_advance = bool(auto_advance)
         self.epoch = 0
         self.position = 0
+        self._iteration = 0  # only the newest iterator advances the position
 
     def order(self, epoch: int) -> list[int]:
         """The full index order of ``epoch`` (a pure function of ``seed`` and ``epoch``)."""
@@ -66,21 +68,23 @@ class ResumableSampler(Sampler[int]):
         return self.num_samples
 
     def __iter__(self) -> Iterator[int]:
-        return self._iterate(self.epoch, self.position)
+        self._iteration += 1
+        return self._iterate(self.epoch, self.position, self._iteration)
 
-    def _iterate(self, epoch: int, start: int) -> Iterator[int]:
+    def _iterate(self, epoch: int, start: int, token: int) -> Iterator[int]:
         order = self.order(epoch)
         for i in range(start, self.num_samples):
-            if self.auto_advance and self.epoch == epoch:
+            if self.auto_advance and self._iteration == token:
                 self.position = i + 1  # counted before the index leaves: "yielded"
             yield order[i]
-        if self.auto_advance and self.epoch == epoch:
+        if self.auto_advance and self._iteration == token:
             self.epoch, self.position = epoch + 1, 0
 
     def set_epoch(self, epoch: int) -> None:
         """Make ``epoch`` current; a different epoch starts at position 0, the same one keeps it."""
         if epoch != self.epoch:
             self.epoch, self.position = int(epoch), 0
+            self._iteration += 1  # an iterator still open belongs to the old epoch
 
     def advance(self, n: int) -> None:
         """Record that the training loop consumed ``n`` more indices (``auto_advance=False``)."""
@@ -116,6 +120,7 @@ class ResumableSampler(Sampler[int]):
         if not 0 <= state["position"] <= self.num_samples:
             raise ValueError(f"ResumableSampler position {state['position']} is out of range")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._iteration += 1
 
     def __repr__(self) -> str:
         return (

@@ -1,0 +1,262 @@
+"""Lightning integration: ``Trainer.fit`` that resumes mid-epoch from the task's checkpoint.
+
+```python
+from taskpoint.integrations.lightning import TaskpointCheckpoint
+from taskpoint.integrations.torch import ResumableSampler
+
+loader = DataLoader(data, batch_size=32, sampler=ResumableSampler(data, seed=0))
+trainer = Trainer(max_epochs=3, callbacks=[TaskpointCheckpoint(every_n_train_steps=100)])
+trainer.fit(model, loader)          # a retried attempt continues where the last save left off
+```
+
+Every ``every_n_train_steps`` optimizer steps (and at the first step after SIGTERM, when the
+engine has marked the attempt preempted) the callback takes Lightning's own full checkpoint
+(``dump_checkpoint``: model, optimizers, LR schedulers, precision plugin, loop progress, every
+callback's state) plus the Python/NumPy/torch CPU+CUDA RNG states and the position of each
+`ResumableSampler` in the train loaders, and writes it through the task's `Checkpoint`
+(asynchronously by default, from reused staging buffers). At the start of ``fit`` in a retried
+attempt it hands the latest version to Lightning's restore path, so the user passes no
+``ckpt_path`` (one passed explicitly wins).
+
+What is exact: model, optimizer and scheduler states, the step, epoch and batch counters, other
+callbacks' states and the RNG states are those of the save; with a `ResumableSampler` (given
+``sampler=`` or inside ``batch_sampler=``) the next batch is the one an uninterrupted run trained
+next, with or without loader workers; RNG states are restored after the train loader's iterator is
+created, right before training continues. A deterministic ``fit`` (CPU, or CUDA with
+``deterministic=True``) then ends with bitwise the same weights as an uninterrupted one.
+
+Not exact: a train loader without `ResumableSampler` restarts its epoch from the beginning
+(Lightning warns); randomness drawn inside the dataset or loader workers is not replayed (the
+first batch after a resume is fetched again); a save is taken only on batches where the optimizer
+stepped (accumulated gradients are not saved); plateau schedulers that step after
+``on_train_batch_end`` and a validation loop interrupted in the middle follow Lightning's own
+restart rules. Single-process training only (``world_size == 1``).
+
+Storage: the same non-pickle layout as `TorchCheckpointer` (JSON header + raw tensors). Values in
+the checkpoint dict that are not tensors, NumPy arrays, numbers, strings, bytes, lists, tuples or
+dicts raise ``TypeError`` at save, naming where they are; only the module's hyper-parameters are
+left out instead (Lightning does not need them to resume: the module is built by your code).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from taskpoint.integrations._lazy import require
+
+require("lightning", "lightning")
+require("numpy", "lightning")
+
+from lightning.pytorch.callbacks import Checkpoint as _CheckpointCallback  # noqa: E402
+
+from taskpoint.errors import TaskpointError  # noqa: E402
+from taskpoint.integrations import _torch_format as fmt  # noqa: E402
+from taskpoint.integrations._torch_sampler import ResumableSampler  # noqa: E402
+from taskpoint.integrations._torch_state import StagedWriter, rng_state, set_rng_state  # noqa: E402
+
+__all__ = ["TaskpointCheckpoint"]
+
+log = logging.getLogger("taskpoint")
+_HPARAM_KEYS = ("hyper_parameters", "hparams_name", "hparams_type")
+_NOT_RESUMABLE = "You're resuming from a checkpoint that ended before the epoch ended"
+
+
+class TaskpointCheckpoint(_CheckpointCallback):
+    """Save ``Trainer.fit`` state to a taskpoint checkpoint and resume from it automatically.
+
+    ``checkpoint`` defaults to ``taskpoint.current_context().checkpoint`` (looked up when
+    ``fit`` starts). ``blocking=False`` returns from the save as soon as the state is staged;
+    the task's attempt waits for the write before it ends. ``rng=False`` leaves RNG states out.
+    """
+
+    def __init__(
+        self,
+        every_n_train_steps: int = 100,
+        *,
+        blocking: bool = False,
+        checkpoint: Any = None,
+        rng: bool = True,
+    ) -> None:
+        if isinstance(every_n_train_steps, bool) or every_n_train_steps < 1:
+            raise ValueError(f"every_n_train_steps must be >= 1, got {every_n_train_steps!r}")
+        self.every_n_train_steps = int(every_n_train_steps)
+        self.blocking = blocking
+        self.rng = rng
+        self._checkpoint = checkpoint
+        self._writer: StagedWriter | None = None
+        self._trainer: Any = None
+        self._ctx: Any = None
+        self._pending: dict[str, Any] | None = None
+        self._last_seen_step = -1
+        self.restored_step: int | None = None
+
+    # ------------------------------------------------------------------------------ restoring
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage != "fit":
+            return
+        if trainer.world_size != 1:
+            raise TaskpointError(
+                f"TaskpointCheckpoint supports single-process training, this Trainer has "
+                f"world_size={trainer.world_size}"
+            )
+        from taskpoint.context import active_context, current_context
+
+        self._trainer = trainer
+        self._ctx = active_context()
+        if self._checkpoint is None:
+            self._checkpoint = current_context().checkpoint
+        if self._writer is None:
+            self._writer = StagedWriter(self._checkpoint)
+        loaded = self._writer.read()
+        if loaded is None:
+            return
+        skeleton, views = loaded
+        checkpoint = {
+            key: fmt.decode(value, views, clone=key != "state_dict")
+            for key, value in skeleton.items()
+        }
+        connector = getattr(trainer, "_checkpoint_connector", None)
+        if connector is None or not hasattr(connector, "_loaded_checkpoint"):
+            raise TaskpointError(
+                "TaskpointCheckpoint cannot hand the checkpoint to this Lightning version "
+                "(no Trainer._checkpoint_connector._loaded_checkpoint); pass ckpt_path yourself"
+            )
+        # Lightning's own restore path (model, callbacks, loops, optimizers, schedulers) reads
+        # this dict when fit() was given no ckpt_path; a ckpt_path given explicitly replaces it.
+        connector._loaded_checkpoint = checkpoint
+        self.restored_step = checkpoint.get("global_step")
+        log.info("taskpoint: Trainer.fit resumes from step %s", self.restored_step)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict  # applied in on_train_start, once the train loader exists
+        if any(s is not None for s in state_dict.get("samplers", [])):
+            warnings.filterwarnings("ignore", message=_NOT_RESUMABLE)  # our sampler resumes
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._last_seen_step = trainer.global_step
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        saved = pending.get("samplers", [])
+        samplers = [found[0] if found else None for found in _loader_samplers(trainer)]
+        if any(s is not None for s in saved):
+            if len(saved) != len(samplers):
+                raise TaskpointError(
+                    f"the checkpoint has sampler states for {len(saved)} train loaders, this "
+                    f"fit has {len(samplers)}: resume with the same train loaders"
+                )
+            for sampler, state in zip(samplers, saved, strict=True):
+                if state is not None and sampler is not None:
+                    sampler.load_state_dict(_normalized(state))
+            # The loader iterator was created before this hook (and workers may have prefetched
+            # from the old position): start it again from the restored sampler position.
+            fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+            if fetcher is not None:
+                iter(fetcher)
+        if self.rng and pending.get("rng") is not None:
+            set_rng_state(pending["rng"])  # last: nothing may draw before training continues
+
+    # ------------------------------------------------------------------------------ saving
+    def state_dict(self) -> dict[str, Any]:
+        """RNG states and train-sampler positions (also saved in Lightning's own checkpoints)."""
+        state: dict[str, Any] = {"samplers": _sampler_states(self._trainer)}
+        if self.rng:
+            state["rng"] = rng_state()
+        return state
+
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        stepped, self._last_seen_step = step != self._last_seen_step, step
+        preempted = self._ctx is not None and self._ctx.preempted
+        if stepped and (step % self.every_n_train_steps == 0 or preempted):
+            self.save(trainer)
+
+    def save(self, trainer: Any, *, blocking: bool | None = None) -> Any:
+        """Write Lightning's full checkpoint now; returns the version or its future."""
+        assert self._writer is not None, "TaskpointCheckpoint.save() before Trainer.fit set it up"
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        for key in _HPARAM_KEYS:
+            if key in checkpoint and not _encodable(checkpoint[key]):
+                del checkpoint[key]
+        return self._writer.write(
+            checkpoint, trainer.global_step, self.blocking if blocking is None else blocking
+        )
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if self._writer is not None:
+            self._writer.wait()  # surface a failed async write before fit returns
+
+
+# ---------------------------------------------------------------------------------- samplers
+def _flatten(loaders: Any) -> Iterator[Any]:
+    if isinstance(loaders, dict):
+        for value in loaders.values():
+            yield from _flatten(value)
+    elif isinstance(loaders, list | tuple):
+        for value in loaders:
+            yield from _flatten(value)
+    elif loaders is not None:
+        yield loaders
+
+
+def _loader_samplers(trainer: Any) -> list[tuple[ResumableSampler, int | None] | None]:
+    """For each train loader: its ResumableSampler and batch size, or ``None``."""
+    out: list[tuple[ResumableSampler, int | None] | None] = []
+    for loader in _flatten(getattr(trainer, "train_dataloader", None)):
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        for candidate in (
+            getattr(loader, "sampler", None),
+            getattr(batch_sampler, "sampler", None),
+        ):
+            if isinstance(candidate, ResumableSampler):
+                size = getattr(loader, "batch_size", None) or getattr(
+                    batch_sampler, "batch_size", None
+                )
+                out.append((candidate, size))
+                break
+        else:
+            out.append(None)
+    return out
+
+
+def _sampler_states(trainer: Any) -> list[dict[str, Any] | None]:
+    """Sampler positions from Lightning's own batch counter, not from the sampler's.
+
+    The sampler runs ahead of training when workers prefetch; Lightning's ``ready`` count is
+    the number of batches of this epoch handed to training, the batch that just ended included.
+    """
+    if trainer is None or getattr(trainer, "train_dataloader", None) is None:
+        return []
+    batches = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+    states: list[dict[str, Any] | None] = []
+    for found in _loader_samplers(trainer):
+        if found is None:
+            states.append(None)
+            continue
+        sampler, batch_size = found
+        state = sampler.state_dict()
+        if batch_size is not None:
+            position = min(batches * batch_size, sampler.num_samples)
+            state.update(epoch=trainer.current_epoch, position=position)
+        states.append(state)
+    return states
+
+
+def _normalized(state: dict[str, Any]) -> dict[str, Any]:
+    """A finished epoch resumes as the start of the next one."""
+    if state["position"] >= state["num_samples"]:
+        return {**state, "epoch": state["epoch"] + 1, "position": 0}
+    return state
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        fmt.encode(value)
+    except TypeError:
+        return False
+    return True
