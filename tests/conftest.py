@@ -7,6 +7,7 @@ s3fs exactly as they would to a cloud bucket.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import uuid
@@ -58,8 +59,9 @@ class S3Server:
             aws_secret_access_key="testing",
         )
 
+    @functools.cached_property
     def filesystem(self) -> Any:
-        """A private s3fs instance (not the cached one the code under test uses)."""
+        """A private s3fs instance (not the cached one the code under test uses), made once."""
         import s3fs
 
         return s3fs.S3FileSystem(skip_instance_cache=True, **self.storage_options)

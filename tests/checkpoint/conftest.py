@@ -151,7 +151,7 @@ def memory_backend() -> Iterator[Backend]:
 @pytest.fixture
 def s3_backend(s3_server: Any) -> Iterator[Backend]:
     prefix = f"cp-{uuid.uuid4().hex}"
-    fs = s3_server.filesystem()
+    fs = s3_server.filesystem
     backend = Backend(
         "s3",
         s3_server.url(prefix),

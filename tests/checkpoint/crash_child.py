@@ -6,7 +6,8 @@ blocking write returns, or an async future resolves to a version, the child appe
 ``"<version id> <counter>\\n"`` to its log with fsync: the parent's proof of what was committed.
 
 Run as a script (``python crash_child.py URL ATTEMPT KEEP LOG WORKDIR SEED [--big-first]
-[--count N]``); the parent imports it by path only for `expected_tree`.
+[--count N] [--max-size BYTES] [--endpoint S3_URL] [--layouts a,b]``); the parent imports it by
+path only for `expected_tree`.
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ def expected_tree(counter: int, size: int, layout: str) -> dict[str, bytes]:
     return {"data": content(counter, size)}
 
 
-def _pick_size(rng: random.Random) -> int:
+def _pick_size(rng: random.Random, max_size: int) -> int:
+    return min(_any_size(rng), max_size)
+
+
+def _any_size(rng: random.Random) -> int:
     roll = rng.random()
     if roll < 0.45:
         return rng.randint(1, 1024)
@@ -96,9 +101,15 @@ def main(argv: list[str]) -> None:
     url, attempt, keep, log_path, work, seed = argv[:6]
     big_first = "--big-first" in argv
     count = int(argv[argv.index("--count") + 1]) if "--count" in argv else None
+    max_size = int(argv[argv.index("--max-size") + 1]) if "--max-size" in argv else 64 * MiB
+    layouts = argv[argv.index("--layouts") + 1].split(",") if "--layouts" in argv else LAYOUTS
+    options = None
+    if "--endpoint" in argv:  # S3 on a test server; credentials come from AWS_* variables
+        endpoint = argv[argv.index("--endpoint") + 1]
+        options = {"client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
     from taskpoint import Checkpoint
 
-    cp = Checkpoint.open(url, attempt=int(attempt), keep=int(keep))
+    cp = Checkpoint.open(url, attempt=int(attempt), keep=int(keep), storage_options=options)
     work_dir = Path(work)
     work_dir.mkdir(parents=True, exist_ok=True)
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -110,8 +121,8 @@ def main(argv: list[str]) -> None:
     while count is None or iterations < count:
         iterations += 1
         counter += 1
-        size = 64 * MiB if big_first and iterations == 1 else _pick_size(rng)
-        layout = rng.choice(LAYOUTS)
+        size = max_size if big_first and iterations == 1 else _pick_size(rng, max_size)
+        layout = rng.choice(layouts)
         result = _write(cp, work_dir, counter, size, layout)
         if hasattr(result, "result"):
             pending.append((result, counter))
