@@ -26,6 +26,7 @@ from typing import IO, Any, TypeVar, Union
 
 from taskpoint.checkpoint.manifest import Manifest, ManifestError, parse_manifest
 from taskpoint.checkpoint.payload import Payload, bytes_payload, path_payload, stream_payload
+from taskpoint.checkpoint.staging import new_staging_dir, sweep_staging
 from taskpoint.checkpoint.storage import (
     CHUNK,
     ChecksumMismatch,
@@ -405,7 +406,7 @@ class Checkpoint:
                     self._store.delete_temp(name)
             if not self._swept:
                 self._swept = True
-                self._sweep_staging()
+                sweep_staging(self._store.staging_root, self.attempt)
         except Exception as exc:
             log.warning("checkpoint retention at %s failed: %s", self.url, exc)
 
@@ -423,24 +424,10 @@ class Checkpoint:
             attempt == self.attempt and self._next_seq is not None and seq < self._next_seq - 1
         )
 
-    def _sweep_staging(self) -> None:
-        root = self._store.staging_root
-        if root is None or not os.path.isdir(root):
-            return
-        for name in os.listdir(root):
-            attempt = name.split("-", 1)[0]
-            if attempt.isdigit() and int(attempt) < self.attempt:
-                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-
     def _staging_root(self) -> str:
         """Where async snapshots are copied: beside the store when local (a rename commits)."""
         if self._staging is None:
-            if self._store.staging_root is not None:
-                name = f"{self.attempt:04d}-{os.getpid()}-{id(self):x}"
-                self._staging = os.path.join(self._store.staging_root, name)
-                os.makedirs(self._staging, exist_ok=True)
-            else:
-                self._staging = tempfile.mkdtemp(prefix="taskpoint-staging-")
+            self._staging = new_staging_dir(self._store.staging_root, self.attempt)
         return self._staging
 
     def _scan(self) -> Listing:
