@@ -175,7 +175,17 @@ def fit_task(log_path: str, interrupt: str, marker: str) -> dict:
     ctx = current_context()
 
     def after_step(step: int) -> None:
-        if ctx.attempt != 1 or step != 72:
+        if ctx.attempt != 1:
+            return
+        if interrupt == "sigterm" and step == 70:
+            # Between two periodic saves; the callback saves step 71 because the attempt is
+            # preempted, and that write raises Preempted.
+            Path(marker).write_text(str(os.getpid()))
+            deadline = time.monotonic() + 30
+            while not ctx.preempted and time.monotonic() < deadline:
+                time.sleep(0.005)
+            return
+        if step != 72:
             return
         ctx.checkpoint.wait()  # step 72's save is committed: nothing will be retrained
         if interrupt == "recoverable":
@@ -186,14 +196,14 @@ def fit_task(log_path: str, interrupt: str, marker: str) -> dict:
     return fit(None, log_path, after_step=after_step)
 
 
-def kill_when_announced(marker: Path) -> threading.Thread:
+def kill_when_announced(marker: Path, sig: int) -> threading.Thread:
     def killer() -> None:
         deadline = time.monotonic() + 60
         while not (marker.exists() and marker.read_text().strip()):
             if time.monotonic() > deadline:
                 return
             time.sleep(0.005)
-        os.kill(int(marker.read_text()), signal.SIGKILL)
+        os.kill(int(marker.read_text()), sig)
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
@@ -201,15 +211,18 @@ def kill_when_announced(marker: Path) -> threading.Thread:
 
 
 @pytest.mark.parametrize(
-    ("interrupt", "status"), [("recoverable", "recoverable"), ("sigkill", "lost")]
+    ("interrupt", "status"),
+    [("recoverable", "recoverable"), ("sigkill", "lost"), ("sigterm", "preempted")],
 )
 def test_engine_retry_resumes_fit_bitwise_equal(tmp_path, reference, interrupt, status):
     log, marker = tmp_path / "batches.log", tmp_path / "pid"
-    killer = kill_when_announced(marker) if interrupt == "sigkill" else None
+    sig = {"sigkill": signal.SIGKILL, "sigterm": signal.SIGTERM}.get(interrupt)
+    killer = kill_when_announced(marker, sig) if sig else None
     execution = taskpoint.run(fit_task, log_path=str(log), interrupt=interrupt, marker=str(marker))
     if killer is not None:
         killer.join(5)
     assert execution.status == "succeeded", execution.error
     first, second = execution.nodes[0].attempts
     assert (first.status, second.status) == (status, "succeeded")
+    assert second.checkpoint_at_start is not None
     assert_same_as_reference(execution.result, log, reference)

@@ -32,6 +32,15 @@ stepped (accumulated gradients are not saved); plateau schedulers that step afte
 ``on_train_batch_end`` and a validation loop interrupted in the middle follow Lightning's own
 restart rules. Single-process training only (``world_size == 1``).
 
+Preemption: inside a task, SIGTERM stays the engine's during ``fit`` (Lightning's own SIGTERM
+handler, which would stop ``fit`` with a ``SystemExit`` the engine counts as a failure, is set
+aside): the callback saves at the end of the current batch, the write commits and raises
+``Preempted``, and the retried attempt continues from that batch.
+
+It is a Lightning ``Checkpoint`` callback: with it in ``callbacks`` Lightning adds no default
+``ModelCheckpoint`` (add one yourself to also keep ``.ckpt`` files; keep
+``enable_checkpointing`` at its default ``True``).
+
 Storage: the same non-pickle layout as `TorchCheckpointer` (JSON header + raw tensors). Values in
 the checkpoint dict that are not tensors, NumPy arrays, numbers, strings, bytes, lists, tuples or
 dicts raise ``TypeError`` at save, naming where they are; only the module's hyper-parameters are
@@ -41,6 +50,8 @@ left out instead (Lightning does not need them to resume: the module is built by
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -137,6 +148,8 @@ class TaskpointCheckpoint(_CheckpointCallback):
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self._last_seen_step = trainer.global_step
+        if self._ctx is not None:
+            _hand_sigterm_to_taskpoint(trainer)
         pending, self._pending = self._pending, None
         if pending is None:
             return
@@ -190,6 +203,20 @@ class TaskpointCheckpoint(_CheckpointCallback):
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         if self._writer is not None:
             self._writer.wait()  # surface a failed async write before fit returns
+
+
+def _hand_sigterm_to_taskpoint(trainer: Any) -> None:
+    """Inside a task, SIGTERM is the engine's preemption: the next save commits and raises
+    ``Preempted``. Lightning's own handler would end ``fit`` with ``SIGTERMException`` (a
+    ``SystemExit``, which the engine would record as a failure) before that save, so the
+    handler Lightning found when ``fit`` started (the engine's) is put back; Lightning restores
+    its bookkeeping at teardown as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    connector = getattr(trainer, "_signal_connector", None)
+    previous = getattr(connector, "_original_handlers", {}).get(signal.SIGTERM)
+    if callable(previous):
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ---------------------------------------------------------------------------------- samplers
