@@ -297,3 +297,28 @@ def test_sampler_in_objects_roundtrips(tmp_path):
 def test_require_names_the_extra_to_install():
     with pytest.raises(TaskpointError, match=r"pip install 'taskpoint\[torch\]'"):
         require("taskpoint_no_such_module", "torch")
+
+
+@pytest.mark.parametrize(
+    ("blocked", "module", "extra"),
+    [
+        ("torch", "taskpoint.integrations.torch", "torch"),
+        ("lightning", "taskpoint.integrations.lightning", "lightning"),
+    ],
+)
+def test_a_missing_framework_names_the_pip_install(blocked, module, extra):
+    """Importing an integration without its framework fails with the extra to install, and the
+    integrations package itself imports no framework."""
+    import subprocess
+    import sys
+
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        "import taskpoint.integrations\n"
+        "assert 'torch' not in sys.modules or sys.modules['torch'] is None\n"
+        f"import {module}\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "TaskpointError" in result.stderr
+    assert f"pip install 'taskpoint[{extra}]'" in result.stderr
