@@ -1,0 +1,342 @@
+"""Keras 3: resume an interrupted ``model.fit`` mid-epoch, with the same result as an unbroken run.
+
+```python
+import os
+os.environ.setdefault("KERAS_BACKEND", "torch")    # before keras is first imported
+import keras
+from taskpoint import task
+from taskpoint.integrations.keras import TaskpointCallback
+
+@task(retries=3)
+def train(epochs: int) -> float:
+    keras.utils.set_random_seed(0)                   # same initial weights on every attempt
+    model = build_and_compile_model()
+    history = model.fit(x, y, batch_size=32, epochs=epochs, shuffle=True,
+                        callbacks=[TaskpointCallback(save_every_n_batches=100)])
+    return float(history.history["loss"][-1])
+```
+
+`TaskpointCallback` saves the training state to the task's checkpoint
+(``current_context().checkpoint``, or the `~taskpoint.Checkpoint` you pass) every
+``save_every_n_batches`` trained batches, at the end of every epoch and at the end of training.
+When ``fit`` starts and the checkpoint holds a state, the callback restores it and training
+continues from the batch after the one saved, inside the interrupted epoch.
+
+**What is resumed exactly** (bitwise, on CPU, when the uninterrupted run is itself deterministic):
+
+- every model variable (``model.variables``: weights, non-trainable weights such as batch-norm
+  statistics, and the layers' ``SeedGenerator`` states that seeded dropout draws from);
+- every optimizer variable (iteration count, so learning-rate schedules continue; moments; ...);
+- the epoch and the number of batches already trained in it; the metric accumulators of that epoch,
+  so the resumed epoch reports the same ``loss``/metrics as an unbroken one;
+- the global RNG states (Python ``random``, NumPy, torch CPU and CUDA) both at the start of the
+  interrupted epoch and at the saved batch. The epoch-start state is put back before the data
+  pipeline draws its order, so Keras' own ``shuffle=True`` (a torch ``RandomSampler`` on the torch
+  backend) yields the same permutation; the saved-batch state is put back when skipping ends, so
+  unseeded dropout (torch's global generator) draws the same masks as an unbroken run.
+
+**How batches are skipped.** ``fit`` still iterates the interrupted epoch from its start, so the
+batch order is reproduced by the same code that made it; for the batches already trained the
+callback replaces the training step with a no-op (the data of those batches is loaded but not
+trained on, and the optimizer does not step). Keras still calls every callback's
+``on_train_batch_begin/end`` for them (with the restored metrics as logs); ``callback.skipping``
+is true meanwhile and ``callback.skipped_batches`` counts them. Batch indices, ``steps`` and the
+progress bar are those of an unbroken run.
+
+**What is not resumed / requirements:**
+
+- The input must give the same batches for epoch *e* whenever ``fit`` starts at epoch *e* with the
+  same global RNG state: NumPy arrays and tensors (shuffled or not), a ``PyDataset`` whose batches
+  depend only on the index (and the global RNGs), a generator recreated per ``fit``. A generator
+  that is consumed across epochs (``steps_per_epoch`` with an endless iterator) or a
+  ``PyDataset`` that keeps its own shuffling state is not reproduced.
+- Model construction must be deterministic (seed it, e.g. ``keras.utils.set_random_seed``): the
+  checkpoint restores variables into a model with the same variable list (checked by path, shape
+  and dtype; a mismatch raises `CheckpointError`).
+- State held outside Keras variables (Python attributes of your layers or callbacks, the state of
+  other callbacks such as ``EarlyStopping``'s patience counter or ``ReduceLROnPlateau``'s
+  counters, the ``History`` of earlier attempts) is not saved. Work done after the last save and
+  before the failure is lost and redone.
+- Only the torch backend is supported (``KERAS_BACKEND=torch``); importing this module sets that
+  default when no backend is configured and Keras is not imported yet. GPU kernels may be
+  nondeterministic, so bitwise equality is only promised on CPU.
+- One checkpoint scope holds one ``fit``: a second ``fit`` with a callback on the same scope would
+  resume from the first one's final state. Use a separate scope (``checkpoint=``) for each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from taskpoint.errors import CheckpointError, TaskpointError
+from taskpoint.integrations import _keras_state as state
+from taskpoint.integrations._lazy import require
+
+
+def _default_backend() -> None:
+    """Default ``KERAS_BACKEND`` to torch when nothing chose a backend (the extra has no TF)."""
+    if "keras" in sys.modules or "KERAS_BACKEND" in os.environ:
+        return
+    home = os.environ.get("KERAS_HOME") or str(Path.home() / ".keras")
+    try:
+        configured = json.loads((Path(home) / "keras.json").read_text()).get("backend")
+    except (OSError, ValueError, AttributeError):
+        configured = None
+    if not configured:
+        os.environ["KERAS_BACKEND"] = "torch"
+
+
+_default_backend()
+keras = require("keras", "keras")
+
+if TYPE_CHECKING:
+    from taskpoint.checkpoint import Checkpoint
+
+FORMAT = "taskpoint.keras/1"
+__all__ = ["TaskpointCallback"]
+
+
+class TaskpointCallback(keras.callbacks.Callback):
+    """Save the training state every N batches and resume an interrupted ``fit`` mid-epoch.
+
+    ``save_every_n_batches``: save after every N-th trained batch (counted over the whole run, so
+    save points are the same on every attempt). ``blocking=False`` (default) serialises the state
+    at once and lets the checkpoint's background writer commit it; the end-of-training save is
+    always waited for. ``checkpoint`` defaults to ``taskpoint.current_context().checkpoint``.
+    ``save_on_epoch_end`` also saves after each epoch (after validation).
+
+    After ``fit``: ``resumed_from`` is ``None`` or ``{"epoch", "batch", "global_step"}`` of the
+    restored state, and ``skipped_batches`` the number of batches not trained again.
+    """
+
+    def __init__(
+        self,
+        save_every_n_batches: int = 100,
+        blocking: bool = False,
+        checkpoint: Checkpoint | None = None,
+        *,
+        save_on_epoch_end: bool = True,
+    ) -> None:
+        super().__init__()
+        if (
+            isinstance(save_every_n_batches, bool)
+            or not isinstance(save_every_n_batches, int)
+            or save_every_n_batches < 1
+        ):
+            raise ValueError(
+                f"save_every_n_batches must be an integer >= 1, got {save_every_n_batches!r}"
+            )
+        if keras.backend.backend() != "torch":
+            raise TaskpointError(
+                f"TaskpointCallback supports the Keras torch backend only, but Keras runs on "
+                f"{keras.backend.backend()!r}; set KERAS_BACKEND=torch before importing keras"
+            )
+        self.save_every_n_batches = save_every_n_batches
+        self.blocking = blocking
+        self.save_on_epoch_end = save_on_epoch_end
+        self._checkpoint = checkpoint
+        self._context: Any = None
+        self.resumed_from: dict[str, int] | None = None
+        self.skipped_batches = 0
+        self.skipping = False
+        self._reset_progress()
+
+    def _reset_progress(self) -> None:
+        self._epoch = 0
+        self._batch = 0  # batches trained (or skipped) in the current epoch
+        self._done_epochs = 0  # epochs completed
+        self._global_step = 0  # batches trained since the first attempt started
+        self._epoch_rng: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None
+        self._resume: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None
+        self._skip = 0
+        self._original_train_function: Any = None
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """The checkpoint scope in use (the running task's, unless one was passed)."""
+        if self._checkpoint is None:
+            from taskpoint import current_context
+
+            self._context = current_context()
+            self._checkpoint = self._context.checkpoint
+        return self._checkpoint
+
+    # ------------------------------------------------------------------------------ restoring
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._reset_progress()
+        self.resumed_from, self.skipped_batches, self.skipping = None, 0, False
+        if self._context is None and self._checkpoint is not None:
+            from taskpoint.context import active_context
+
+            self._context = active_context()  # to notice preemption (SIGTERM) when in a task
+        blob = self.checkpoint.read()
+        if blob is None:
+            return
+        meta, arrays = state.decode(blob, self.checkpoint.url)
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(
+                f"the latest checkpoint at {self.checkpoint.url} has format "
+                f"{meta.get('format')!r}, not {FORMAT!r}; use a checkpoint scope of its own for "
+                "TaskpointCallback"
+            )
+        model = self.model
+        optimizer = model.optimizer
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        self._assign("model", model.variables, meta, arrays)
+        self._assign("optimizer", optimizer.variables if optimizer else [], meta, arrays)
+        epoch, batch = int(meta["epoch"]), int(meta["batch"])
+        self._global_step = int(meta["global_step"])
+        self.resumed_from = {"epoch": epoch, "batch": batch, "global_step": self._global_step}
+        self._epoch, self._batch, self._done_epochs = epoch, batch, epoch
+        if meta.get("finished"):
+            epoch = max(epoch, int(self.params.get("epochs", epoch)))
+        model._initial_epoch = epoch  # read by fit() after on_train_begin (as BackupAndRestore)
+        self._resume = (meta, arrays)
+        if batch > 0:
+            self._original_train_function = original = model.train_function
+
+            def train_or_skip(data: Any) -> Any:
+                # Already trained before the interruption: draw the batch, do not train on it.
+                if self._skip > 0:
+                    return model.get_metrics_result()
+                return original(data)
+
+            model.train_function = train_or_skip
+
+    def _assign(self, group: str, variables: list[Any], meta: dict, arrays: dict) -> None:
+        saved = meta[group]
+        if len(saved) != len(variables):
+            raise CheckpointError(
+                f"the checkpoint at {self.checkpoint.url} holds {len(saved)} {group} variables "
+                f"but this model has {len(variables)}: it was written by a different model or "
+                "optimizer; build the same model, or use a new checkpoint scope"
+            )
+        for i, (variable, (path, dtype)) in enumerate(zip(variables, saved, strict=True)):
+            value = arrays[f"{group}/{i}"]
+            if tuple(value.shape) != tuple(variable.shape) or dtype != variable.dtype:
+                raise CheckpointError(
+                    f"{group} variable {i} ({variable.path}) has shape {tuple(variable.shape)} "
+                    f"and dtype {variable.dtype}, but the checkpoint at {self.checkpoint.url} "
+                    f"holds {path} with shape {tuple(value.shape)} and dtype {dtype}: it was "
+                    "written by a different model; build the same model, or use a new "
+                    "checkpoint scope"
+                )
+            variable.assign(_from_numpy(value, dtype))
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch, self._batch = epoch, 0
+        if self._resume is not None:
+            meta, arrays = self._resume
+            if epoch == int(meta["epoch"]):
+                state.restore_rng("rng_epoch", meta["rng_epoch"], arrays)
+                if int(meta["batch"]) > 0:
+                    self._assign("metrics", self.model.metrics_variables, meta, arrays)
+                    self._skip = int(meta["batch"])
+                    self.skipping = True
+                else:
+                    self._resume = None
+        self._epoch_rng = self._capture_rng("rng_epoch")
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._batch = batch + 1
+        if self._skip > 0:
+            self._skip -= 1
+            self.skipped_batches += 1
+            if self._skip == 0:
+                self._end_skipping()
+            return
+        self._global_step += 1
+        preempted = self._context is not None and self._context.preempted
+        if preempted:
+            self._save(blocking=True)  # commits, then the engine's Preempted is raised
+        elif self._global_step % self.save_every_n_batches == 0:
+            self._save()
+
+    def _end_skipping(self) -> None:
+        meta, arrays = self._resume  # type: ignore[misc]
+        state.restore_rng("rng_now", meta["rng_now"], arrays)
+        self._restore_train_function()
+        self._resume, self.skipping = None, False
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._done_epochs = epoch + 1
+        if self.save_on_epoch_end:
+            self._save(next_epoch=True)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._restore_train_function()  # in case fit stopped while still skipping
+        self.model._initial_epoch = None  # so a later fit() is not shifted by our restore
+        self._save(next_epoch=True, finished=True, blocking=True)
+        self.checkpoint.wait()
+
+    def _restore_train_function(self) -> None:
+        if self._original_train_function is not None:
+            self.model.train_function = self._original_train_function
+            self._original_train_function = None
+
+    # ------------------------------------------------------------------------------ saving
+    def _capture_rng(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        arrays: dict[str, np.ndarray] = {}
+        return state.capture_rng(prefix, arrays), arrays
+
+    def _save(
+        self, *, next_epoch: bool = False, finished: bool = False, blocking: bool | None = None
+    ) -> Any:
+        model = self.model
+        optimizer = model.optimizer
+        groups = {
+            "model": model.variables,
+            "optimizer": optimizer.variables if optimizer is not None else [],
+            "metrics": [] if next_epoch else model.metrics_variables,
+        }
+        arrays: dict[str, np.ndarray] = {}
+        meta: dict[str, Any] = {
+            "format": FORMAT,
+            "epoch": self._done_epochs if next_epoch else self._epoch,
+            "batch": 0 if next_epoch else self._batch,
+            "global_step": self._global_step,
+            "finished": finished,
+        }
+        for group, variables in groups.items():
+            meta[group] = [[v.path, v.dtype] for v in variables]
+            for i, v in enumerate(variables):
+                arrays[f"{group}/{i}"] = _to_numpy(v)
+        now_meta, now_arrays = self._capture_rng("rng_now")
+        if next_epoch or self._epoch_rng is None:
+            epoch_meta, epoch_arrays = self._capture_rng("rng_epoch")
+        else:
+            epoch_meta, epoch_arrays = self._epoch_rng
+        meta["rng_now"], meta["rng_epoch"] = now_meta, epoch_meta
+        arrays.update(now_arrays)
+        arrays.update(epoch_arrays)
+        blob = state.encode(meta, arrays)
+        return self.checkpoint.write(
+            blob,
+            step=self._global_step,
+            metadata={"epoch": meta["epoch"], "batch": meta["batch"], "finished": finished},
+            blocking=self.blocking if blocking is None else blocking,
+        )
+
+
+def _to_numpy(variable: Any) -> np.ndarray:
+    """The variable's value as a NumPy array (may share memory: `encode` copies it)."""
+    import torch
+
+    tensor = variable.value.detach().cpu()
+    if tensor.dtype == torch.bfloat16:  # NumPy has no bfloat16: keep the raw bits
+        tensor = tensor.view(torch.int16)
+    return tensor.numpy()
+
+
+def _from_numpy(array: np.ndarray, dtype: str) -> Any:
+    import torch
+
+    tensor = torch.from_numpy(array.copy())
+    return tensor.view(torch.bfloat16) if dtype == "bfloat16" else tensor
