@@ -536,6 +536,21 @@ def _quietly(action: Callable[[], object]) -> None:
         pass
 
 
+def _after_fork_in_child() -> None:
+    """Locks held by the parent's threads stay held in a forked child, and the parent's staging
+    dir is the parent's: the child makes its own (else its close() would delete the parent's)."""
+    global _reading_lock
+    _reading_lock = threading.Lock()
+    _reading.clear()
+    for scope in list(_open_scopes):
+        scope._commit_lock = threading.Lock()
+        scope._staging = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @atexit.register
 def _flush_at_exit() -> None:
     """An interpreter that exits normally still commits its pending async writes."""

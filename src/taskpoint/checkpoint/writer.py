@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -17,6 +18,12 @@ from typing import Any
 from taskpoint.errors import CheckpointError
 
 log = logging.getLogger("taskpoint.checkpoint")
+_writers: weakref.WeakSet[AsyncWriter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_writers):
+        writer._forked()
 
 
 class AsyncWriter:
@@ -33,6 +40,15 @@ class AsyncWriter:
         self._closing = False
         self._pid = os.getpid()
         self._chores: list[Callable[[], None]] = []
+        _writers.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: the thread, its job, the queue and the housekeeping all stayed in
+        the parent (which finishes them), and the lock may have been held by that thread."""
+        self._cond = threading.Condition()
+        self._queued, self._busy_job, self._busy_chores = None, False, False
+        self._chores, self._thread, self._closing = [], None, False
+        self._pid = os.getpid()
 
     def defer(self, chore: Callable[[], None]) -> None:
         """Run ``chore`` on the writer thread soon (slow deletes stay off the caller's path)."""
@@ -153,3 +169,7 @@ class AsyncWriter:
             with self._cond:
                 self._busy_chores = False
                 self._cond.notify_all()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
