@@ -635,3 +635,46 @@ def test_save_missing_source_names_it(backend, blocking, tmp_path):
     with pytest.raises(FileNotFoundError, match="no-such-thing"):
         cp.save(missing, blocking=blocking)
     assert cp.latest() is None
+
+
+def test_async_write_with_copy_false_hands_the_buffer_over(backend):
+    cp = backend.open()
+    buf = bytearray(b"handed over" * 1000)
+    future = cp.write(buf, blocking=False, copy=False)
+    assert future.result(30).size == len(buf)  # the caller waits before touching buf again
+    buf[:] = b"x" * len(buf)
+    assert cp.read() == b"handed over" * 1000
+
+
+@pytest.mark.parametrize("blocking", [True, False], ids=["sync", "async"])
+def test_save_non_seekable_stream_from_a_pipe(backend, blocking):
+    content = os.urandom(3 * MiB + 5)
+    read_fd, write_fd = os.pipe()
+
+    def feed() -> None:
+        with open(write_fd, "wb") as pipe:
+            pipe.write(content)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        with open(read_fd, "rb") as stream:
+            version = _result(backend.open().save(stream, blocking=blocking))
+    finally:
+        feeder.join(30)
+    assert version.size == len(content)
+    assert backend.open(attempt=2).read() == content
+
+
+def test_save_stream_with_only_read(backend):
+    class ReadOnly:
+        def __init__(self, data: bytes) -> None:
+            self._io = io.BytesIO(data)
+
+        def read(self, n: int = -1) -> bytes:
+            return self._io.read(min(n, 4096) if n and n > 0 else n)  # short reads
+
+    content = os.urandom(100_000)
+    cp = backend.open()
+    cp.save(ReadOnly(content))  # type: ignore[arg-type]
+    assert cp.read() == content
