@@ -1,0 +1,277 @@
+"""scikit-learn: incremental and warm-start training that resumes where a failed attempt stopped.
+
+```python
+from sklearn.linear_model import SGDClassifier
+from sklearn.ensemble import RandomForestClassifier
+from taskpoint import task
+from taskpoint.integrations.sklearn import fit_incremental, fit_warm_start
+
+@task(retries=3)
+def train_sgd() -> float:
+    clf = SGDClassifier(random_state=0)
+    fit_incremental(clf, lambda epoch: shuffled_batches(seed=epoch), epochs=5,
+                    classes=[0, 1], save_every=10)          # resumes at the next unseen batch
+    return clf.score(X_test, y_test)
+
+@task(retries=3)
+def train_forest() -> float:
+    forest = RandomForestClassifier(random_state=0)
+    fit_warm_start(forest, X, y, param="n_estimators", until=500, step=50)  # saves every 50 trees
+    return forest.score(X_test, y_test)
+```
+
+Both take ``checkpoint=`` (default: ``taskpoint.current_context().checkpoint``) and ``trusted=``,
+and return the estimator they were given, fitted. On a retried attempt the estimator saved in the
+checkpoint replaces the state of the one passed (same class required), so the caller's object is
+the resumed model.
+
+`fit_incremental` calls ``estimator.partial_fit`` on each batch of each epoch. ``batches`` is a
+sequence of batches, or a callable ``batches(epoch)`` (or ``batches()``) returning an iterable of
+them, called once per epoch; a batch is ``(X, y)``, ``(X, y, sample_weight)``, ``(X,)`` or ``X``.
+``classes`` is passed to every ``partial_fit`` call when given. It saves after every
+``save_every`` trained batches and at the end of each epoch, recording (epoch, batch index); a
+resumed attempt continues at the first batch not yet trained: a sequence is indexed from there (the
+batches before are not loaded), an iterable is advanced past them (they are produced but not
+trained on).
+
+`fit_warm_start` grows a ``warm_start`` estimator: it sets ``warm_start=True`` and fits with
+``param`` set to ``step``, ``2 * step``, ... up to ``until``, saving after each fit; a resumed
+attempt continues from the last saved size (``sample_weight`` is passed to ``fit`` if given).
+
+**What is resumed exactly:** the whole fitted estimator (skops round-trips its attributes
+bitwise: coefficients, trees, counters such as ``t_``, a ``RandomState`` held inside it), the
+position (epoch and batch, or the fitted size), and the global RNG states of Python ``random`` and
+NumPy both at the start of the interrupted epoch (restored before ``batches(epoch)`` is called, so a
+shuffle drawn from the global generator repeats) and at the saved point (restored before the next
+batch is produced). With estimators whose ``random_state`` is an int (or seeded globally) the
+resumed model therefore predicts exactly like one trained without interruption.
+
+**Not resumed / requirements:** ``batches`` must produce the same batches for the same epoch on
+every attempt; work after the last save is redone; state outside the estimator (your own
+variables, other RNGs) is not saved; a different estimator class in the checkpoint is refused.
+
+**Loading is safe by construction:** estimators are stored with ``skops.io``, never pickled. Before
+anything is imported or built, every type in the checkpoint that skops does not trust by default
+must be in an explicit list, `DEFAULT_TRUSTED` -- ``sklearn.tree._tree.Tree`` (needed by tree
+ensembles; each loaded tree is checked for out-of-range node and feature indices before use) and
+the MLP solver states ``AdamOptimizer``/``SGDOptimizer`` -- plus the names you pass in
+``trusted=``. Anything else is refused with `~taskpoint.CheckpointError` naming the type, and
+nothing runs. Pass ``trusted=["mymodule.MyEstimator"]`` only for types you wrote or reviewed.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from taskpoint.errors import CheckpointError
+from taskpoint.integrations import _sklearn_persist as persist
+from taskpoint.integrations._lazy import require
+
+require("sklearn", "sklearn")
+require("skops.io", "sklearn")
+
+if TYPE_CHECKING:
+    from taskpoint.checkpoint import Checkpoint
+
+E = TypeVar("E")
+Batches = Sequence[Any] | Callable[..., Iterable[Any]]
+Trusted = str | type | Sequence[str | type] | None
+FORMAT = "taskpoint.sklearn/1"
+DEFAULT_TRUSTED = persist.DEFAULT_TRUSTED
+__all__ = ["DEFAULT_TRUSTED", "fit_incremental", "fit_warm_start"]
+
+
+def fit_incremental(
+    estimator: E,
+    batches: Batches,
+    *,
+    epochs: int = 1,
+    classes: Any = None,
+    save_every: int = 1,
+    checkpoint: Checkpoint | None = None,
+    trusted: Trusted = None,
+) -> E:
+    """Train ``estimator`` with ``partial_fit`` over ``batches`` for ``epochs`` epochs, resuming
+    at the first untrained batch recorded in the checkpoint. Returns ``estimator``."""
+    if not callable(getattr(estimator, "partial_fit", None)):
+        raise TypeError(f"{type(estimator).__name__} has no partial_fit(): use fit_warm_start()")
+    _check_positive(epochs=epochs, save_every=save_every)
+    run = _Run(estimator, checkpoint, trusted, "incremental")
+    meta = run.restore()
+    first, start = (int(meta["epoch"]), int(meta["batch"])) if meta else (0, 0)
+    trained = int(meta["trained"]) if meta else 0
+    for epoch in range(first, epochs):
+        if meta is not None and epoch == int(meta["epoch"]):
+            persist.restore_rng(meta["rng_epoch"])
+        else:
+            start = 0
+        epoch_rng = persist.capture_rng()
+        index = start
+        for batch in _epoch_batches(batches, epoch, start, meta):
+            meta = None  # the saved position is reached: RNG now as when it was saved
+            _partial_fit(estimator, batch, classes)
+            index, trained = index + 1, trained + 1
+            position = {"epoch": epoch, "batch": index, "trained": trained}
+            if run.preempted() or trained % save_every == 0:
+                run.save(position, epoch_rng, blocking=run.preempted())
+        meta = None
+        rng = persist.capture_rng()
+        run.save({"epoch": epoch + 1, "batch": 0, "trained": trained}, rng)
+    run.finish()
+    return estimator
+
+
+def fit_warm_start(
+    estimator: E,
+    X: Any,
+    y: Any = None,
+    *,
+    param: str = "n_estimators",
+    until: int,
+    step: int = 10,
+    checkpoint: Checkpoint | None = None,
+    trusted: Trusted = None,
+    sample_weight: Any = None,
+) -> E:
+    """Grow a ``warm_start`` estimator ``step`` at a time up to ``param=until``, saving after each
+    fit and resuming from the last saved size. Returns ``estimator``."""
+    params = estimator.get_params(deep=False) if hasattr(estimator, "get_params") else {}
+    if "warm_start" not in params or param not in params:
+        raise TypeError(
+            f"{type(estimator).__name__} needs the parameters 'warm_start' and {param!r} for "
+            "fit_warm_start(); use fit_incremental() for estimators with partial_fit()"
+        )
+    _check_positive(until=until, step=step)
+    run = _Run(estimator, checkpoint, trusted, "warm_start")
+    meta = run.restore()
+    done = 0
+    if meta is not None:
+        if meta["param"] != param:
+            raise CheckpointError(
+                f"the checkpoint at {run.checkpoint.url} grew {meta['param']!r}, not {param!r}"
+            )
+        done = int(meta["value"])
+        persist.restore_rng(meta["rng_now"])
+    estimator.set_params(warm_start=True)
+    fit_params = {} if sample_weight is None else {"sample_weight": sample_weight}
+    while done < until:
+        done = min(done + step, until)
+        estimator.set_params(**{param: done})
+        estimator.fit(X, y, **fit_params)
+        rng = persist.capture_rng()
+        run.save({"param": param, "value": done}, rng, blocking=run.preempted())
+    run.finish()
+    return estimator
+
+
+class _Run:
+    """The checkpoint side of one fit_* call: restore, save, preemption, finish."""
+
+    def __init__(self, estimator: Any, checkpoint: Any, trusted: Trusted, kind: str) -> None:
+        self.estimator, self.kind = estimator, kind
+        self.trusted = persist.trusted_names(trusted)
+        self.context: Any = None
+        if checkpoint is None:
+            from taskpoint import current_context
+
+            self.context = current_context()
+            checkpoint = self.context.checkpoint
+        else:
+            from taskpoint.context import active_context
+
+            self.context = active_context()
+        self.checkpoint = checkpoint
+
+    def restore(self) -> dict[str, Any] | None:
+        blob = self.checkpoint.read()
+        if blob is None:
+            return None
+        where = self.checkpoint.url
+        meta, payload = persist.decode(blob, where)
+        if meta.get("format") != FORMAT or meta.get("kind") != self.kind:
+            raise CheckpointError(
+                f"the latest checkpoint at {where} holds a {meta.get('kind')!r} state of format "
+                f"{meta.get('format')!r}, not one of fit_{self.kind}(); use a checkpoint scope "
+                "of its own for each fit_* call"
+            )
+        loaded = persist.loads(payload, self.trusted, where)
+        if type(loaded) is not type(self.estimator):
+            raise CheckpointError(
+                f"the checkpoint at {where} holds a {type(loaded).__name__}, but "
+                f"{type(self.estimator).__name__} was passed; pass the same estimator class, or "
+                "use a new checkpoint scope"
+            )
+        self.estimator.__dict__.clear()
+        self.estimator.__dict__.update(vars(loaded))
+        return meta
+
+    def save(
+        self, position: dict[str, Any], rng_epoch: dict[str, Any], *, blocking: bool = False
+    ) -> None:
+        meta = {"format": FORMAT, "kind": self.kind, **position}
+        meta["rng_epoch"], meta["rng_now"] = rng_epoch, persist.capture_rng()
+        blob = persist.encode(meta, persist.dumps(self.estimator))
+        step = position.get("trained", position.get("value"))
+        self.checkpoint.write(blob, step=step, metadata=position, blocking=blocking)
+
+    def preempted(self) -> bool:
+        return bool(self.context is not None and self.context.preempted)
+
+    def finish(self) -> None:
+        self.checkpoint.wait()
+
+
+def _epoch_batches(
+    batches: Batches, epoch: int, start: int, meta: dict[str, Any] | None
+) -> Iterator[Any]:
+    """The batches of ``epoch`` from index ``start`` on; the saved RNG state is put back once
+    the batches before ``start`` are passed, before the next one is produced."""
+    source = (
+        (batches(epoch) if _takes_epoch(batches) else batches()) if callable(batches) else batches
+    )
+    if isinstance(source, Sequence):
+        items: Iterator[Any] = (source[i] for i in range(start, len(source)))
+    else:
+        items = iter(source)
+        for _ in islice(items, start):
+            pass
+    if meta is not None and start > 0:
+        persist.restore_rng(meta["rng_now"])
+    yield from items
+
+
+def _takes_epoch(function: Callable[..., Any]) -> bool:
+    try:
+        inspect.signature(function).bind(0)
+    except TypeError:
+        return False
+    except ValueError:  # no signature (some builtins): assume it takes the epoch
+        return True
+    return True
+
+
+def _partial_fit(estimator: Any, batch: Any, classes: Any) -> None:
+    if isinstance(batch, tuple):
+        if not 1 <= len(batch) <= 3:
+            raise ValueError(f"a batch is (X,), (X, y) or (X, y, sample_weight), not {len(batch)}")
+        X, y, weight = (*batch, None, None)[:3]
+    else:
+        X, y, weight = batch, None, None
+    kwargs: dict[str, Any] = {}
+    if classes is not None:
+        kwargs["classes"] = classes
+    if weight is not None:
+        kwargs["sample_weight"] = weight
+    if y is None:
+        estimator.partial_fit(X, **kwargs)
+    else:
+        estimator.partial_fit(X, y, **kwargs)
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
