@@ -65,7 +65,7 @@ def records_for_reading():  # -> Records
 
 def run_cli(argv: list[str]) -> int:
     """Run the CLI on ``argv`` and return the exit status; errors become one line on stderr."""
-    from taskpoint.cli import query_commands, run_commands  # noqa: F401  (registers them)
+    from taskpoint.cli import query_commands, run_commands, ui_cmd  # noqa: F401  (registers them)
 
     debug = "--debug" in argv
     try:

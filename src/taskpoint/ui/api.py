@@ -1,0 +1,149 @@
+"""The JSON documents of ``/api/``: the CLI's ``--json`` shapes, plus what the pages draw.
+
+- ``/api/executions``: the rows of ``taskpoint list --json`` (``id, name, status, created, ended,
+  failed_node``) plus ``started``, ``duration_s``, ``attempts``, ``inputs``.
+- ``/api/executions/<id>``: ``taskpoint show --json`` (built by the CLI's own
+  `execution_dict`) plus ``traceback`` (execution and each attempt), ``max_attempts`` and
+  ``work`` (see `work.py`) per node, and the server's ``now``.
+- ``/api/executions/<id>/checkpoints`` and ``.../nodes/<key>/checkpoints``: ``taskpoint
+  checkpoints EXEC [NODE] --json``.
+
+Lookups are exact: an execution id must be a recorded id (no prefix matching), a node key one of
+that execution's nodes, a version one listed as committed in that node's scope.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from taskpoint.cli.render import execution_dict, iso, jsonable, local_time, version_dict
+from taskpoint.engine.execution import Execution, load_execution
+from taskpoint.records import ExecutionRecord
+from taskpoint.ui.readonly import ReadOnlyRecords
+from taskpoint.ui.scopes import ReadOnlyScope
+from taskpoint.ui.work import work_series
+
+STATUSES = ("running", "succeeded", "failed", "preempted", "aborted", "interrupted")
+MAX_LIMIT = 1000
+_MISSING = object()
+
+
+class NotFound(LookupError):
+    """What the request names does not exist (answered with 404)."""
+
+
+class Api:
+    """Builds the documents; ``storage`` overrides the blob store recorded per execution."""
+
+    def __init__(self, storage: str | None = None) -> None:
+        self.storage = storage
+        self._results: OrderedDict[str, Any] = OrderedDict()  # succeeded results never change
+        self._lock = threading.Lock()
+
+    # -- executions ------------------------------------------------------------------------------
+
+    def executions(
+        self, records: ReadOnlyRecords | None, status: str | None = None, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        if records is None:
+            return []
+        execs = records.list_executions(limit if status is None else None)
+        counts = records.attempt_counts([e.id for e in execs])
+        now = time.time()
+        rows = []
+        for e in execs:
+            effective = e.effective_status
+            if status is not None and effective != status:
+                continue
+            rows.append(_list_row(e, effective, counts.get(e.id, 0), now))
+            if len(rows) >= limit:
+                break
+        return rows
+
+    def execution(self, records: ReadOnlyRecords | None, execution_id: str) -> dict[str, Any]:
+        execution = self._load(records, execution_id)
+        now = time.time()
+        versions = {n.key: self._scope(execution, n.key).versions() for n in execution.nodes}
+        doc = execution_dict(execution, versions)
+        doc["traceback"] = execution.traceback
+        doc["now"] = iso(now)
+        for node, node_doc in zip(execution.nodes, doc["nodes"], strict=True):
+            node_doc["max_attempts"] = node.max_attempts
+            for attempt, attempt_doc in zip(node.attempts, node_doc["attempts"], strict=True):
+                attempt_doc["traceback"] = attempt.traceback
+            node_doc["work"] = work_series(node.attempts, versions[node.key], now)
+        return doc
+
+    def checkpoints(
+        self, records: ReadOnlyRecords | None, execution_id: str, node: str | None = None
+    ) -> dict[str, Any]:
+        execution = self._load(records, execution_id)
+        if node is None:
+            keys = [n.key for n in execution.nodes]
+        else:
+            keys = [self.node_key(execution, node)]
+        nodes = []
+        for key in keys:
+            versions = self._scope(execution, key).versions()
+            nodes.append({"key": key, "checkpoints": [version_dict(v) for v in versions]})
+        return {"id": execution.id, "nodes": nodes}
+
+    # -- lookups ---------------------------------------------------------------------------------
+
+    def load(self, records: ReadOnlyRecords | None, execution_id: str) -> Execution:
+        return self._load(records, execution_id)
+
+    def node_key(self, execution: Execution, key: str) -> str:
+        """``key`` if it is exactly one of the execution's node keys."""
+        for node in execution.nodes:
+            if node.key == key:
+                return node.key
+        raise NotFound(f"execution {execution.id} has no node {key!r}")
+
+    def scope(self, execution: Execution, key: str) -> ReadOnlyScope:
+        return self._scope(execution, self.node_key(execution, key))
+
+    def _scope(self, execution: Execution, key: str) -> ReadOnlyScope:
+        return ReadOnlyScope(self.storage or execution.storage, execution.id, key)
+
+    def _load(self, records: ReadOnlyRecords | None, execution_id: str) -> Execution:
+        rec = records.execution_exact(execution_id) if records is not None else None
+        if rec is None or records is None:
+            raise NotFound(f"no execution {execution_id!r}")
+        if rec.status != "succeeded" or not rec.result_ref:
+            return load_execution(records, rec)
+        # A succeeded execution's result never changes: unpickle it once, not on every poll.
+        key = f"{rec.id}\0{rec.result_ref}"
+        with self._lock:
+            cached = self._results.get(key, _MISSING)
+        if cached is not _MISSING:
+            return load_execution(records, rec, result=cached)
+        execution = load_execution(records, rec)
+        execution.result = jsonable(execution.result)  # what the JSON shows: value or repr
+        with self._lock:
+            self._results[key] = execution.result
+            while len(self._results) > 256:
+                self._results.popitem(last=False)
+        return execution
+
+
+def _list_row(e: ExecutionRecord, status: str, attempts: int, now: float) -> dict[str, Any]:
+    end = e.ended if e.ended is not None else (now if status == "running" else None)
+    return {
+        # The shape of `taskpoint list --json` ...
+        "id": e.id,
+        "name": e.name,
+        "status": status,
+        "created": local_time(e.created),
+        "ended": local_time(e.ended) if e.ended else None,
+        "failed_node": e.failed_node,
+        # ... and what the executions page shows besides.
+        "kind": e.kind,
+        "started": local_time(e.started) if e.started else None,
+        "duration_s": round(end - e.started, 3) if e.started is not None and end else None,
+        "attempts": attempts,
+        "inputs": e.inputs,
+    }

@@ -1,0 +1,333 @@
+"""The web view's HTTP server: standard library only (`http.server.ThreadingHTTPServer`).
+
+Routes (GET only)::
+
+    /                                                  executions page
+    /executions/<id>                                   execution page
+    /static/<name>                                     a packaged asset (exact name)
+    /api/executions[?status=S&limit=N]                 see api.py for every document
+    /api/executions/<id>
+    /api/executions/<id>/checkpoints
+    /api/executions/<id>/nodes/<key>/checkpoints
+    /api/executions/<id>/nodes/<key>/checkpoints/<version>.tar
+
+Each path segment is percent-decoded on its own (so a node key may hold ``#`` or ``/`` as
+``%23``/``%2F``) and then looked up among the recorded ids, node keys and committed versions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from taskpoint.engine import blobs
+from taskpoint.errors import TaskpointError
+from taskpoint.ui import assets, auth
+from taskpoint.ui.api import MAX_LIMIT, STATUSES, Api, NotFound
+from taskpoint.ui.readonly import RecordsSource
+from taskpoint.ui.tarstream import archive_name, write_version_tar
+
+log = logging.getLogger("taskpoint.ui")
+_TOKEN_RE = re.compile(r"token=[^&\s'\"]*")
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+}
+
+
+class BadRequest(ValueError):
+    """A malformed request (answered with 400)."""
+
+
+class UiServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        home: str,
+        storage: str | None,
+        token: str | None,
+    ) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.records = RecordsSource(home)
+        self.api = Api(storage)
+        self.token = token
+        self.loopback = auth.is_loopback(address[0])
+        self.assets = assets.load_assets()
+        super().__init__(address, UiHandler)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def url(self, host: str | None = None) -> str:
+        """The address to open (with ``?token=`` when one is required)."""
+        host = host or self.server_address[0]
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        if ":" in host:
+            host = f"[{host}]"
+        qs = f"?token={self.token}" if self.token else ""
+        return f"http://{host}:{self.port}/{qs}"
+
+
+class UiHandler(BaseHTTPRequestHandler):
+    server: UiServer
+    protocol_version = "HTTP/1.1"
+    server_version = "taskpoint-ui"
+    sys_version = ""
+    timeout = 60  # an idle keep-alive connection is closed after this many seconds
+
+    # -- entry -----------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        path, _, query = self.path.partition("?")
+        try:
+            if not self._authorized(query):
+                return
+            segments = _segments(path)
+            self._route(segments, query)
+        except NotFound as exc:
+            self._json({"error": str(exc)}, HTTPStatus.NOT_FOUND)
+        except BadRequest as exc:
+            self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
+        except TaskpointError as exc:
+            log.warning("%s: %s", path, exc)
+            self._json({"error": str(exc)}, HTTPStatus.BAD_GATEWAY)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:
+            log.exception("internal error serving %s", path)
+            self._json(
+                {"error": f"internal error: {type(exc).__name__}: {exc}"},
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+            )
+
+    def _authorized(self, query: str) -> bool:
+        token = self.server.token
+        if token is not None:
+            given = auth.request_token(self.headers.get("Authorization"), query)
+            if auth.token_matches(token, given):
+                return True
+            self._json(
+                {
+                    "error": "a token is required: open the URL printed by `taskpoint ui` "
+                    "(it ends with ?token=...) or send 'Authorization: Bearer <token>'"
+                },
+                HTTPStatus.UNAUTHORIZED,
+                {"WWW-Authenticate": 'Bearer realm="taskpoint"'},
+            )
+            return False
+        if self.server.loopback and not auth.host_is_loopback(self.headers.get("Host")):
+            self._json(
+                {"error": "this server only answers requests for a loopback host"},
+                HTTPStatus.FORBIDDEN,
+            )
+            return False
+        return True
+
+    def _route(self, seg: list[str], query: str) -> None:
+        token = self.server.token
+        if seg == [""]:
+            return self._send(assets.page(self.server.assets, "executions", token), "text/html")
+        if len(seg) == 2 and seg[0] == "executions":
+            with self.server.records.open() as records:
+                self.server.api.load(records, seg[1])  # 404 for an unknown id
+            return self._send(assets.page(self.server.assets, "execution", token), "text/html")
+        if len(seg) == 2 and seg[0] == "static":
+            asset = self.server.assets.get(seg[1])
+            if asset is None or seg[1] in assets.PAGES.values():
+                raise NotFound(f"no asset {seg[1]!r}")
+            return self._send(asset.body, asset.content_type, cache="no-cache")
+        if seg[:2] == ["api", "executions"]:
+            return self._api(seg[2:], query)
+        raise NotFound(f"no page {'/'.join(seg)!r}")
+
+    def _api(self, rest: list[str], query: str) -> None:
+        api, source = self.server.api, self.server.records
+        if not rest:
+            status, limit = _list_params(query)
+            with source.open() as records:
+                return self._json(api.executions(records, status, limit))
+        if len(rest) == 1:
+            with source.open() as records:
+                return self._json(api.execution(records, rest[0]))
+        if len(rest) == 2 and rest[1] == "checkpoints":
+            with source.open() as records:
+                return self._json(api.checkpoints(records, rest[0]))
+        if len(rest) == 4 and rest[1] == "nodes" and rest[3] == "checkpoints":
+            with source.open() as records:
+                return self._json(api.checkpoints(records, rest[0], rest[2]))
+        if len(rest) == 5 and rest[1] == "nodes" and rest[3] == "checkpoints":
+            return self._download(rest[0], rest[2], rest[4])
+        raise NotFound("no such API endpoint")
+
+    # -- download --------------------------------------------------------------------------------
+
+    def _download(self, execution_id: str, node: str, name: str) -> None:
+        if not name.endswith(".tar"):
+            raise NotFound("downloads are named <version>.tar")
+        version_id = name[: -len(".tar")]
+        with self.server.records.open() as records:
+            execution = self.server.api.load(records, execution_id)
+            scope = self.server.api.scope(execution, node)
+        if version_id not in scope.committed_ids():
+            raise NotFound(f"node {node} has no committed checkpoint version {version_id!r}")
+        manifest = scope.manifest(version_id)
+        if manifest is None:
+            raise NotFound(f"checkpoint version {version_id} is gone or unusable")
+        filename = archive_name(execution.id, blobs.node_dir(node), version_id)
+        self.send_response(HTTPStatus.OK)
+        self._headers(
+            {
+                "Content-Type": "application/x-tar",
+                "Content-Disposition": f'attachment; filename="{filename}"',
+                "Transfer-Encoding": "chunked",
+                "Cache-Control": "no-store",
+            }
+        )
+        out = _ChunkedWriter(self.wfile)
+        try:
+            write_version_tar(manifest, scope.open_file, out)
+            out.finish()
+        except Exception as exc:
+            # Headers are sent: the only honest signal left is to end the connection without
+            # the final chunk, which every HTTP client reports as an incomplete download.
+            log.warning("download of %s/%s/%s aborted: %s", execution.id, node, version_id, exc)
+            self.close_connection = True
+
+    # -- responses -------------------------------------------------------------------------------
+
+    def _json(
+        self, doc: Any, status: int = HTTPStatus.OK, extra: dict[str, str] | None = None
+    ) -> None:
+        body = json.dumps(doc, separators=(",", ":")).encode()
+        self._send(body, "application/json", status=status, extra=extra)
+
+    def _send(
+        self,
+        body: bytes,
+        content_type: str,
+        *,
+        status: int = HTTPStatus.OK,
+        cache: str = "no-store",
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        if "charset" not in content_type and content_type.startswith(("text/", "application/j")):
+            content_type += "; charset=utf-8"
+        self.send_response(status)
+        headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
+        headers["Cache-Control"] = cache
+        self._headers({**headers, **(extra or {})})
+        self.wfile.write(body)
+
+    def _headers(self, headers: dict[str, str]) -> None:
+        for name, value in {**SECURITY_HEADERS, **headers}.items():
+            self.send_header(name, value)
+        self.end_headers()
+
+    def version_string(self) -> str:
+        return self.server_version  # no Python version in the Server header
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # An error message may quote the request line, and with it ?token=...: redact it.
+        message = format % args if args else format
+        log.debug("%s %s", self.address_string(), _TOKEN_RE.sub("token=<redacted>", message))
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        path = self.path.partition("?")[0]
+        log.info('"%s %s" %s', self.command, path, getattr(code, "value", code))
+
+
+class _ChunkedWriter:
+    """HTTP/1.1 chunked transfer encoding over the response stream."""
+
+    def __init__(self, wfile: Any) -> None:
+        self.wfile = wfile
+
+    def write(self, data: bytes) -> int:
+        if data:
+            self.wfile.write(b"%x\r\n" % len(data))
+            self.wfile.write(data)
+            self.wfile.write(b"\r\n")
+        return len(data)
+
+    def finish(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+def _segments(path: str) -> list[str]:
+    if not path.startswith("/"):
+        raise BadRequest("the request path must start with /")
+    try:
+        segments = [unquote(s, errors="strict") for s in path[1:].split("/")]
+    except UnicodeDecodeError:
+        raise BadRequest("the request path is not valid UTF-8") from None
+    if len(segments) > 1 and segments[-1] == "":
+        segments.pop()  # a trailing slash
+    if any("\x00" in s for s in segments):
+        raise BadRequest("the request path holds a NUL byte")
+    return segments
+
+
+def _list_params(query: str) -> tuple[str | None, int]:
+    params = parse_qs(query)
+    status = params.get("status", [None])[-1] or None
+    if status is not None and status not in STATUSES:
+        raise BadRequest(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+    try:
+        limit = int(params.get("limit", ["200"])[-1])
+    except ValueError:
+        raise BadRequest("limit must be an integer") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
+    return status, limit
+
+
+def make_server(
+    home: str,
+    storage: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8265,
+    token: str | None = None,
+) -> UiServer:
+    """A server ready to ``serve_forever()``; off loopback it always requires a token."""
+    return UiServer((host, port), home=home, storage=storage, token=auth.resolve_token(host, token))
+
+
+def serve(
+    home: str,
+    storage: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8265,
+    token: str | None = None,
+    echo: Any = print,
+) -> None:
+    """Serve until Ctrl-C, after printing where (and the token when one is required)."""
+    server = make_server(home, storage, host, port, token)
+    with server:
+        echo(f"taskpoint ui: records {server.records.db_path} (read-only)")
+        if server.token is not None and token is None:
+            echo("taskpoint ui: bound off loopback, so requests need this generated token:")
+            echo(f"  {server.token}")
+        echo(f"taskpoint ui: serving on {server.url()}  (Ctrl-C to stop)")
+        try:
+            server.serve_forever(poll_interval=0.5)
+        except KeyboardInterrupt:
+            echo("taskpoint ui: stopped")

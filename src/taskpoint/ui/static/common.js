@@ -1,0 +1,146 @@
+// Shared helpers of the taskpoint pages: the token, API calls, DOM/SVG builders, formatting.
+"use strict";
+
+const TP = (() => {
+  // A server bound off loopback needs a token: the page was opened with ?token=..., which is
+  // kept here, sent as a Bearer header on API calls and appended to links and downloads.
+  const token = new URLSearchParams(location.search).get("token");
+
+  const STATUS_COLORS = {
+    succeeded: "#2f9e44",
+    recoverable: "#f59f00",
+    preempted: "#7048e8",
+    lost: "#e8590c",
+    failed: "#e03131",
+    running: "#1c7ed6",
+    aborted: "#868e96",
+    interrupted: "#c2255c",
+  };
+  const ATTEMPT_STATUSES = ["succeeded", "recoverable", "preempted", "lost", "failed", "running"];
+
+  function withToken(url) {
+    if (!token) return url;
+    return url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
+  }
+
+  async function getJSON(url) {
+    const headers = token ? { Authorization: "Bearer " + token } : {};
+    const response = await fetch(url, { headers, cache: "no-store" });
+    if (!response.ok) {
+      let message = response.status + " " + response.statusText;
+      try {
+        message = (await response.json()).error || message;
+      } catch (_) { /* not JSON */ }
+      const error = new Error(message);
+      error.status = response.status;
+      throw error;
+    }
+    return response.json();
+  }
+
+  function append(node, children) {
+    for (const child of children) {
+      if (child === null || child === undefined || child === false) continue;
+      node.appendChild(typeof child === "string" || typeof child === "number"
+        ? document.createTextNode(String(child)) : child);
+    }
+    return node;
+  }
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "text") node.textContent = value;
+      else node.setAttribute(key, value === true ? "" : String(value));
+    }
+    return append(node, children);
+  }
+
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  function svg(tag, attrs, ...children) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined) continue;
+      if (key === "text") node.textContent = value;
+      else node.setAttribute(key, String(value));
+    }
+    return append(node, children);
+  }
+
+  function statusPill(status) {
+    return el("span", { class: "pill status-" + status, "data-status": status }, status);
+  }
+
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined || !isFinite(seconds)) return "–";
+    seconds = Math.max(0, seconds);
+    if (seconds < 1) return (seconds * 1000).toFixed(0) + " ms";
+    if (seconds < 60) return seconds.toFixed(seconds < 10 ? 2 : 1) + " s";
+    let m = Math.floor(seconds / 60);
+    const s = Math.floor(seconds % 60);
+    const h = Math.floor(m / 60);
+    m %= 60;
+    const pad = (n) => String(n).padStart(2, "0");
+    return h ? `${h}h${pad(m)}m${pad(s)}s` : `${m}m${pad(s)}s`;
+  }
+
+  function size(n) {
+    if (n === null || n === undefined) return "–";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let value = n;
+    let i = 0;
+    while (value >= 1024 && i < units.length - 1) {
+      value /= 1024;
+      i += 1;
+    }
+    return i === 0 ? `${n} B` : `${value.toFixed(1)} ${units[i]}`;
+  }
+
+  function seconds(iso) {
+    return iso ? Date.parse(iso) / 1000 : null;
+  }
+
+  function clock(t, withMs) {
+    if (t === null || t === undefined) return "–";
+    const d = new Date(t * 1000);
+    const pad = (n, w) => String(n).padStart(w || 2, "0");
+    const base = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+      `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+    return withMs ? `${base}.${pad(d.getMilliseconds(), 3)}` : base;
+  }
+
+  function setLive(text, ok) {
+    const live = document.getElementById("live");
+    if (!live) return;
+    live.textContent = text;
+    live.classList.toggle("stale", !ok);
+  }
+
+  // Poll fn every intervalMs; fn returns false to stop. Errors are shown, polling goes on.
+  function poll(fn, intervalMs) {
+    let stopped = false;
+    async function tick() {
+      if (stopped) return;
+      let again = true;
+      try {
+        again = (await fn()) !== false;
+      } catch (error) {
+        setLive("disconnected: " + error.message, false);
+        if (error.status === 401 || error.status === 404) again = false;
+      }
+      if (again && !stopped) setTimeout(tick, intervalMs);
+    }
+    tick();
+    return () => { stopped = true; };
+  }
+
+  for (const link of document.querySelectorAll("#home-link, #back-link")) {
+    link.setAttribute("href", withToken("/"));
+  }
+
+  return {
+    ATTEMPT_STATUSES, STATUS_COLORS, clock, duration, el, getJSON, poll, seconds, setLive, size,
+    statusPill, svg, token, withToken,
+  };
+})();

@@ -1,0 +1,130 @@
+"""The work-over-time series of a node: how far its latest committed checkpoint got, when.
+
+The level of a checkpoint version is its ``step`` when the task passes one (``write(...,
+step=)``). Many tasks do not (the seed example writes bare bytes), so without steps the level is
+the number of **checkpoint commits along the resume chain**: the version ``<attempt>-<seq>`` is
+the ``seq``-th commit of its attempt, which started from the version its record names as
+``checkpoint_at_start``; so ``level(v) = level(start of v's attempt) + seq``. Both come from the
+records and manifests; checkpoint contents are never read. (For the seed example that count is
+exactly its iteration counter.)
+
+Retention deletes all but the newest versions, so the series is built from what is still known:
+each attempt's start and end (time from the records, level from the version ids they name) and
+the retained versions (exact commit time). Between two known points, commits whose versions were
+pruned are counted in ``pruned_before``: the chart draws that stretch as an interpolation, not as
+if the commits had happened at a known time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskpoint.checkpoint.version import parse_version_id
+from taskpoint.engine.execution import Attempt
+
+FINAL_FAILURES = ("failed", "recoverable", "preempted", "lost", "aborted", "interrupted")
+
+
+def work_series(
+    attempts: list[Attempt], versions: list[Any], now: float, by_step: bool | None = None
+) -> dict[str, Any]:
+    """Points and failures of one node (times in UNIX seconds), for the work-over-time chart."""
+    if by_step is None:
+        by_step = bool(versions) and all(v.step is not None for v in versions)
+    steps = {v.id: v.step for v in versions}
+    starts = {a.n: a.checkpoint_at_start for a in attempts}
+
+    def level(vid: str | None, depth: int = 0) -> float | None:
+        if vid is None:
+            return 0
+        if by_step:
+            return steps.get(vid)
+        parsed = parse_version_id(vid)
+        if parsed is None or depth > 10_000:
+            return None
+        attempt, seq = parsed
+        start = starts.get(attempt)
+        if start is not None and (parse_version_id(start) or (attempt,))[0] >= attempt:
+            return None  # an attempt starts from an earlier attempt's version, never its own
+        if attempt not in starts:
+            return None  # that attempt's record is gone: the chain is unknown
+        base = level(start, depth + 1)
+        return None if base is None else base + seq
+
+    points: list[dict[str, Any]] = []
+    for a in attempts:
+        points.extend(_attempt_points(a, versions, level, now))
+    return {
+        "unit": "step" if by_step else "commits",
+        "points": points,
+        "failures": _failures(attempts, points, level),
+    }
+
+
+def _attempt_points(a: Attempt, versions: list[Any], level: Any, now: float) -> list[dict]:
+    pts = [_point(a, "start", a.started, a.checkpoint_at_start, level(a.checkpoint_at_start))]
+    last_seq = 0
+    for v in sorted((v for v in versions if v.attempt == a.n), key=lambda v: v.seq):
+        point = _point(a, "commit", v.created.timestamp(), v.id, level(v.id))
+        point["pruned_before"] = max(0, v.seq - last_seq - 1)
+        point.update(step=v.step, size=v.size)
+        pts.append(point)
+        last_seq = v.seq
+    end_id = a.checkpoint_at_end
+    end_time = a.ended if a.ended is not None else now
+    end = _point(a, "end", end_time, end_id, level(end_id))
+    end_seq = _own_seq(end_id, a.n)
+    # The end version was committed by this attempt at an unknown time if it was pruned.
+    end["pruned_before"] = max(0, end_seq - last_seq) if end_seq is not None else 0
+    end["status"] = a.status
+    pts.append(end)
+    return pts
+
+
+def _point(a: Attempt, kind: str, t: float, version: str | None, lvl: float | None) -> dict:
+    return {"attempt": a.n, "kind": kind, "t": t, "version": version, "level": lvl}
+
+
+def _own_seq(vid: str | None, attempt: int) -> int | None:
+    parsed = parse_version_id(vid) if vid else None
+    return parsed[1] if parsed and parsed[0] == attempt else None
+
+
+def _failures(attempts: list[Attempt], points: list[dict], level: Any) -> list[dict]:
+    """What each attempt that did not succeed cost: time since its last commit, the wait until
+    the next attempt, and committed work the next attempt did not resume from."""
+    out = []
+    for i, a in enumerate(attempts):
+        if a.status not in FINAL_FAILURES or a.ended is None:
+            continue
+        nxt = attempts[i + 1] if i + 1 < len(attempts) else None
+        own = [p for p in points if p["attempt"] == a.n]
+        commits = [p for p in own if p["kind"] == "commit"]
+        end = own[-1]
+        if end["pruned_before"] or (not commits and _own_seq(a.checkpoint_at_end, a.n)):
+            # The last commit was pruned: it happened after the previous known point.
+            last_known = commits[-1]["t"] if commits else a.started
+            uncommitted, uncommitted_max = None, a.ended - last_known
+        else:
+            last = commits[-1]["t"] if commits else a.started
+            uncommitted = uncommitted_max = a.ended - last
+        end_level = level(a.checkpoint_at_end)
+        resumed = level(nxt.checkpoint_at_start) if nxt else None
+        lost = None
+        if end_level is not None and resumed is not None:
+            lost = max(0, end_level - resumed)
+        out.append(
+            {
+                "attempt": a.n,
+                "status": a.status,
+                "t": a.ended,
+                "level": end_level,
+                "uncommitted_s": uncommitted,
+                "uncommitted_max_s": uncommitted_max,
+                "next_attempt": nxt.n if nxt else None,
+                "resumed_at": nxt.started if nxt else None,
+                "resumed_level": resumed,
+                "lost_level": lost,
+            }
+        )
+    return out

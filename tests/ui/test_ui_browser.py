@@ -1,0 +1,203 @@
+"""End to end in headless Chromium (Debian's /usr/bin/chromium driven by Playwright's Python
+package; no browser is ever downloaded). Screenshots of both pages go to a temporary folder, and
+also to $TASKPOINT_UI_SCREENSHOTS when set (that is how docs/ui-*.png are refreshed)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ui_support import FLOWS, base_url, cli_command, cli_env, serving
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-proxy-server",
+]
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip(
+        f"{CHROMIUM} is absent (apt-get install -y chromium): browser tests skipped",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright's Python package is missing (pip install playwright)"
+)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory) -> Iterator[object]:
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_api.sync_playwright() as pw:
+        # A persistent context on a fresh --user-data-dir of our own (Playwright passes it).
+        context = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+            accept_downloads=True,
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.on(
+        "console",
+        lambda msg: (
+            problems.append(f"console {msg.type}: {msg.text}")
+            if msg.type in ("error", "warning")
+            else None
+        ),
+    )
+    yield page
+    page.close()
+    assert not problems, problems  # no script error, no CSP violation, no failed request
+
+
+def save_screenshot(page, folder: Path, name: str) -> Path:
+    path = folder / name
+    page.screenshot(path=str(path), full_page=True, type="png")
+    extra = os.environ.get("TASKPOINT_UI_SCREENSHOTS")
+    if extra:
+        Path(extra).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(extra) / name)
+    return path
+
+
+def test_executions_page_lists_every_execution_and_filters(
+    page, ui_home, ui_server, screenshot_dir
+):
+    page.goto(base_url(ui_server) + "/")
+    for eid in ui_home.ids.values():
+        page.wait_for_selector(f'#executions tr[data-id="{eid}"]')
+    seed_row = page.locator(f'#executions tr[data-id="{ui_home.ids["seed"]}"]')
+    assert seed_row.get_attribute("data-status") == "succeeded"
+    assert "example" in seed_row.inner_text()
+    assert seed_row.locator("td").nth(5).inner_text() == "3"  # attempts used
+    save_screenshot(page, screenshot_dir, "ui-executions.png")
+
+    page.click('button[data-filter="failed"]')
+    rows = page.locator("#executions tbody tr")
+    assert rows.count() == 1
+    assert rows.first.get_attribute("data-id") == ui_home.ids["pipeline"]
+    page.click('button[data-filter="all"]')
+    assert rows.count() == len(ui_home.ids)
+
+
+def test_seed_execution_page_shows_three_attempts_and_checkpoint_ticks(
+    page, ui_home, ui_server, screenshot_dir
+):
+    seed = ui_home.ids["seed"]
+    page.goto(f"{base_url(ui_server)}/")
+    page.click(f'#executions tr[data-id="{seed}"] a.name')  # navigate like a user
+    page.wait_for_url(f"**/executions/{seed}")
+    page.wait_for_selector("#timeline .attempt-bar")
+    bars = page.locator("#timeline .attempt-bar")
+    assert bars.count() == 3
+    statuses = [bars.nth(i).get_attribute("data-status") for i in range(3)]
+    assert statuses == ["recoverable", "recoverable", "succeeded"]
+    fills = [bars.nth(i).locator("rect").get_attribute("fill") for i in range(3)]
+    assert fills[0] == fills[1] != fills[2]
+
+    ticks = page.locator("#timeline .tick:not(.pruned)")
+    assert [ticks.nth(i).get_attribute("data-version") for i in range(ticks.count())] == [
+        "0003-000003",
+        "0003-000004",
+    ]
+    hover = ticks.nth(1).locator("title").text_content()
+    for expected in ("0003-000004", "step", "2 B", "attempt 3"):
+        assert expected in hover
+    pruned = page.locator("#timeline .tick.pruned")
+    assert [pruned.nth(i).get_attribute("data-version") for i in range(2)] == [
+        "0001-000004",
+        "0002-000004",
+    ]
+    assert page.locator("#work svg.work .failure").count() == 2
+    assert page.locator(".failure-card").count() == 2
+    assert "Failed at iteration 4" in page.locator(".failure-card").first.inner_text()
+    save_screenshot(page, screenshot_dir, "ui-execution.png")
+
+
+def test_failed_execution_shows_the_traceback(page, ui_home, ui_server):
+    page.goto(f"{base_url(ui_server)}/executions/{ui_home.ids['pipeline']}")
+    card = page.locator('.failure-card[data-status="failed"]')
+    card.locator("summary").click()
+    text = card.locator("pre.traceback").inner_text()
+    assert "Traceback" in text and "ValueError: cannot crunch 100 rows" in text
+
+
+def test_download_link_returns_the_version_as_a_tar(page, ui_home, ui_server, tmp_path):
+    page.goto(f"{base_url(ui_server)}/executions/{ui_home.ids['seed']}")
+    link = page.locator('table.checkpoints tr[data-version="0003-000004"] a.download')
+    with page.expect_download() as info:
+        link.click()
+    saved = tmp_path / "download.tar"
+    info.value.save_as(saved)
+    with tarfile.open(saved) as tar:
+        assert tar.extractfile("0003-000004/data").read() == b"12"
+
+
+def test_token_is_required_off_loopback_and_kept_by_the_page(page, browser, ui_home):
+    with serving(ui_home.path, host="0.0.0.0") as server:
+        base = f"http://127.0.0.1:{server.port}"
+        refused = browser.new_page()
+        try:
+            assert refused.goto(base + "/").status == 401
+        finally:
+            refused.close()
+        page.goto(f"{base}/?token={server.token}")
+        seed = ui_home.ids["seed"]
+        page.wait_for_selector(f'#executions tr[data-id="{seed}"]')
+        page.click(f'#executions tr[data-id="{seed}"] a.name')
+        page.wait_for_selector("#timeline .attempt-bar")  # API calls sent the Bearer token
+        href = page.locator("a.download").first.get_attribute("href")
+        assert f"token={server.token}" in href
+        data = page.request.get(base + href).body()
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            assert tar.extractfile("0003-000003/data").read() == b"11"  # the first link
+
+
+def test_executions_page_updates_live_without_reloading(page, tmp_path):
+    home, marker = tmp_path / "home", tmp_path / "go"
+    with serving(home) as server:
+        page.goto(base_url(server) + "/")
+        page.wait_for_selector("#empty:not([hidden])")
+        page.evaluate("window.__sameDocument = true")
+        proc = subprocess.Popen(
+            cli_command("--home", home, "run", FLOWS, "waits_for", "--marker", marker),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=cli_env(),
+        )
+        try:
+            page.wait_for_selector('#executions tr[data-status="running"]', timeout=20_000)
+            time.sleep(0.3)
+            marker.write_text("go")
+            assert proc.wait(30) == 0, proc.stderr.read()
+            page.wait_for_selector('#executions tr[data-status="succeeded"]', timeout=10_000)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert page.evaluate("window.__sameDocument") is True  # polled, never reloaded

@@ -1,0 +1,122 @@
+"""Helpers of the UI tests: run real executions into a home, serve it, talk HTTP to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taskpoint.ui.server import UiServer, make_server
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = ROOT / "examples" / "seed_checkpoint.py"
+FLOWS = Path(__file__).resolve().parent / "ui_flows.py"
+
+# What the shared home holds: name -> (file, target, options, expected exit code).
+RUNS: dict[str, tuple[Path, str, list[str], int]] = {
+    "seed": (SEED, "example", ["--n-iterations", "12"], 0),
+    "training": (FLOWS, "interrupted_training", ["--steps", "14"], 0),
+    "pipeline": (FLOWS, "broken_pipeline", ["--rows", "100"], 1),
+    "inline": (FLOWS, "inline_preempted", ["--total", "6"], 143),
+    "big": (FLOWS, "big_state", ["--megabytes", "16"], 0),
+}
+
+
+def cli_command(*args: str | os.PathLike[str]) -> list[str]:
+    return [sys.executable, "-m", "taskpoint.cli", *map(str, args)]
+
+
+def cli_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("TASKPOINT_")}
+
+
+@dataclass
+class Home:
+    """A taskpoint home filled by really running workflows; ``ids`` by the names of RUNS."""
+
+    path: Path
+    ids: dict[str, str] = field(default_factory=dict)
+    docs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def fill_home(path: Path, runs: dict[str, tuple[Path, str, list[str], int]] = RUNS) -> Home:
+    """Run every workflow of ``runs`` with `taskpoint run --json`, in parallel processes."""
+    home = Home(path)
+    procs = {
+        name: subprocess.Popen(
+            cli_command("--home", path, "run", file, target, *opts, "--json"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+        )
+        for name, (file, target, opts, _) in runs.items()
+    }
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        expected = runs[name][3]
+        assert proc.returncode == expected, f"{name}: exit {proc.returncode}\n{out}\n{err}"
+        doc = json.loads(out)
+        home.ids[name], home.docs[name] = doc["id"], doc
+    return home
+
+
+@contextmanager
+def serving(home: Path, **kwargs: Any) -> Iterator[UiServer]:
+    """A UI server for ``home`` in a background thread (port 0: any free one)."""
+    kwargs.setdefault("port", 0)
+    server = make_server(str(home), **kwargs)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def base_url(server: UiServer) -> str:
+    return f"http://127.0.0.1:{server.port}"
+
+
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Any
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> Response:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with _opener.open(request, timeout=30) as r:
+            return Response(r.status, r.headers, r.read())
+    except urllib.error.HTTPError as exc:
+        return Response(exc.code, exc.headers, exc.read())
+
+
+def tree_state(path: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``path`` with its size and mtime, except SQLite's -wal/-shm files."""
+    state = {}
+    for p in sorted(path.rglob("*")):
+        if p.name.endswith(("-wal", "-shm")):
+            continue
+        st = p.lstat()
+        state[str(p.relative_to(path))] = (st.st_size, st.st_mtime_ns)
+    return state
