@@ -103,6 +103,7 @@ def test_storage_options_on_a_local_path_are_refused(tmp_path):
         Checkpoint.open(tmp_path / "scope", storage_options={"anon": True})
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to name fds")
 def test_local_commit_fsyncs_payload_and_directories_before_the_manifest(tmp_path, monkeypatch):
     """DESIGN: payload files and directories are fsynced, then the manifest is linked in."""
     events: list[tuple[str, str]] = []
