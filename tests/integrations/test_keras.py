@@ -2,10 +2,11 @@
 weights bitwise equal to an uninterrupted ``fit`` and trains no batch twice.
 
 The model has unseeded dropout (torch's global generator), seeded dropout (a Keras
-``SeedGenerator``), Adam with a learning-rate schedule and ``shuffle=True`` (a torch
-``RandomSampler`` drawing from the global generator): each of these diverges unless the callback
-restores its state exactly. Interruptions: an exception, SIGKILL of a real child process, and,
-through the engine (``isolation="process"``), ``RecoverableError``, SIGKILL and SIGTERM.
+``SeedGenerator``), unseeded ``keras.random`` noise (Keras' global ``SeedGenerator``), Adam with
+a learning-rate schedule and ``shuffle=True`` (a torch ``RandomSampler`` drawing from the global
+generator): each of these diverges unless the callback restores its state exactly.
+Interruptions: an exception, SIGKILL of a real child process, and, through the engine
+(``isolation="process"``), ``RecoverableError``, SIGKILL and SIGTERM.
 
 Run as a script (``python test_keras.py child URL ...``) it is the child process of the SIGKILL
 test.
@@ -94,6 +95,15 @@ class Recorder(keras.callbacks.Callback):
                     f.write(f"{self.epoch} {batch}\n")
 
 
+class UnseededNoise(keras.layers.Layer):
+    """Draws from Keras' global SeedGenerator (``seed=None``) while training."""
+
+    def call(self, inputs: Any, training: bool = False) -> Any:
+        if not training:
+            return inputs
+        return inputs + keras.random.normal(keras.ops.shape(inputs), stddev=0.05)
+
+
 def data() -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(7)
     x = rng.normal(size=(BATCHES * BATCH_SIZE, 8)).astype("float32")
@@ -119,6 +129,7 @@ def train(
             keras.layers.Dropout(0.3),  # unseeded: torch's global generator
             keras.layers.Dense(32, activation="relu"),
             keras.layers.Dropout(0.2, seed=3),  # a Keras SeedGenerator variable
+            UnseededNoise(),  # Keras' global SeedGenerator
             keras.layers.Dense(1, activation="sigmoid"),
         ]
     )

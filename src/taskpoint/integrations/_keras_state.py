@@ -11,8 +11,9 @@ Only plain numeric/bool dtypes are accepted when decoding (no object arrays), of
 are checked against the blob, and nothing is executed or unpickled.
 
 RNG states (Python ``random``, NumPy's global generator, torch's CPU and, once initialised, CUDA
-generators) are captured as JSON plus arrays so a resumed attempt draws the same random numbers as
-an uninterrupted run from the point of resumption on.
+generators, and Keras' global ``SeedGenerator`` used by unseeded ``keras.random`` ops) are
+captured as JSON plus arrays so a resumed attempt draws the same random numbers as an
+uninterrupted run from the point of resumption on.
 """
 
 from __future__ import annotations
@@ -100,10 +101,14 @@ def capture_rng(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
             arrays[f"{prefix}/cuda{i}"] = state.numpy().copy()
             cuda += 1
+    keras_global = _keras_global_generator(create=False)
+    if keras_global is not None:
+        arrays[f"{prefix}/keras"] = keras_global.state.value.detach().cpu().numpy().copy()
     return {
         "python": [version, gauss],
         "numpy": [name, int(pos), int(has_gauss), float(cached)],
         "cuda": cuda,
+        "keras": keras_global is not None,
     }
 
 
@@ -111,6 +116,11 @@ def restore_rng(prefix: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]
     """Put back the global RNG states captured by `capture_rng`."""
     import torch
 
+    # First: creating Keras' global generator draws its seed from Python's `random`.
+    if meta.get("keras"):
+        _keras_global_generator(create=True).state.assign(arrays[f"{prefix}/keras"].copy())
+    else:
+        _forget_keras_global_generator()
     version, gauss = meta["python"]
     py_state = tuple(int(v) for v in arrays[f"{prefix}/python"])
     random.setstate((version, py_state, gauss))
@@ -122,3 +132,24 @@ def restore_rng(prefix: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]
         torch.cuda.set_rng_state_all(
             [torch.from_numpy(arrays[f"{prefix}/cuda{i}"].copy()) for i in range(cuda)]
         )
+
+
+def _keras_global_generator(create: bool) -> Any:
+    """Keras' global SeedGenerator (private Keras API, looked up defensively), or ``None``."""
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.random import seed_generator
+    except ImportError:  # pragma: no cover - a Keras without these internals
+        return None
+    if create:
+        return seed_generator.global_seed_generator()
+    return global_state.get_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR)
+
+
+def _forget_keras_global_generator() -> None:
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.random import seed_generator
+    except ImportError:  # pragma: no cover
+        return
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)

@@ -29,8 +29,9 @@ continues from the batch after the one saved, inside the interrupted epoch.
 - every optimizer variable (iteration count, so learning-rate schedules continue; moments; ...);
 - the epoch and the number of batches already trained in it; the metric accumulators of that epoch,
   so the resumed epoch reports the same ``loss``/metrics as an unbroken one;
-- the global RNG states (Python ``random``, NumPy, torch CPU and CUDA) both at the start of the
-  interrupted epoch and at the saved batch. The epoch-start state is put back before the data
+- the global RNG states (Python ``random``, NumPy, torch CPU and CUDA, and Keras' global
+  ``SeedGenerator`` behind unseeded ``keras.random`` ops) both at the start of the interrupted
+  epoch and at the saved batch. The epoch-start state is put back before the data
   pipeline draws its order, so Keras' own ``shuffle=True`` (a torch ``RandomSampler`` on the torch
   backend) yields the same permutation; the saved-batch state is put back when skipping ends, so
   unseeded dropout (torch's global generator) draws the same masks as an unbroken run.
