@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,7 +77,11 @@ def page(browser):
 
 def save_screenshot(page, folder: Path, name: str) -> Path:
     path = folder / name
-    page.screenshot(path=str(path), full_page=True, type="png")
+    bottom = page.evaluate(
+        "Math.ceil(document.querySelector('main').getBoundingClientRect().bottom)"
+    )
+    clip = {"x": 0, "y": 0, "width": page.viewport_size["width"], "height": bottom + 8}
+    page.screenshot(path=str(path), full_page=True, clip=clip, type="png")
     extra = os.environ.get("TASKPOINT_UI_SCREENSHOTS")
     if extra:
         Path(extra).mkdir(parents=True, exist_ok=True)
@@ -179,7 +182,7 @@ def test_token_is_required_off_loopback_and_kept_by_the_page(page, browser, ui_h
             assert tar.extractfile("0003-000003/data").read() == b"11"  # the first link
 
 
-def test_executions_page_updates_live_without_reloading(page, tmp_path):
+def test_pages_update_live_without_reloading(page, browser, tmp_path):
     home, marker = tmp_path / "home", tmp_path / "go"
     with serving(home) as server:
         page.goto(base_url(server) + "/")
@@ -191,13 +194,19 @@ def test_executions_page_updates_live_without_reloading(page, tmp_path):
             stderr=subprocess.PIPE,
             env=cli_env(),
         )
+        detail = browser.new_page()
         try:
-            page.wait_for_selector('#executions tr[data-status="running"]', timeout=20_000)
-            time.sleep(0.3)
+            row = page.wait_for_selector('#executions tr[data-status="running"]', timeout=20_000)
+            detail.goto(f"{base_url(server)}/executions/{row.get_attribute('data-id')}")
+            detail.wait_for_selector('#timeline .attempt-bar[data-status="running"]')
+            detail.wait_for_selector("#timeline .tick")  # its checkpoints appear as it runs
             marker.write_text("go")
             assert proc.wait(30) == 0, proc.stderr.read()
             page.wait_for_selector('#executions tr[data-status="succeeded"]', timeout=10_000)
+            detail.wait_for_selector('#timeline .attempt-bar[data-status="succeeded"]')
+            assert detail.locator("#live").inner_text() == "succeeded"  # polling stopped
         finally:
+            detail.close()
             if proc.poll() is None:
                 proc.kill()
         assert page.evaluate("window.__sameDocument") is True  # polled, never reloaded

@@ -323,6 +323,8 @@ def serve(
     server = make_server(home, storage, host, port, token)
     with server:
         echo(f"taskpoint ui: records {server.records.db_path} (read-only)")
+        if not server.records.exists():
+            echo("taskpoint ui: no executions recorded there yet; the list fills in as they run")
         if server.token is not None and token is None:
             echo("taskpoint ui: bound off loopback, so requests need this generated token:")
             echo(f"  {server.token}")
