@@ -118,6 +118,7 @@ def train(
     fault_at: tuple[int, int] = (1, 10),
     log: Path | None = None,
     callback: bool = False,
+    epochs: int = EPOCHS,
 ) -> dict[str, Any]:
     """Build, compile and fit the test model, with a TaskpointCallback if ``callback`` or a
     ``checkpoint`` is given (``checkpoint=None``: the running task's)."""
@@ -146,7 +147,7 @@ def train(
         x,
         y,
         batch_size=BATCH_SIZE,
-        epochs=EPOCHS,
+        epochs=epochs,
         shuffle=True,
         validation_data=(vx, vy),
         callbacks=callbacks,
@@ -232,6 +233,25 @@ def test_a_finished_fit_is_not_trained_again(tmp_path, reference):
     assert again["trained"] == []
     assert again["resumed_from"] == {"epoch": EPOCHS, "batch": 0, "global_step": 75}
     assert_bitwise(again["weights"], reference["weights"])
+    more = train(Checkpoint.open(url, attempt=3), epochs=EPOCHS + 1)  # asked for one more epoch
+    assert more["trained"] == [(EPOCHS, b) for b in range(BATCHES)]
+
+
+def test_a_fit_stopped_early_is_not_continued_on_retry(tmp_path):
+    class StopAfterOneEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            self.model.stop_training = True
+
+    x, y, _, _ = data()
+    epochs_run = []
+    for attempt in (1, 2):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
+        model.compile("sgd", "mse")
+        callback = TaskpointCallback(checkpoint=Checkpoint.open(tmp_path / "cp", attempt=attempt))
+        history = model.fit(x, y, epochs=3, verbose=0, callbacks=[callback, StopAfterOneEpoch()])
+        epochs_run.append(history.epoch)
+    assert epochs_run == [[0], []]
 
 
 @task(retries=1, system_retries=2, isolation="process")

@@ -62,7 +62,10 @@ progress bar are those of an unbroken run.
   default when no backend is configured and Keras is not imported yet. GPU kernels may be
   nondeterministic, so bitwise equality is only promised on CPU.
 - One checkpoint scope holds one ``fit``: a second ``fit`` with a callback on the same scope would
-  resume from the first one's final state. Use a separate scope (``checkpoint=``) for each.
+  resume from the first one's final state. Use a separate scope (``checkpoint=``) for each. A
+  ``fit`` that ended (all epochs, or stopped early by a callback) is not trained again when the
+  task is retried with the same ``epochs``; with more ``epochs`` it continues after the last
+  completed epoch.
 """
 
 from __future__ import annotations
@@ -196,8 +199,9 @@ class TaskpointCallback(keras.callbacks.Callback):
         self._global_step = int(meta["global_step"])
         self.resumed_from = {"epoch": epoch, "batch": batch, "global_step": self._global_step}
         self._epoch, self._batch, self._done_epochs = epoch, batch, epoch
-        if meta.get("finished"):
-            epoch = max(epoch, int(self.params.get("epochs", epoch)))
+        planned = self.params.get("epochs")
+        if meta.get("finished") and meta.get("planned_epochs") == planned:
+            epoch = max(epoch, int(planned))  # that fit ended (maybe stopped early): not again
         model._initial_epoch = epoch  # read by fit() after on_train_begin (as BackupAndRestore)
         self._resume = (meta, arrays)
         if batch > 0:
@@ -304,6 +308,7 @@ class TaskpointCallback(keras.callbacks.Callback):
             "batch": 0 if next_epoch else self._batch,
             "global_step": self._global_step,
             "finished": finished,
+            "planned_epochs": self.params.get("epochs"),
         }
         for group, variables in groups.items():
             meta[group] = [[v.path, v.dtype] for v in variables]
