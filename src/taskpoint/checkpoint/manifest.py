@@ -146,11 +146,16 @@ def _manifest_from_doc(doc: dict[str, Any]) -> Manifest:
         kind=kind,
         step=step,
         metadata=metadata,
-        created=datetime.fromisoformat(doc["created"]),
+        created=_utc(datetime.fromisoformat(doc["created"])),
         files=files,
         dirs=[check_relative_path(d) for d in doc["dirs"]],
         links={check_relative_path(k): check_link_target(k, v) for k, v in links.items()},
     )
+
+
+def _utc(moment: datetime) -> datetime:
+    """Versions report UTC; a manifest without a zone was written in UTC by convention."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _check_tree(manifest: Manifest) -> None:
