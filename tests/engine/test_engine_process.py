@@ -149,3 +149,14 @@ def test_process_errors_are_classified_like_inline_ones():
     assert [a.status for a in execution.nodes[0].attempts] == ["recoverable", "failed"]
     assert execution.error == "Custom: 1-2"
     assert calls == []
+
+
+def test_spawn_isolation_runs_in_a_fresh_interpreter_and_resumes_lost_attempts():
+    from engine_spawn_tasks import spawned
+
+    execution = taskpoint.run(spawned, total=4)
+    assert execution.status == "succeeded", execution.error
+    start, attempt, pid = execution.result
+    assert (start, attempt) == (2, 2)
+    assert pid != os.getpid()
+    assert [a.status for a in execution.nodes[0].attempts] == ["lost", "succeeded"]

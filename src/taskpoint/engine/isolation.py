@@ -1,4 +1,4 @@
-"""``isolation="process"``: run an attempt in a forked child process.
+"""``isolation="process"`` (fork) and ``"spawn"``: run an attempt in a child process.
 
 Fork (not spawn) so functions defined in a script run by ``taskpoint run FILE.py`` and in test
 modules need not be importable by name, and so an attempt starts in milliseconds. The child runs
@@ -6,6 +6,8 @@ the same inline flow (context, checkpoint proxy, SIGTERM -> preempted) and sends
 through a pipe. A child that dies without reporting (SIGKILL, OOM kill, segfault, ``os._exit``)
 is a *lost* attempt, retried from the latest checkpoint under the system budget. SIGINT (Ctrl-C)
 reaches the whole process group: the child ignores it and the driver stops the child.
+``"spawn"`` starts a fresh interpreter instead, for libraries that deadlock in a forked child
+(OpenMP/MKL after a parallel region, CUDA); the task is then passed by reference.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ _ABORT_WAIT = 5.0  # seconds a child gets to stop on Ctrl-C before SIGKILL
 def run_in_process(
     task: Task, arguments: dict[str, Any], info: AttemptInfo, guard: PreemptionGuard
 ) -> Outcome:
-    mp = multiprocessing.get_context("fork")
+    mp = multiprocessing.get_context("spawn" if task.isolation == "spawn" else "fork")
     receiver, sender = mp.Pipe(duplex=False)
     child = mp.Process(
         target=_child_main,

@@ -91,7 +91,7 @@ class NodeRun:
             checkpoint_url=self.checkpoint_url,
             checkpoint_at_start=start_version,
         )
-        isolated = self.task.isolation == "process"
+        isolated = self.task.isolation != "inline"
         info.started = self.run.records.attempt_started(
             self.run.execution_id,
             self.key,

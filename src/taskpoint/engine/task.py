@@ -16,7 +16,10 @@ from taskpoint.context import active_context
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-ISOLATIONS = ("inline", "process")
+# "process" forks (fast; functions need not be importable); "spawn" starts a fresh interpreter
+# (slower; for libraries that break in a forked child, e.g. OpenMP/CUDA after first use; the
+# task must be defined at module level of an importable module or of the `taskpoint run` file).
+ISOLATIONS = ("inline", "process", "spawn")
 
 
 class Target:
@@ -74,6 +77,19 @@ class Target:
 
     def __repr__(self) -> str:
         return f"<{self.kind} {self.fn.__module__}.{self.fn.__qualname__}>"
+
+    def __reduce__(self) -> tuple:
+        # By reference, like a function: a spawned attempt re-imports the module.
+        return (_resolve, (self.fn.__module__, self.fn.__qualname__))
+
+
+def _resolve(module: str, qualname: str) -> Target:
+    import importlib
+
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 class Task(Target):

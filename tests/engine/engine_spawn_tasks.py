@@ -1,0 +1,20 @@
+"""Module-level tasks for the isolation="spawn" tests (a spawned attempt imports them)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from taskpoint import current_context, task
+
+
+@task(isolation="spawn", system_retries=1)
+def spawned(total: int) -> list:
+    ctx = current_context()
+    prev = ctx.checkpoint.read()
+    start = int(prev) if prev else 0
+    for i in range(start, total):
+        ctx.checkpoint.write(str(i + 1).encode())
+        if ctx.attempt == 1 and i == 1:
+            os.kill(os.getpid(), signal.SIGKILL)  # lost after two committed writes
+    return [start, ctx.attempt, os.getpid()]
