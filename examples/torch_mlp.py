@@ -56,7 +56,7 @@ def train(epochs: int, fail_at_step: int, save_every: int = 10) -> str:
             optimizer.step()
             scheduler.step()
             step += 1
-            if step % save_every == 0 or ctx.preempted:
+            if step % save_every == 0 or ckpt.preempted:
                 ckpt.save(step)  # async; on SIGTERM this commits and raises Preempted
             if ctx.attempt == 1 and step == fail_at_step:
                 raise RecoverableError(f"simulated failure at step {step}")

@@ -69,7 +69,6 @@ def train(
     log_path: str,
     *,
     after_step: Callable[[int, TorchCheckpointer], None] = lambda step, ckpt: None,
-    preempted: Callable[[], bool] = lambda: False,
 ) -> dict[str, bytes]:
     """3 epochs of a dropout MLP with Adam + StepLR on a shuffled, resumable loader.
 
@@ -118,7 +117,7 @@ def train(
             step += 1
             with open(log_path, "a") as log:
                 log.write(f"{step} {' '.join(map(str, idx.tolist()))}\n")
-            if step % SAVE_EVERY == 0 or preempted():
+            if step % SAVE_EVERY == 0 or ckpt.preempted:
                 ckpt.save(step)
             after_step(step, ckpt)
     ckpt.wait()
@@ -185,7 +184,7 @@ def train_task(log_path: str, interrupt: str, marker: str) -> dict:
             # ctx.preempted; that write commits and raises Preempted.
             announce_and_wait(marker, until=lambda: ctx.preempted)
 
-    return train(None, log_path, after_step=after_step, preempted=lambda: ctx.preempted)
+    return train(None, log_path, after_step=after_step)
 
 
 def kill_when_announced(marker: Path, sig: int) -> threading.Thread:

@@ -13,7 +13,7 @@ for epoch in range(sampler.epoch, epochs):
     for x, y in loader:
         ...train one batch...
         step += 1
-        if step % 50 == 0:
+        if step % 50 == 0 or ckpt.preempted:
             ckpt.save(step)               # async: returns once the state is staged
 ckpt.wait()
 ```
@@ -87,9 +87,10 @@ class TorchCheckpointer:
         objects: Mapping[str, Any] | None = None,
         rng: bool = True,
     ) -> None:
-        if checkpoint is None:
-            from taskpoint.context import current_context
+        from taskpoint.context import active_context, current_context
 
+        self._ctx = active_context()
+        if checkpoint is None:
             checkpoint = current_context().checkpoint
         self.checkpoint = checkpoint
         self.model = model
@@ -107,6 +108,16 @@ class TorchCheckpointer:
                     "state_dict()/load_state_dict() and is not a torch.Generator"
                 )
         self._writer = StagedWriter(checkpoint)
+
+    @property
+    def preempted(self) -> bool:
+        """True once the running task's attempt got SIGTERM (always False outside a task).
+
+        Save at once when it turns true (``if step % n == 0 or ckpt.preempted: ckpt.save(step)``):
+        inside a task that save commits and then raises ``Preempted``, so the retried attempt
+        loses no step.
+        """
+        return self._ctx is not None and self._ctx.preempted
 
     # ------------------------------------------------------------------------------ saving
     def save(
