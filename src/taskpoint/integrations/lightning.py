@@ -26,8 +26,9 @@ created, right before training continues. A deterministic ``fit`` (CPU, or CUDA 
 ``deterministic=True``) then ends with bitwise the same weights as an uninterrupted one.
 
 Not exact: a train loader without `ResumableSampler` restarts its epoch from the beginning
-(Lightning warns); randomness drawn inside the dataset or loader workers is not replayed (the
-first batch after a resume is fetched again); a save is taken only on batches where the optimizer
+(Lightning warns); randomness drawn inside loader *worker processes* is not replayed (workers are
+seeded per loader iterator; with ``num_workers=0`` a dataset drawing from the global RNGs is
+replayed exactly); a save is taken only on batches where the optimizer
 stepped (accumulated gradients are not saved); plateau schedulers that step after
 ``on_train_batch_end`` and a validation loop interrupted in the middle follow Lightning's own
 restart rules. Single-process training only (``world_size == 1``).
