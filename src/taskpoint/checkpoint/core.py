@@ -311,16 +311,18 @@ class Checkpoint:
     ) -> CheckpointVersion | Future[CheckpointVersion | None]:
         """Commit a file (keeps its name), a directory (its whole tree) or a binary stream."""
         step, metadata = _check_step_metadata(step, metadata)
-        staging = None if blocking else self._staging_root()
-        if isinstance(src, str | os.PathLike):
-            payload = path_payload(src, staging_root=staging)
-        elif hasattr(src, "read"):
-            payload = stream_payload(src, staging_root=staging)  # type: ignore[arg-type]
-        else:
+        if not isinstance(src, str | os.PathLike) and not hasattr(src, "read"):
             raise TypeError(
                 f"Checkpoint.save() takes a file or directory path or a binary stream, "
                 f"not {type(src).__name__}; use write() for bytes"
             )
+        # An async save copies its source into staging first: a full disk fails it here.
+        with _storage_errors(self.url, "snapshot the checkpoint source"):
+            staging = None if blocking else self._staging_root()
+            if isinstance(src, str | os.PathLike):
+                payload = path_payload(src, staging_root=staging)
+            else:
+                payload = stream_payload(src, staging_root=staging)  # type: ignore[arg-type]
         return self._submit(payload, step, metadata, blocking)
 
     def wait(self, timeout: float | None = None) -> None:

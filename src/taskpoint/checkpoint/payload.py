@@ -11,6 +11,8 @@ import os
 import shutil
 import stat
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -73,7 +75,7 @@ def stream_payload(stream: BinaryIO, *, staging_root: str | None) -> Payload:
         return Payload("bytes", [Source(BYTES_NAME, stream=stream)])
     staging = _new_staging(staging_root)
     target = os.path.join(staging, BYTES_NAME)
-    with open(target, "wb") as out:
+    with _dropped_on_error(staging), open(target, "wb") as out:
         shutil.copyfileobj(stream, out, 8 << 20)
     return Payload("bytes", [Source(BYTES_NAME, file=target, owned=True)], staging=staging)
 
@@ -89,7 +91,8 @@ def path_payload(src: str | os.PathLike[str], *, staging_root: str | None) -> Pa
             return Payload("file", [Source(name, file=str(path))])
         staging = _new_staging(staging_root)
         copy = os.path.join(staging, name)
-        shutil.copyfile(path, copy)
+        with _dropped_on_error(staging):
+            shutil.copyfile(path, copy)
         return Payload("file", [Source(name, file=copy, owned=True)], staging=staging)
     if path.is_dir():
         return _dir_payload(path, staging_root)
@@ -98,7 +101,11 @@ def path_payload(src: str | os.PathLike[str], *, staging_root: str | None) -> Pa
 
 def _dir_payload(root: Path, staging_root: str | None) -> Payload:
     staging = _new_staging(staging_root) if staging_root is not None else None
-    payload = Payload("dir", [], staging=staging)
+    with _dropped_on_error(staging):
+        return _walk_dir(root, Payload("dir", [], staging=staging), staging)
+
+
+def _walk_dir(root: Path, payload: Payload, staging: str | None) -> Payload:
     root_real = os.path.realpath(root)
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
@@ -138,6 +145,17 @@ def _inner_link_target(full: str, root_real: str, rel: str) -> str:
             "replace it with a copy of its target or a relative link inside the directory"
         )
     return target.replace(os.sep, "/")
+
+
+@contextmanager
+def _dropped_on_error(staging: str | None) -> Iterator[None]:
+    """A snapshot that fails half-way (a full disk) must not leave its partial copy behind."""
+    try:
+        yield
+    except BaseException:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _new_staging(staging_root: str) -> str:
