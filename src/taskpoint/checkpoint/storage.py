@@ -189,14 +189,14 @@ class LocalStore:
         tmp = os.path.join(self.vdir, f".{vid}.manifest.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            _write_all(fd, memoryview(manifest))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
+            try:
+                _write_all(fd, memoryview(manifest))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.link(tmp, os.path.join(self.vdir, vid + MANIFEST_SUFFIX))
         finally:
-            os.unlink(tmp)
+            os.unlink(tmp)  # also when the write failed (a full disk): no partial temp left
         _fsync_dir(self.vdir)
 
     def read_manifest(self, vid: str) -> bytes:
