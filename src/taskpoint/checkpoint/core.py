@@ -359,6 +359,7 @@ class Checkpoint:
         manifest = Manifest(vid, self.attempt, seq, payload.kind, job.step, job.metadata)
         if self._buffer is None:
             self._buffer = bytearray(CHUNK)
+        committing = False
         try:
             with _storage_errors(self.url, f"write checkpoint version {vid}"):
                 for rel in payload.dirs:
@@ -369,8 +370,13 @@ class Checkpoint:
                     store.make_link(vid, rel, target)
                 manifest.dirs, manifest.links = payload.dirs, payload.links
                 store.seal(vid)
+                committing = True
                 store.commit(vid, manifest.dumps())
-        except BaseException:
+        except BaseException as exc:
+            if committing and not isinstance(exc.__cause__ or exc, FileExistsError):
+                # A store without atomic writes may hold a partial manifest (a full disk): it
+                # would pass for a committed version. Not when another writer's won the race.
+                _quietly(lambda: store.delete_manifest(vid))
             _quietly(lambda: store.delete_payload(vid))  # free the space now; sweep would later
             raise
         return manifest.to_version()
