@@ -1,0 +1,40 @@
+"""Fault-injection suite: real processes, real files, a real S3-protocol server.
+
+Every test gets a private taskpoint home. The session ends with a summary of the faults that
+were injected (printed, and written to ``faults-summary.json`` in pytest's base temp dir).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from faults_stats import COUNTS, summary_lines, write_summary
+
+from taskpoint.engine.events import Listener
+from taskpoint.engine.settings import settings
+
+
+@pytest.fixture(autouse=True)
+def tp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private records home (blobs under it) and default engine settings for each test."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("TASKPOINT_HOME", str(home))
+    monkeypatch.delenv("TASKPOINT_STORAGE", raising=False)
+    monkeypatch.setattr(settings, "home", None)
+    monkeypatch.setattr(settings, "storage", None)
+    monkeypatch.setattr(settings, "grace", 30.0)
+    monkeypatch.setattr(settings, "listener", Listener())
+    return home
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not COUNTS:
+        return
+    factory = getattr(config, "_tmp_path_factory", None)
+    path = write_summary(factory.getbasetemp()) if factory is not None else None
+    terminalreporter.write_sep("-", "fault injection")
+    for line in summary_lines():
+        terminalreporter.write_line(line)
+    if path is not None:
+        terminalreporter.write_line(f"  (written to {path})")

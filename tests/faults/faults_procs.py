@@ -1,0 +1,148 @@
+"""Real processes for the fault suite: `taskpoint` drivers in their own session (so a whole
+"machine" can be SIGKILLed at once), safe signalling of attempt children, and event-driven
+waits on the log files the tasks write."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from faults_stats import record
+
+SLOW = float(os.environ.get("TASKPOINT_FAULTS_SLOW", "1"))  # scale every deadline
+DEADLINE = 120 * SLOW
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "taskpoint.cli", *args]
+
+
+def tp_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "TASKPOINT_HOME": str(home), **extra}
+    env.pop("TASKPOINT_STORAGE", None)
+    return env
+
+
+class Driver:
+    """A `taskpoint` CLI process in a new session; stdout and stderr go to files."""
+
+    def __init__(self, home: Path, workdir: Path, *args: str, env: dict[str, str] | None = None):
+        workdir.mkdir(parents=True, exist_ok=True)
+        n = len(list(workdir.glob("driver-*.out")))
+        self.out_path = workdir / f"driver-{n}.out"
+        self.err_path = workdir / f"driver-{n}.err"
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                cli_command(*args),
+                stdout=out,
+                stderr=err,
+                env=env or tp_env(home),
+                cwd=workdir,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait(self, timeout: float = DEADLINE) -> int:
+        return self.proc.wait(timeout)
+
+    def kill_group(self) -> None:
+        """SIGKILL the driver and everything in its session (its attempt children too)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(DEADLINE)
+        record("kills")
+
+    def kill_driver(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(DEADLINE)
+        record("kills")
+
+    def output(self) -> tuple[str, str]:
+        return self.out_path.read_text(), self.err_path.read_text()
+
+    def close(self) -> None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(DEADLINE)
+
+
+class Proc:
+    """A process we did not start directly (an attempt's child), addressed through a pidfd so a
+    reused pid is never signalled by mistake."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        try:
+            self.fd: int | None = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self.fd = None
+
+    def signal(self, sig: int) -> bool:
+        if self.fd is None:
+            return False
+        try:
+            signal.pidfd_send_signal(self.fd, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def gone(self) -> bool:
+        if self.fd is None:
+            return True
+        import select
+
+        return bool(select.select([self.fd], [], [], 0)[0])  # readable once it exited
+
+    def wait_gone(self, timeout: float = DEADLINE) -> None:
+        wait_until(self.gone, timeout, f"process {self.pid} to exit")
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = DEADLINE, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.05)
+
+
+def log_lines(path: Path) -> list[list[str]]:
+    """Complete lines of a log a task appends to (a kill may cut the last one short)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    return [line.split() for line in text.splitlines(keepends=True) if line.endswith("\n")]
+
+
+def append_line(path: Path | str, line: str) -> None:
+    """Append one line and fsync it: the task's proof of what it did before a kill."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
