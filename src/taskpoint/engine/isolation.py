@@ -8,6 +8,10 @@ is a *lost* attempt, retried from the latest checkpoint under the system budget.
 reaches the whole process group: the child ignores it and the driver stops the child.
 ``"spawn"`` starts a fresh interpreter instead, for libraries that deadlock in a forked child
 (OpenMP/MKL after a parallel region, CUDA); the task is then passed by reference.
+
+``"process"`` switches to spawn by itself when such a library is already loaded in the driver
+and the task can be imported by name: a forked child of a process that ran torch's OpenMP
+thread pool can hang forever in its first matrix product, a fault no retry would cure.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ _ABORT_WAIT = 5.0  # seconds a child gets to stop on Ctrl-C before SIGKILL
 def run_in_process(
     task: Task, arguments: dict[str, Any], info: AttemptInfo, guard: PreemptionGuard
 ) -> Outcome:
-    mp = multiprocessing.get_context("spawn" if task.isolation == "spawn" else "fork")
+    mp = multiprocessing.get_context(start_method(task))
     receiver, sender = mp.Pipe(duplex=False)
     child = mp.Process(
         target=_child_main,
@@ -62,6 +66,33 @@ def run_in_process(
         message = Outcome.from_error("lost", AttemptLost(_describe_death(child.exitcode, info)))
     message.pid = child.pid
     return message
+
+
+# Runtimes whose thread pools (OpenMP/MKL) or device state (CUDA) do not survive fork.
+_FORK_UNSAFE = ("torch", "tensorflow", "jax")
+
+
+def start_method(task: Task) -> str:
+    """``fork`` (fast, any function) unless spawn is asked for or fork would be unsafe."""
+    if task.isolation == "spawn":
+        return "spawn"
+    if any(name in sys.modules for name in _FORK_UNSAFE) and _importable(task):
+        return "spawn"
+    return "fork"
+
+
+def _importable(task: Task) -> bool:
+    """A spawned child finds the task by module and qualified name: is it there?"""
+    fn = task.fn
+    module = sys.modules.get(fn.__module__)
+    if fn.__module__ in ("__main__", "__mp_main__") or module is None:
+        return False
+    if getattr(module, "__file__", None) is None or "<locals>" in fn.__qualname__:
+        return False
+    obj: Any = module
+    for part in fn.__qualname__.split("."):
+        obj = getattr(obj, part, None)
+    return obj is task
 
 
 def _wait_for(child: Any, receiver: Connection) -> Outcome | None:
