@@ -16,15 +16,15 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
-
-import crc32c
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from taskpoint.checkpoint.manifest import FileEntry
 from taskpoint.checkpoint.payload import Source
 from taskpoint.checkpoint.version import parse_version_id
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 CHUNK = 8 << 20  # big chunks: few syscalls, and the checksum releases the GIL per chunk
 MANIFEST_SUFFIX = ".manifest.json"
@@ -35,6 +35,8 @@ def _crc_executor() -> ThreadPoolExecutor:
     """One checksum thread per process (a pool inherited through fork has no live thread)."""
     global _crc_pool
     if _crc_pool is None or _crc_pool[0] != os.getpid():
+        from concurrent.futures import ThreadPoolExecutor
+
         _crc_pool = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="taskpoint-crc"))
     return _crc_pool[1]
 
@@ -44,7 +46,20 @@ class ChecksumMismatch(OSError):
 
 
 def crc_of(data: memoryview | bytes, value: int = 0) -> int:
-    return crc32c.crc32c(data, value=value, gil_release_mode=1)
+    return _crc32c()(data, value=value, gil_release_mode=1)
+
+
+def _crc32c() -> Any:
+    """The checksum function, imported on first use (the module costs ~15 ms at import)."""
+    global _crc_fn
+    if _crc_fn is None:
+        import crc32c
+
+        _crc_fn = crc32c.crc32c
+    return _crc_fn
+
+
+_crc_fn: Any = None
 
 
 @dataclass
@@ -232,11 +247,20 @@ class FsspecStore:
 
     is_local = False
 
-    def __init__(self, fs: Any, root: str) -> None:
+    def __init__(self, fs: Any, root: str, timeout: float | None = None) -> None:
         self.fs = fs
         self.root = root.rstrip("/")
         self.vdir = f"{self.root}/v"
         self.staging_root: str | None = None  # snapshots are staged in a local temp dir
+        # A deadline per request, the filesystem's own retries included (fsspec's
+        # ``sync(timeout=)`` cancels it): s3fs's read timeout starts only once a request body
+        # is sent, so an upload whose connection stalls would otherwise wait forever.
+        self.timeout = timeout if getattr(fs, "async_impl", False) else None
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if self.timeout is not None:
+            kwargs["timeout"] = self.timeout
+        return getattr(self.fs, method)(*args, **kwargs)
 
     def ensure(self) -> None:
         if hasattr(self.fs, "split_path"):  # an object store (s3fs, gcsfs, adlfs)
@@ -244,11 +268,11 @@ class FsspecStore:
             bucket = self.root.split("/", 1)[0]
             try:
                 # A listing reaches the server: connection and permission errors surface here.
-                self.fs.ls(self.vdir, detail=False)
+                self._call("ls", self.vdir, detail=False)
             except FileNotFoundError:
                 # Only now ask exists(): s3fs's bucket probe swallows every error, so asked
                 # first it would report an unreachable endpoint as a missing bucket.
-                if not self.fs.exists(bucket):
+                if not self._call("exists", bucket):
                     raise NotADirectoryError(
                         f"bucket {bucket!r} does not exist (create it first)"
                     ) from None
@@ -258,7 +282,7 @@ class FsspecStore:
     def scan(self) -> Listing:
         self.fs.invalidate_cache(self.vdir)
         try:
-            paths = self.fs.ls(self.vdir, detail=False)
+            paths = self._call("ls", self.vdir, detail=False)
         except FileNotFoundError:
             return Listing()
         return classify([p.rstrip("/").rsplit("/", 1)[-1] for p in paths])
@@ -269,9 +293,15 @@ class FsspecStore:
     def write_source(self, vid: str, src: Source, buffer: bytearray) -> FileEntry:
         dest = self._path(vid, src.path)
         if src.data is not None:
-            self.fs.pipe_file(dest, _body(src.data))
+            self._call("pipe_file", dest, _body(src.data))
             return FileEntry(src.path, len(src.data), crc_of(src.data))
         size, crc = 0, 0
+        if self.timeout is not None and src.file is not None:
+            self._call("put_file", src.file, dest)  # one call, so under one deadline
+            for chunk in iter_source_chunks(src, buffer):
+                crc = crc_of(chunk, crc)
+                size += len(chunk)
+            return FileEntry(src.path, size, crc)
         with self.fs.open(dest, "wb") as out:
             for chunk in iter_source_chunks(src, buffer):
                 crc = crc_of(chunk, crc)
@@ -289,13 +319,13 @@ class FsspecStore:
         pass  # an object PUT is durable once it returns
 
     def commit(self, vid: str, manifest: bytes) -> None:
-        self.fs.pipe_file(f"{self.vdir}/{vid}{MANIFEST_SUFFIX}", manifest, mode="create")
+        self._call("pipe_file", f"{self.vdir}/{vid}{MANIFEST_SUFFIX}", manifest, mode="create")
 
     def read_manifest(self, vid: str) -> bytes:
-        return self.fs.cat_file(f"{self.vdir}/{vid}{MANIFEST_SUFFIX}")
+        return self._call("cat_file", f"{self.vdir}/{vid}{MANIFEST_SUFFIX}")
 
     def read_file(self, vid: str, entry: FileEntry) -> bytes:
-        data = self.fs.cat_file(self._path(vid, entry.path))
+        data = self._call("cat_file", self._path(vid, entry.path))
         _verify(entry, len(data), crc_of(data))
         return data
 
@@ -305,19 +335,19 @@ class FsspecStore:
 
     def delete_manifest(self, vid: str) -> None:
         try:
-            self.fs.rm_file(f"{self.vdir}/{vid}{MANIFEST_SUFFIX}")
+            self._call("rm_file", f"{self.vdir}/{vid}{MANIFEST_SUFFIX}")
         except FileNotFoundError:
             pass
 
     def delete_payload(self, vid: str) -> None:
         try:
-            self.fs.rm(f"{self.vdir}/{vid}", recursive=True)
+            self._call("rm", f"{self.vdir}/{vid}", recursive=True)
         except FileNotFoundError:
             pass
 
     def delete_temp(self, name: str) -> None:
         try:
-            self.fs.rm_file(f"{self.vdir}/{name}")
+            self._call("rm_file", f"{self.vdir}/{name}")
         except FileNotFoundError:
             pass
 
