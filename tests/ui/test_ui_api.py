@@ -166,3 +166,16 @@ def test_unknown_or_crafted_paths_are_404(ui_home, ui_server, path):
 
 def test_bad_percent_encoding_is_400(ui_server):
     assert get(base_url(ui_server) + "/api/executions/%ff%fe").status == 400
+
+
+def test_execution_whose_driver_was_killed_shows_interrupted(ui_home, ui_server):
+    doc = api(ui_server, f"/api/executions/{ui_home.ids['interrupted']}")
+    assert doc["status"] == "interrupted"
+    (node,) = doc["nodes"]
+    (attempt,) = node["attempts"]
+    assert attempt["status"] == "interrupted" and attempt["ended"] is None
+    end = node["work"]["points"][-1]
+    assert end["kind"] == "end" and end["level"] >= 3  # its last retained commit, not zero
+    assert end["t"] == max(p["t"] for p in node["work"]["points"] if p["kind"] == "commit")
+    rows = api(ui_server, "/api/executions?status=interrupted")
+    assert [r["id"] for r in rows] == [ui_home.ids["interrupted"]]

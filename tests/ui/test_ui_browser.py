@@ -210,3 +210,11 @@ def test_pages_update_live_without_reloading(page, browser, tmp_path):
             if proc.poll() is None:
                 proc.kill()
         assert page.evaluate("window.__sameDocument") is True  # polled, never reloaded
+
+
+def test_interrupted_execution_draws_an_open_ended_attempt(page, ui_home, ui_server):
+    page.goto(f"{base_url(ui_server)}/executions/{ui_home.ids['interrupted']}")
+    bar = page.wait_for_selector('#timeline .attempt-bar[data-status="interrupted"]')
+    assert "open-ended" in bar.query_selector("rect").get_attribute("class")
+    assert "end not recorded" in bar.query_selector("title").text_content()
+    assert page.locator("#live").inner_text() == "interrupted"  # not polled as running

@@ -10,7 +10,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from ui_support import base_url, get, serving, tree_state
+from ui_support import SEED, base_url, get, serving, tree_state
 
 from taskpoint.engine import blobs
 
@@ -113,3 +113,28 @@ def test_a_home_without_records_is_shown_empty_and_left_uncreated(tmp_path):
         assert response.status == 200 and response.json() == []
         assert get(f"{base_url(server)}/api/executions/abc").status == 404
     assert not home.exists()
+
+
+def test_executions_on_an_fsspec_store_are_listed_and_downloaded(tmp_path, monkeypatch):
+    """The non-local store path (fsspec: listing, manifests, streamed files) over memory://."""
+    import importlib.util
+    import uuid
+
+    import taskpoint
+    from taskpoint.engine.settings import settings
+
+    spec = importlib.util.spec_from_file_location("ui_seed_in_process", SEED)
+    seed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seed)
+    monkeypatch.setattr(settings, "home", str(tmp_path / "home"))
+    monkeypatch.setattr(settings, "storage", f"memory://ui-{uuid.uuid4().hex}")
+    execution = taskpoint.run(seed.example, n_iterations=12)
+    assert execution.status == "succeeded" and execution.storage.startswith("memory://")
+
+    with serving(tmp_path / "home") as server:
+        base = f"{base_url(server)}/api/executions/{execution.id}"
+        doc = get(base).json()
+        (node,) = doc["nodes"]
+        assert [c["id"] for c in node["checkpoints"]] == ["0003-000003", "0003-000004"]
+        with tar_of(get(f"{base}/nodes/use_checkpoint%231/checkpoints/0003-000004.tar")) as tar:
+            assert tar.extractfile("0003-000004/data").read() == b"12"

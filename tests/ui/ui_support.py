@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -48,8 +49,13 @@ class Home:
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def fill_home(path: Path, runs: dict[str, tuple[Path, str, list[str], int]] = RUNS) -> Home:
-    """Run every workflow of ``runs`` with `taskpoint run --json`, in parallel processes."""
+def fill_home(
+    path: Path,
+    runs: dict[str, tuple[Path, str, list[str], int]] = RUNS,
+    interrupted: bool = True,
+) -> Home:
+    """Run every workflow of ``runs`` with `taskpoint run --json`, in parallel processes, and
+    (``interrupted``) one execution whose driver is SIGKILLed mid-task."""
     home = Home(path)
     procs = {
         name: subprocess.Popen(
@@ -61,6 +67,8 @@ def fill_home(path: Path, runs: dict[str, tuple[Path, str, list[str], int]] = RU
         )
         for name, (file, target, opts, _) in runs.items()
     }
+    if interrupted:
+        home.ids["interrupted"] = _interrupted_run(path)
     for name, proc in procs.items():
         out, err = proc.communicate(timeout=120)
         expected = runs[name][3]
@@ -68,6 +76,30 @@ def fill_home(path: Path, runs: dict[str, tuple[Path, str, list[str], int]] = RU
         doc = json.loads(out)
         home.ids[name], home.docs[name] = doc["id"], doc
     return home
+
+
+def _interrupted_run(home: Path) -> str:
+    """Start ``waits_for`` (which never gets its file), SIGKILL its driver after 3 checkpoint
+    commits, and return the execution id: it shows as ``interrupted``."""
+    proc = subprocess.Popen(
+        cli_command("--home", home, "run", FLOWS, "waits_for", "--marker", home / "never"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=cli_env(),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = list(home.glob("blobs/*/nodes/wait_for_file-1/checkpoints/v/*.manifest.json"))
+            if any(f.name >= "0001-000003" for f in found) or proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"waits_for exited early with {proc.returncode}"
+        assert found, "waits_for committed no checkpoint in time"
+        return found[0].parts[-6]  # blobs/<execution id>/nodes/...
+    finally:
+        proc.kill()
+        proc.wait(10)
 
 
 @contextmanager

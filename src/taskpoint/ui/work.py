@@ -71,11 +71,18 @@ def _attempt_points(a: Attempt, versions: list[Any], level: Any, now: float) -> 
         pts.append(point)
         last_seq = v.seq
     end_id = a.checkpoint_at_end
-    end_time = a.ended if a.ended is not None else now
-    end = _point(a, "end", end_time, end_id, level(end_id))
-    end_seq = _own_seq(end_id, a.n)
-    # The end version was committed by this attempt at an unknown time if it was pruned.
-    end["pruned_before"] = max(0, end_seq - last_seq) if end_seq is not None else 0
+    # Running: up to now; an attempt whose driver died unrecorded: up to what is known of it.
+    end_time = a.ended if a.ended is not None else now if a.status == "running" else pts[-1]["t"]
+    if end_id is None:
+        # Still running, or its end was never recorded (its driver died): the level stays
+        # where the attempt's last known point left it.
+        end = _point(a, "end", end_time, pts[-1]["version"], pts[-1]["level"])
+        end["pruned_before"] = 0
+    else:
+        end = _point(a, "end", end_time, end_id, level(end_id))
+        end_seq = _own_seq(end_id, a.n)
+        # The end version was committed by this attempt at an unknown time if it was pruned.
+        end["pruned_before"] = max(0, end_seq - last_seq) if end_seq is not None else 0
     end["status"] = a.status
     pts.append(end)
     return pts
@@ -94,6 +101,7 @@ def _failures(attempts: list[Attempt], points: list[dict], level: Any) -> list[d
     """What each attempt that did not succeed cost: time since its last commit, the wait until
     the next attempt, and committed work the next attempt did not resume from."""
     out = []
+    ever_checkpointed = any(p["version"] for p in points)
     for i, a in enumerate(attempts):
         if a.status not in FINAL_FAILURES or a.ended is None:
             continue
@@ -101,14 +109,8 @@ def _failures(attempts: list[Attempt], points: list[dict], level: Any) -> list[d
         own = [p for p in points if p["attempt"] == a.n]
         commits = [p for p in own if p["kind"] == "commit"]
         end = own[-1]
-        if end["pruned_before"] or (not commits and _own_seq(a.checkpoint_at_end, a.n)):
-            # The last commit was pruned: it happened after the previous known point.
-            last_known = commits[-1]["t"] if commits else a.started
-            uncommitted, uncommitted_max = None, a.ended - last_known
-        else:
-            last = commits[-1]["t"] if commits else a.started
-            uncommitted = uncommitted_max = a.ended - last
-        end_level = level(a.checkpoint_at_end)
+        uncommitted, uncommitted_max = _uncommitted(a, commits, ever_checkpointed)
+        end_level = end["level"]
         resumed = level(nxt.checkpoint_at_start) if nxt else None
         lost = None
         if end_level is not None and resumed is not None:
@@ -128,3 +130,22 @@ def _failures(attempts: list[Attempt], points: list[dict], level: Any) -> list[d
             }
         )
     return out
+
+
+def _uncommitted(
+    a: Attempt, commits: list[dict], ever_checkpointed: bool
+) -> tuple[float | None, float | None]:
+    """Seconds the attempt ran after its last commit: ``(exact, bound)``; exact is ``None``
+    when only the bound is known (its last commit was pruned, or its end was not recorded)."""
+    assert a.ended is not None
+    end_id, start_id = a.checkpoint_at_end, a.checkpoint_at_start
+    if commits and end_id is not None and commits[-1]["version"] == end_id:
+        exact: float | None = a.ended - commits[-1]["t"]  # its last commit is retained
+    elif not commits and end_id is not None and end_id == start_id:
+        exact = a.ended - a.started  # it committed nothing
+    elif not ever_checkpointed:
+        exact = a.ended - a.started  # nothing was ever committed in this node
+    else:
+        exact = None
+    bound = a.ended - (commits[-1]["t"] if commits else a.started)
+    return exact, exact if exact is not None else bound

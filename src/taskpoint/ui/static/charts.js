@@ -44,12 +44,23 @@ const Charts = (() => {
     return g;
   }
 
+  // When an attempt ended: recorded, or now while running; unknown when its driver died
+  // unrecorded (then up to its last known checkpoint commit, drawn open-ended).
+  function attemptEnd(node, a, now) {
+    const end = seconds(a.ended);
+    if (end !== null) return end;
+    if (a.status === "running") return now;
+    const own = node.checkpoints.filter((c) => c.attempt === a.n).map((c) => seconds(c.created));
+    return Math.max(seconds(a.started), ...own);
+  }
+
   function attemptTitle(node, a) {
     const start = seconds(a.started);
     const end = seconds(a.ended);
     const lines = [
       `${node.key} · attempt ${a.n}/${node.max_attempts || "?"} · ${a.status}`,
-      `${clock(start, true)} → ${end ? clock(end, true) : "running"}` +
+      `${clock(start, true)} → ${end ? clock(end, true) : a.status === "running" ? "running"
+        : "end not recorded"}` +
         (end ? ` (${duration(end - start)})` : ""),
       `started from checkpoint ${a.checkpoint_at_start || "none (from scratch)"}`,
       `latest checkpoint at end ${a.checkpoint_at_end || "none"}`,
@@ -98,13 +109,15 @@ const Charts = (() => {
       const retained = new Set(node.checkpoints.map((c) => c.id));
       for (const a of node.attempts) {
         const x0 = axis.x(seconds(a.started));
-        const end = seconds(a.ended) ?? now;
+        const end = attemptEnd(node, a, now);
+        const openEnded = a.ended === null && a.status !== "running";
         const width = Math.max(3, axis.x(end) - x0);
         const bar = svg("g", { class: "attempt-bar", "data-status": a.status, "data-attempt": a.n,
           "data-node": node.key },
         svg("title", { text: attemptTitle(node, a) }),
         svg("rect", { x: x0, y: y + 9, width, height: rowH - 18, rx: 3,
-          fill: STATUS_COLORS[a.status] || "#adb5bd", class: "bar" + (a.status === "running" ? " running" : "") }));
+          fill: STATUS_COLORS[a.status] || "#adb5bd", class: "bar" + (a.status === "running" ? " running" : "") +
+            (openEnded ? " open-ended" : "") }));
         if (width > 16) {
           bar.appendChild(svg("text", { x: x0 + 5, y: y + rowH / 2 + 4, class: "bar-label" }, String(a.n)));
         }
