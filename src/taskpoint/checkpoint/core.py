@@ -82,19 +82,28 @@ class Checkpoint:
         attempt: int = 1,
         keep: int = 2,
         storage_options: dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> Checkpoint:
         """Open (creating if needed) the checkpoint scope at ``url``.
 
         ``attempt`` is the writer's attempt number (1-based): its versions sort after those of
         lower attempts. ``keep`` is how many committed versions retention keeps (>= 1).
+        ``timeout`` bounds each request to a remote (async fsspec, e.g. ``s3://``) store, its
+        retries included, in seconds: past it the write or read fails with `CheckpointError`.
+        Without it only the filesystem's own timeouts apply, and s3fs's do not cover an upload
+        whose connection stalls. (Streams and restores through file objects are not bounded.)
         """
         if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
             raise ValueError(f"attempt must be an integer >= 1, got {attempt!r}")
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise ValueError(f"keep must be an integer >= 1 (versions to retain), got {keep!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
+            raise ValueError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
         url = os.fspath(url)
         with _storage_errors(url, "open the checkpoint scope"):
-            store = _make_store(url, storage_options or {})
+            store = _make_store(url, storage_options or {}, timeout)
             store.ensure()
         scope = cls(store, url, attempt, keep)
         _open_scopes.add(scope)
@@ -454,7 +463,7 @@ def _ids(listing: Listing) -> Iterator[tuple[int, int]]:
             yield parsed
 
 
-def _make_store(url: str, storage_options: dict[str, Any]) -> Store:
+def _make_store(url: str, storage_options: dict[str, Any], timeout: float | None = None) -> Store:
     if "://" not in url or url.startswith("file://"):
         if storage_options:
             raise ValueError(f"storage_options are not used for a local path ({url!r})")
@@ -473,7 +482,7 @@ def _make_store(url: str, storage_options: dict[str, Any]) -> Store:
         ) from exc
     if type(fs).__name__ == "LocalFileSystem":
         return LocalStore(root)
-    return FsspecStore(fs, root)
+    return FsspecStore(fs, root, timeout)
 
 
 @contextmanager
@@ -481,10 +490,13 @@ def _storage_errors(url: str, action: str) -> Iterator[None]:
     """Turn storage failures (OSError, botocore, aiohttp, ...) into `CheckpointError`."""
     try:
         yield
-    except (TaskpointError, ManifestError, ChecksumMismatch, TimeoutError):
+    except (TaskpointError, ManifestError, ChecksumMismatch):
         raise
     except FileNotFoundError:
         raise
+    except TimeoutError as exc:  # a request past its deadline (``timeout=``), or the fs's own
+        detail = str(exc) or type(exc).__name__
+        raise CheckpointError(f"could not {action} at {url}: timed out ({detail})") from exc
     except Exception as exc:
         raise CheckpointError(f"could not {action} at {url}: {_describe(exc)}") from exc
 
