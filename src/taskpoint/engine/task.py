@@ -59,7 +59,10 @@ class Target:
 
         from taskpoint.engine.typecheck import check_arguments
 
-        bound = self.signature.bind(*args, **kwargs)
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:  # "missing a required argument: 'a'": say whose
+            raise TypeError(f"{self.kind} {self.name!r}: {exc}") from None
         bound.apply_defaults()
         variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
         checked = {
