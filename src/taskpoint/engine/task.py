@@ -110,6 +110,9 @@ class Task(Target):
         keep: int = 2,
     ) -> None:
         super().__init__(fn)
+        retry_on = _check_option_types(
+            self.name, retries, retry_on, system_retries, retry_delay, keep
+        )
         if retries < 0 or system_retries < 0:
             raise ValueError(f"task {self.name!r}: retries and system_retries must be >= 0")
         if retry_delay < 0:
@@ -121,7 +124,7 @@ class Task(Target):
         if keep < 1:
             raise ValueError(f"task {self.name!r}: keep must be >= 1, got {keep}")
         self.retries = retries
-        self.retry_on = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+        self.retry_on = retry_on
         self.system_retries = system_retries
         self.retry_delay = retry_delay
         self.isolation = isolation
@@ -141,6 +144,24 @@ class Task(Target):
         if run is None:
             return driver.run_eagerly(self, args, kwargs)
         return run.call_task(self, args, kwargs)
+
+
+def _check_option_types(
+    name: str, retries: Any, retry_on: Any, system_retries: Any, retry_delay: Any, keep: Any
+) -> tuple[type[BaseException], ...]:
+    """Options of the wrong type fail here, naming the task, not later inside an attempt."""
+    for option, value in (("retries", retries), ("system_retries", system_retries), ("keep", keep)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"task {name!r}: {option} must be an integer, got {value!r}")
+    if isinstance(retry_delay, bool) or not isinstance(retry_delay, int | float):
+        raise TypeError(
+            f"task {name!r}: retry_delay must be seconds (a number), got {retry_delay!r}"
+        )
+    types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+    for kind in types:
+        if not (isinstance(kind, type) and issubclass(kind, BaseException)):
+            raise TypeError(f"task {name!r}: retry_on takes exception classes, got {kind!r}")
+    return types
 
 
 class Workflow(Target):
