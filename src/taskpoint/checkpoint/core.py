@@ -101,6 +101,8 @@ class Checkpoint:
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
         ):
             raise ValueError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
+        if not isinstance(url, str | os.PathLike):
+            raise TypeError(f"Checkpoint.open() takes a path or URL, not {type(url).__name__}")
         url = os.fspath(url)
         with _storage_errors(url, "open the checkpoint scope"):
             store = _make_store(url, storage_options or {}, timeout)
