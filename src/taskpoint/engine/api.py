@@ -37,13 +37,7 @@ def run(fn: Target, /, *args: Any, **kwargs: Any) -> Execution:
     records = Records(settings.resolved_home())
     storage = settings.resolved_storage()
     rec = _new_record(fn, arguments, storage, records)
-    try:
-        blobs.put_pickle(f"{blobs.execution_url(storage, rec.id)}/inputs.pkl", arguments)
-        rec.inputs_ref = f"{blobs.execution_url(storage, rec.id)}/inputs.pkl"
-    except (TypeError, AttributeError, ValueError) as exc:
-        log.warning(
-            "taskpoint: inputs of %s cannot be pickled (%s): it cannot be resumed", fn.name, exc
-        )
+    rec.inputs_ref = _store_inputs(fn, arguments, storage, rec.id)
     records.create_execution(rec)
     _targets[rec.id] = fn
     return Run(records, rec, settings, resumed=False).execute(fn, arguments)
@@ -77,6 +71,29 @@ def resume(execution_id: str) -> Execution:
     records.restart_execution(rec.id)
     rec = records.get_execution(rec.id)
     return Run(records, rec, settings, resumed=True).execute(target, arguments)
+
+
+def _store_inputs(fn: Target, arguments: dict[str, Any], storage: str, execution_id: str) -> Any:
+    """Pickle the inputs into the blob store (for resume); an unusable store fails the run now,
+    before anything runs, and is not mistaken for unpicklable inputs."""
+    import pickle
+
+    try:
+        data = pickle.dumps(arguments, protocol=pickle.HIGHEST_PROTOCOL)
+    except (TypeError, AttributeError, ValueError, pickle.PicklingError) as exc:
+        log.warning(
+            "taskpoint: inputs of %s cannot be pickled (%s): it cannot be resumed", fn.name, exc
+        )
+        return None
+    ref = f"{blobs.execution_url(storage, execution_id)}/inputs.pkl"
+    try:
+        blobs.put_bytes(ref, data)
+    except Exception as exc:
+        raise TaskpointError(
+            f"cannot write to the storage {storage} ({type(exc).__name__}: {exc}); point "
+            "--storage or TASKPOINT_STORAGE at a writable location"
+        ) from exc
+    return ref
 
 
 def _new_record(
