@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -63,6 +64,10 @@ def records_for_reading():  # -> Records
     return Records(home)
 
 
+# click >= 8.2 raises this for a group called without a command (its message is the help).
+_NO_ARGS: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def run_cli(argv: list[str]) -> int:
     """Run the CLI on ``argv`` and return the exit status; errors become one line on stderr."""
     from taskpoint.cli import query_commands, run_commands, ui_cmd  # noqa: F401  (registers them)
@@ -75,6 +80,10 @@ def run_cli(argv: list[str]) -> int:
     except click.exceptions.Abort:
         _error("aborted", debug)
         return EXIT_ABORTED
+    except _NO_ARGS as exc:  # bare `taskpoint`: the help, and one line saying what is missing
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else "")
+        _error("missing command (see 'taskpoint --help')", debug)
+        return EXIT_USAGE
     except click.UsageError as exc:
         hint = ""
         if exc.ctx is not None:
