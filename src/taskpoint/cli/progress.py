@@ -156,7 +156,10 @@ class LiveProgress(PlainProgress):
             entry["polled"] = now
             try:
                 if entry["scope"] is None:
-                    entry["scope"] = Checkpoint.open(entry["info"].checkpoint_url)
+                    info = entry["info"]
+                    entry["scope"] = Checkpoint.open(
+                        info.checkpoint_url, storage_options=info.storage_options or None
+                    )
                 entry["latest"] = entry["scope"].latest() or entry["latest"]
             except Exception:
                 pass  # the display must never break a run

@@ -1,20 +1,22 @@
-"""Run one attempt of a task node in this process and describe how it ended."""
+"""What a backend is asked to run (``AttemptJob``) and what it answers (``Outcome``).
+
+This is the contract between the engine and ``taskpoint/backends``: a backend *submits* an attempt
+and returns a handle whose ``result()`` says how the attempt ended. It never decides to retry; the
+attempt loop in ``engine/node.py`` does. A backend that loses track of an attempt (its process or
+worker died, the connection closed) answers an ``Outcome`` with status ``lost``.
+"""
 
 from __future__ import annotations
 
-import logging
+import pickle
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from taskpoint.checkpoint import Checkpoint
-from taskpoint.context import TaskContext, reset_context, set_context
-from taskpoint.engine.events import AttemptInfo, Listener
-from taskpoint.engine.preempt import PreemptibleCheckpoint, PreemptionGuard
-from taskpoint.engine.retry import classify
-from taskpoint.engine.task import Task
-
-log = logging.getLogger("taskpoint")
+if TYPE_CHECKING:
+    from taskpoint.engine.events import AttemptInfo, Listener
+    from taskpoint.engine.preempt import PreemptionGuard
+    from taskpoint.engine.task import Task
 
 
 @dataclass
@@ -46,73 +48,66 @@ class Outcome:
         return f"{self.error_type}: {self.error_message}" if self.error_message else self.error_type
 
 
-def run_inline(
-    task: Task,
-    arguments: dict[str, Any],
-    info: AttemptInfo,
-    guard: PreemptionGuard,
-    listener: Listener,
-    checkpoint: Any = None,
-) -> Outcome:
-    """Run the task function once, with its context set, and close its checkpoint after."""
+@dataclass
+class AttemptJob:
+    """One attempt of one node. ``info`` carries the execution id, node key, attempt number,
+    checkpoint URL and storage options explicitly, so a remote worker needs nothing else."""
 
-    def open_checkpoint(ctx: TaskContext) -> PreemptibleCheckpoint:
-        cp = checkpoint or Checkpoint.open(
-            info.checkpoint_url, attempt=info.attempt, keep=task.keep
-        )
-        return PreemptibleCheckpoint(cp, ctx, guard, info, listener)
+    task: Task
+    arguments: dict[str, Any]
+    info: AttemptInfo
+    guard: PreemptionGuard  # the driver's signal state (remote backends only read it)
+    listener: Listener
+    checkpoint: Any = None  # a Checkpoint the driver already opened (reused in the driver only)
 
-    ctx = TaskContext(info.execution_id, info.node, task.name, info.attempt, open_checkpoint)
-    token = set_context(ctx)
-    guard.task_started(ctx)
-    try:
+
+class AttemptHandle(Protocol):
+    def result(self) -> Outcome:
+        """Block until the attempt ended; never raises for the task's own errors."""
+
+    def cancel(self) -> None:
+        """Stop the attempt (the execution is ending); ``result()`` then says ``aborted``."""
+
+
+class Backend(Protocol):
+    name: str
+    in_driver: bool  # attempts run in the driver process itself (their checkpoint is reused)
+    concurrency: int  # nodes that may run at once; 1 = one after another, in the caller's thread
+
+    def submit(self, job: AttemptJob) -> AttemptHandle: ...
+
+    def close(self) -> None: ...
+
+
+class DoneHandle:
+    """The handle of an attempt that already ended (in-driver backends run it in ``submit``)."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+
+    def result(self) -> Outcome:
+        return self.outcome
+
+    def cancel(self) -> None:
+        pass
+
+
+def portable(outcome: Outcome, task: Task) -> Outcome:
+    """The outcome made safe to send to the driver: an exception that would not survive the trip
+    is dropped (the driver rebuilds one from its type name and message), and an output that
+    cannot be pickled turns the attempt into a failure that says so."""
+    if outcome.error is not None:
+        try:  # exceptions with custom __init__ often pickle but fail to unpickle
+            pickle.loads(pickle.dumps(outcome.error))
+        except Exception:
+            outcome.error = None
+    if outcome.status == "succeeded":
         try:
-            value = task.call_bound(arguments)
-        finally:
-            guard.task_finished()
-            reset_context(token)
-    except BaseException as exc:
-        outcome = Outcome.from_error(classify(exc, task.retry_on), exc)
-    else:
-        outcome = Outcome("succeeded", value=value)
-    if ctx.checkpoint_opened:
-        outcome.checkpoint_at_end = _settle(ctx.checkpoint.inner, info, guard)
-    else:
-        if checkpoint is not None:
-            checkpoint.close()
-        outcome.checkpoint_at_end = info.checkpoint_at_start
+            pickle.dumps(outcome.value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            replacement = TypeError(
+                f"task {task.name!r} returned a value that cannot be pickled ({exc}); "
+                "outputs must be picklable so they can be stored and returned on resume"
+            )
+            return Outcome.from_error("failed", replacement, outcome.checkpoint_at_end)
     return outcome
-
-
-def _settle(checkpoint: Any, info: AttemptInfo, guard: PreemptionGuard) -> Any:
-    """Wait for the attempt's async writes (within the grace period when preempted), close the
-    checkpoint and return the latest committed version."""
-    timeout = guard.remaining()
-    try:
-        checkpoint.wait(timeout=timeout)
-    except TimeoutError:
-        log.warning(
-            "taskpoint: %s attempt %d: async checkpoint writes did not finish within the grace "
-            "period; the latest committed version is kept",
-            info.node,
-            info.attempt,
-        )
-        return _latest(checkpoint)
-    except Exception as exc:
-        log.warning(
-            "taskpoint: %s attempt %d: checkpoint writer failed: %s", info.node, info.attempt, exc
-        )
-    latest = _latest(checkpoint)
-    try:
-        checkpoint.close()
-    except Exception as exc:
-        log.warning("taskpoint: closing the checkpoint of %s failed: %s", info.node, exc)
-    return latest
-
-
-def _latest(checkpoint: Any) -> Any:
-    try:
-        return checkpoint.latest()
-    except Exception as exc:  # a corrupt store must not hide the task's own outcome
-        log.warning("taskpoint: cannot read the latest checkpoint: %s", exc)
-        return None

@@ -45,12 +45,18 @@ def _local_path(url: str) -> str | None:
     return url
 
 
+def _remote(url: str) -> tuple[Any, str]:
+    import fsspec
+
+    from taskpoint.engine.settings import settings
+
+    return fsspec.core.url_to_fs(url, **settings.storage_options_for(url))
+
+
 def put_bytes(url: str, data: bytes) -> None:
     path = _local_path(url)
     if path is None:
-        import fsspec
-
-        fs, fpath = fsspec.core.url_to_fs(url)
+        fs, fpath = _remote(url)
         fs.pipe_file(fpath, data)
         return
     tmp = f"{path}.tmp-{os.getpid()}"
@@ -64,9 +70,7 @@ def get_bytes(url: str) -> bytes:
     """The blob's bytes; ``FileNotFoundError`` if it does not exist."""
     path = _local_path(url)
     if path is None:
-        import fsspec
-
-        fs, fpath = fsspec.core.url_to_fs(url)
+        fs, fpath = _remote(url)
         return fs.cat_file(fpath)
     with open(path, "rb") as f:
         return f.read()

@@ -12,7 +12,10 @@ from taskpoint.errors import TaskpointError
 
 def open_node_checkpoint(execution: Execution, key: str) -> Checkpoint:
     """The node's checkpoint scope, opened to read (attempt 1 never sweeps anything)."""
-    return Checkpoint.open(blobs.checkpoint_url(execution.storage, execution.id, key))
+    from taskpoint.engine.settings import settings
+
+    url = blobs.checkpoint_url(execution.storage, execution.id, key)
+    return Checkpoint.open(url, storage_options=settings.storage_options_for(url) or None)
 
 
 def node_checkpoints(execution: Execution, key: str) -> list[Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from taskpoint.engine import blobs
 from taskpoint.engine.execution import Execution, load_execution
+from taskpoint.engine.fanout import Fanout
 from taskpoint.engine.node import NodeRun
 from taskpoint.engine.preempt import PreemptionGuard
 from taskpoint.engine.settings import Settings
@@ -46,14 +47,18 @@ class Run:
         self.rec = rec
         self.execution_id = rec.id
         self.storage = rec.storage  # from the record, so a resume finds the same blobs
+        self.storage_options = settings.storage_options_for(self.storage)
+        self.backend = settings.backend  # None: each task's isolation= picks
         self.listener = settings.listener
         self.guard = PreemptionGuard(settings.grace)
         self.resumed = resumed
         self.sleep = sleep or time.sleep
         self.counters: dict[str, int] = {}
         self.previous = {n.key: n for n in records.nodes(rec.id)} if resumed else {}
-        self.failure: tuple[str, BaseException, str | None, str | None] | None = None
+        # (node, error, type, message) of each failed node; several when mapped nodes fail
+        self.failures: list[tuple[str, BaseException, str | None, str | None]] = []
         self.preempted_node: str | None = None
+        self.fanout = Fanout(self)
 
     def next_key(self, name: str) -> str:
         # The n-th call of a task in this execution: deterministic, so a resumed run maps each
@@ -65,8 +70,17 @@ class Run:
     def call_task(self, task: Task, args: tuple, kwargs: dict) -> Any:
         return self.call_bound(task, task.bind(args, kwargs))
 
+    def backend_for(self, task: Task) -> Any:
+        if self.backend is not None:
+            return self.backend
+        from taskpoint.backends import for_isolation  # lazy: backends sit above the engine
+
+        return for_isolation(task.isolation)
+
     def call_bound(self, task: Task, arguments: dict[str, Any]) -> Any:
-        key = self.next_key(task.name)
+        return self.run_node(task, self.next_key(task.name), arguments)
+
+    def run_node(self, task: Task, key: str, arguments: dict[str, Any]) -> Any:
         if self.guard.preempted:
             self.preempted_node = self.preempted_node or key
             raise Preempted(
@@ -82,6 +96,13 @@ class Run:
                 return value
         return NodeRun(self, task, key, arguments, previous).execute()
 
+    def wait_for(self, key: str, handle: Any) -> Any:
+        """The outcome of an attempt in flight (which ``fanout.stop`` may cancel)."""
+        return self.fanout.wait_for(key, handle)
+
+    def is_stopped(self, key: str) -> bool:
+        return self.fanout.is_stopped(key)
+
     # -- the whole execution ---------------------------------------------------------------------
 
     def execute(self, target: Target, arguments: dict[str, Any]) -> Execution:
@@ -94,7 +115,9 @@ class Run:
                         value = self.call_bound(target, arguments)
                     else:
                         value = target.call_bound(arguments)
+                    self.fanout.close(failed=False)  # submitted nodes nobody waited for
                 except BaseException as exc:
+                    self.fanout.close(failed=True)
                     return self._finish_error(exc)
                 return self._finish_ok(value)
         finally:
@@ -123,9 +146,11 @@ class Run:
             status, node = "preempted", self.preempted_node
         else:
             status = "failed"
-            if self.failure is not None and _caused_by(exc, self.failure[1]):
-                # As the task raised it (an attempt's child may only have sent its text).
-                node, _, error_type, error_message = self.failure
+            for failure in self.failures:
+                if _caused_by(exc, failure[1]):
+                    # As the task raised it (an attempt's child may only have sent its text).
+                    node, _, error_type, error_message = failure
+                    break
         self.records.finish_execution(
             self.execution_id,
             status,

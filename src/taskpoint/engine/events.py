@@ -5,7 +5,7 @@ Called synchronously in the driver's main thread; a listener must be quick and m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -19,6 +19,8 @@ class AttemptInfo:
     checkpoint_url: str
     checkpoint_at_start: Any = None  # CheckpointVersion | None
     started: float = 0.0
+    # fsspec options for the checkpoint URL (credentials may be in them: never shown)
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 class Listener:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskpoint.checkpoint import Checkpoint
 from taskpoint.engine import blobs
-from taskpoint.engine.attempt import Outcome, run_inline
+from taskpoint.engine.attempt import AttemptJob, Outcome
 from taskpoint.engine.events import AttemptInfo
 from taskpoint.engine.retry import AttemptState, RetryPolicy
 from taskpoint.engine.task import Task
@@ -37,6 +37,7 @@ class NodeRun:
         self.previous = previous
         self.url = blobs.node_url(run.storage, run.execution_id, key)
         self.checkpoint_url = f"{self.url}/checkpoints"
+        self.backend = run.backend_for(task)
 
     def execute(self) -> Any:
         policy = RetryPolicy.for_task(
@@ -52,6 +53,7 @@ class NodeRun:
             retry = (
                 outcome.status != "aborted"
                 and not self.run.guard.preempted
+                and not self.run.is_stopped(self.key)
                 and policy.should_retry(state)
             )
             node_status = "running" if retry else self._final_status(outcome)
@@ -90,8 +92,9 @@ class NodeRun:
             max_attempts=max(self.task.max_attempts, n),
             checkpoint_url=self.checkpoint_url,
             checkpoint_at_start=start_version,
+            storage_options=self.run.storage_options,
         )
-        isolated = self.task.isolation != "inline"
+        isolated = not self.backend.in_driver
         info.started = self.run.records.attempt_started(
             self.run.execution_id,
             self.key,
@@ -100,25 +103,33 @@ class NodeRun:
             max_attempts=info.max_attempts,
             pid=0 if isolated else os.getpid(),
             checkpoint_at_start=start_version.id if start_version else None,
-            defer=not isolated,  # a forked attempt takes long enough: record it at once
+            defer=not isolated,  # a forked or remote attempt takes long enough: record it now
         )
         self.run.listener.attempt_started(info)
-        if isolated:
-            from taskpoint.engine.isolation import run_in_process
-
-            if checkpoint is not None:
-                checkpoint.close()  # the child opens its own
-            outcome = run_in_process(self.task, self.arguments, info, self.run.guard)
-            if outcome.status in ("lost", "aborted"):  # the child could not say what it left
-                outcome.checkpoint_at_end = self._open_checkpoint(n).latest()
-            return info, outcome
-        outcome = run_inline(
-            self.task, self.arguments, info, self.run.guard, self.run.listener, checkpoint
-        )
+        if isolated and checkpoint is not None:
+            checkpoint.close()  # the child or worker opens its own
+            checkpoint = None
+        job = AttemptJob(self.task, self.arguments, info, self.run.guard, self.run.listener)
+        job.checkpoint = checkpoint
+        outcome = self.run.wait_for(self.key, self.backend.submit(job))
+        if isolated and outcome.status in ("lost", "aborted"):  # it could not say what it left
+            outcome.checkpoint_at_end = self._latest(n)
         return info, outcome
 
     def _open_checkpoint(self, n: int) -> Any:
-        return Checkpoint.open(self.checkpoint_url, attempt=n, keep=self.task.keep)
+        return Checkpoint.open(
+            self.checkpoint_url,
+            attempt=n,
+            keep=self.task.keep,
+            storage_options=self.run.storage_options or None,
+        )
+
+    def _latest(self, n: int) -> Any:
+        checkpoint = self._open_checkpoint(n)
+        try:
+            return checkpoint.latest()
+        finally:
+            checkpoint.close()
 
     # -- endings ---------------------------------------------------------------------------------
 
@@ -193,5 +204,5 @@ class NodeRun:
                 execution_id=self.run.execution_id,
                 node=self.key,
             ) from error
-        self.run.failure = (self.key, error, outcome.error_type, outcome.error_message)
+        self.run.failures.append((self.key, error, outcome.error_type, outcome.error_message))
         raise error

@@ -31,7 +31,8 @@ class PreemptionGuard:
         self.preempted = False
         self.deadline: float | None = None
         self.ctx: TaskContext | None = None
-        self.child_pid: int | None = None
+        # Attempts' child processes (several at once when mapped nodes run in a pool).
+        self.children: set[int] = set()
         self._task_running = False
 
     # -- installation ----------------------------------------------------------------------------
@@ -54,8 +55,8 @@ class PreemptionGuard:
             return
         self.preempted = True
         self.deadline = time.monotonic() + self.grace
-        if self.child_pid is not None:
-            _kill(self.child_pid, signal.SIGTERM)
+        for pid in list(self.children):
+            _kill(pid, signal.SIGTERM)
         if self.ctx is not None:
             self.ctx.mark_preempted()
             self._arm()

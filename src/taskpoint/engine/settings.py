@@ -1,14 +1,19 @@
-"""Where records and blobs live, the preemption grace period, and who hears progress events.
+"""Where records and blobs live, the preemption grace period, who hears progress events, and
+where attempts run.
 
 Resolution order: ``configure()`` (the CLI's ``--home/--storage/--grace``), then the
 ``TASKPOINT_HOME`` / ``TASKPOINT_STORAGE`` environment variables, then ``./.taskpoint`` and
-``<home>/blobs``.
+``<home>/blobs``. Options for a remote storage URL (fsspec ``storage_options``) come from
+``configure(storage_options=...)`` (the CLI's ``--storage-option key=value``); for ``s3://`` the
+endpoint may also come from ``TASKPOINT_S3_ENDPOINT_URL``, and credentials from the standard AWS
+environment variables, which s3fs reads itself.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from taskpoint.engine.events import Listener
 
@@ -21,6 +26,9 @@ class Settings:
     storage: str | None = None
     grace: float = DEFAULT_GRACE
     listener: Listener = field(default_factory=Listener)
+    storage_options: dict[str, Any] | None = None
+    # None: each task's own isolation= picks (inline or process); else a Backend for all tasks.
+    backend: Any = None
 
     def resolved_home(self) -> str:
         home = self.home or os.environ.get("TASKPOINT_HOME") or ".taskpoint"
@@ -35,6 +43,22 @@ class Settings:
         # A plain path is made absolute so a resume from another directory finds the same blobs.
         return os.path.abspath(os.path.expanduser(storage))
 
+    def storage_options_for(self, url: str) -> dict[str, Any]:
+        """fsspec options for ``url``: none for a local path (fsspec would reject them)."""
+        if "://" not in url or url.startswith("file://"):
+            return {}
+        options = dict(self.storage_options or {})
+        endpoint = os.environ.get("TASKPOINT_S3_ENDPOINT_URL")
+        client_kwargs = options.get("client_kwargs") or {}
+        if (
+            endpoint
+            and url.startswith(("s3://", "s3a://"))
+            and "endpoint_url" not in options
+            and "endpoint_url" not in client_kwargs
+        ):
+            options["endpoint_url"] = endpoint
+        return options
+
 
 settings = Settings()
 
@@ -45,8 +69,15 @@ def configure(
     storage: str | None = None,
     grace: float | None = None,
     listener: Listener | None = None,
+    storage_options: dict[str, Any] | None = None,
+    backend: Any = None,
 ) -> Settings:
-    """Set process-wide engine settings (arguments left ``None`` are unchanged)."""
+    """Set process-wide engine settings (arguments left ``None`` are unchanged).
+
+    ``backend`` runs every task's attempts: ``"inline"``, ``"process"``, ``"dask"`` (a local
+    cluster) or a backend object such as ``taskpoint.backends.dask.DaskBackend(client=...)``;
+    ``"auto"`` goes back to each task's own ``isolation=``.
+    """
     if home is not None:
         settings.home = home
     if storage is not None:
@@ -57,4 +88,18 @@ def configure(
         settings.grace = grace
     if listener is not None:
         settings.listener = listener
+    if storage_options is not None:
+        settings.storage_options = dict(storage_options)
+    if backend is not None:
+        settings.backend = _backend(backend)
     return settings
+
+
+def _backend(backend: Any) -> Any:
+    if backend == "auto":
+        return None
+    if isinstance(backend, str):
+        from taskpoint.backends import create  # lazy: backends sit above the engine
+
+        return create(backend)
+    return backend

@@ -1,4 +1,4 @@
-"""``isolation="process"`` (fork) and ``"spawn"``: run an attempt in a child process.
+"""The process backend (``isolation="process"`` forks, ``"spawn"``): an attempt in a child process.
 
 Fork (not spawn) so functions defined in a script run by ``taskpoint run FILE.py`` and in test
 modules need not be importable by name, and so an attempt starts in milliseconds. The child runs
@@ -12,6 +12,9 @@ reaches the whole process group: the child ignores it and the driver stops the c
 ``"process"`` switches to spawn by itself when such a library is already loaded in the driver
 and the task can be imported by name: a forked child of a process that ran torch's OpenMP
 thread pool can hang forever in its first matrix product, a fault no retry would cure.
+
+Mapped and submitted nodes run in a pool of driver threads (``concurrency``, one per CPU), each
+waiting on its own child.
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import warnings
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from taskpoint.engine.attempt import Outcome, run_inline
+from taskpoint.backends.inline import run_inline
+from taskpoint.backends.shipping import importable
+from taskpoint.engine.attempt import AttemptJob, Outcome
 from taskpoint.engine.events import AttemptInfo, Listener
 from taskpoint.engine.preempt import PreemptionGuard, _kill
 from taskpoint.engine.task import Task
@@ -34,38 +40,91 @@ from taskpoint.errors import AttemptLost, TaskpointError
 _ABORT_WAIT = 5.0  # seconds a child gets to stop on Ctrl-C before SIGKILL
 
 
+class ProcessBackend:
+    name = "process"
+    in_driver = False
+
+    def __init__(self, concurrency: int | None = None) -> None:
+        self.concurrency = max(1, concurrency or os.cpu_count() or 1)
+
+    def submit(self, job: AttemptJob) -> ProcessHandle:
+        return ProcessHandle(job)
+
+    def close(self) -> None:
+        pass
+
+
+class ProcessHandle:
+    """A started child: ``result()`` waits for its report, or for its death (a lost attempt)."""
+
+    def __init__(self, job: AttemptJob) -> None:
+        self.info = job.info
+        self.guard = job.guard
+        self.cancelled = False
+        self.ended = threading.Event()
+        mp = multiprocessing.get_context(start_method(job.task))
+        self.receiver, sender = mp.Pipe(duplex=False)
+        # The parent pid lets the child stop with the driver. (PR_SET_PDEATHSIG fires when the
+        # *thread* that forked exits: pool threads live until the execution ends.)
+        self.child = mp.Process(
+            target=_child_main,
+            args=(job.task, job.arguments, job.info, job.guard.grace, sender, os.getpid()),
+            name=f"taskpoint {job.info.node} attempt {job.info.attempt}",
+        )
+        with warnings.catch_warnings():
+            # Forking a threaded parent is safe here: the child touches no lock the parent's
+            # threads use (the CLI's display pauses around fork, see cli/progress.py).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.child.start()
+        sender.close()
+        self.guard.children.add(self.child.pid)
+        if self.guard.preempted:  # SIGTERM landed while forking
+            _kill(self.child.pid, signal.SIGTERM)
+
+    def result(self) -> Outcome:
+        child, info = self.child, self.info
+        try:
+            message = _wait_for(child, self.receiver)
+        except KeyboardInterrupt as exc:
+            _stop(child)
+            message = Outcome.from_error("aborted", exc, info.checkpoint_at_start)
+        finally:
+            self.guard.children.discard(child.pid)
+            self.receiver.close()
+        child.join()
+        self.ended.set()
+        if message is None:
+            message = Outcome.from_error("lost", AttemptLost(_describe_death(child.exitcode, info)))
+        if self.cancelled and message.status != "succeeded":
+            stopped = TaskpointError(
+                f"{info.node} attempt {info.attempt} was stopped: its execution ended"
+            )
+            message = Outcome.from_error("aborted", stopped, message.checkpoint_at_end)
+        message.pid = child.pid
+        return message
+
+    def cancel(self) -> None:
+        """Stop the child: SIGTERM (it commits and stops), SIGKILL if it still runs a while
+        later. Called from another thread than ``result()``'s, so it only sends signals: the
+        waiting thread alone reaps the child."""
+        self.cancelled = True
+        if self.ended.is_set():
+            return
+        _kill(self.child.pid, signal.SIGTERM)
+        timer = threading.Timer(_ABORT_WAIT, self._kill_if_running)
+        timer.daemon = True
+        timer.start()
+
+    def _kill_if_running(self) -> None:
+        if not self.ended.is_set():
+            _kill(self.child.pid, signal.SIGKILL)
+
+
 def run_in_process(
     task: Task, arguments: dict[str, Any], info: AttemptInfo, guard: PreemptionGuard
 ) -> Outcome:
-    mp = multiprocessing.get_context(start_method(task))
-    receiver, sender = mp.Pipe(duplex=False)
-    child = mp.Process(
-        target=_child_main,
-        args=(task, arguments, info, guard.grace, sender, os.getpid()),
-        name=f"taskpoint {info.node} attempt {info.attempt}",
-    )
-    with warnings.catch_warnings():
-        # Forking a threaded parent is safe here: the child touches no lock the parent's
-        # threads use (the CLI's display pauses around fork, see cli/live.py).
-        warnings.simplefilter("ignore", DeprecationWarning)
-        child.start()
-    sender.close()
-    guard.child_pid = child.pid
-    try:
-        if guard.preempted:  # SIGTERM landed while forking
-            _kill(child.pid, signal.SIGTERM)
-        message = _wait_for(child, receiver)
-    except KeyboardInterrupt as exc:
-        _stop(child)
-        message = Outcome.from_error("aborted", exc, info.checkpoint_at_start)
-    finally:
-        guard.child_pid = None
-        receiver.close()
-    child.join()
-    if message is None:
-        message = Outcome.from_error("lost", AttemptLost(_describe_death(child.exitcode, info)))
-    message.pid = child.pid
-    return message
+    """One attempt in a child process, waited for here."""
+    return ProcessHandle(AttemptJob(task, arguments, info, guard, Listener())).result()
 
 
 # Runtimes whose thread pools (OpenMP/MKL) or device state (CUDA) do not survive fork.
@@ -76,23 +135,9 @@ def start_method(task: Task) -> str:
     """``fork`` (fast, any function) unless spawn is asked for or fork would be unsafe."""
     if task.isolation == "spawn":
         return "spawn"
-    if any(name in sys.modules for name in _FORK_UNSAFE) and _importable(task):
+    if any(name in sys.modules for name in _FORK_UNSAFE) and importable(task):
         return "spawn"
     return "fork"
-
-
-def _importable(task: Task) -> bool:
-    """A spawned child finds the task by module and qualified name: is it there?"""
-    fn = task.fn
-    module = sys.modules.get(fn.__module__)
-    if fn.__module__ in ("__main__", "__mp_main__") or module is None:
-        return False
-    if getattr(module, "__file__", None) is None or "<locals>" in fn.__qualname__:
-        return False
-    obj: Any = module
-    for part in fn.__qualname__.split("."):
-        obj = getattr(obj, part, None)
-    return obj is task
 
 
 def _wait_for(child: Any, receiver: Connection) -> Outcome | None:
@@ -112,6 +157,8 @@ def _wait_for(child: Any, receiver: Connection) -> Outcome | None:
 
 
 def _stop(child: Any) -> None:
+    if child.exitcode is not None:
+        return
     _kill(child.pid, signal.SIGTERM)
     child.join(_ABORT_WAIT)
     if child.is_alive():
