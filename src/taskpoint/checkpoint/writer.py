@@ -131,13 +131,15 @@ class AsyncWriter:
                 )
                 if self._queued is None and not self._chores:
                     return  # closing and nothing left
-                # Commits come first: housekeeping waits until no write is queued.
-                job_and_future, self._queued = self._queued, None
+                # Housekeeping (deleting retired versions) runs between commits: left until
+                # the writer idles, a steady stream of writes would pile payloads up on disk.
                 chores: list[Callable[[], None]] = []
-                if job_and_future is None:
+                job_and_future = None
+                if self._chores:
                     chores, self._chores = self._chores, []
                     self._busy_chores = True
                 else:
+                    job_and_future, self._queued = self._queued, None
                     self._busy_job = True
             if job_and_future is None:
                 self._run_chores(chores)
