@@ -357,6 +357,10 @@ class Checkpoint:
     def _commit(self, job: _Job) -> CheckpointVersion:
         with self._commit_lock:
             try:
+                if not self._swept:
+                    # A writer killed between its commit and its retention left one version too
+                    # many: trim first, or each such kill would add one more for good.
+                    self._retain()
                 with _storage_errors(self.url, "write a checkpoint version"):
                     vid, seq = self._reserve_id()
                 version = self._write_version(vid, seq, job)
