@@ -2,7 +2,7 @@
 
 from taskpoint.checkpoint import Checkpoint, CheckpointVersion
 from taskpoint.context import current_context
-from taskpoint.engine import Execution, resume, run, task, workflow
+from taskpoint.engine import Execution, map, resume, run, task, workflow
 from taskpoint.errors import (
     CheckpointCorruptError,
     CheckpointError,
@@ -26,6 +26,7 @@ __all__ = [
     "TaskpointError",
     "__version__",
     "current_context",
+    "map",
     "resume",
     "run",
     "task",

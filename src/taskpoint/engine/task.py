@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from taskpoint.context import active_context
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -144,6 +147,34 @@ class Task(Target):
         if run is None:
             return driver.run_eagerly(self, args, kwargs)
         return run.call_task(self, args, kwargs)
+
+    def submit(self, *args: Any, **kwargs: Any) -> Future:
+        """Start this call as a node of the running workflow and return a future of its result
+        (``concurrent.futures.Future``); nodes run at once as far as the backend allows."""
+        from concurrent.futures import Future
+
+        if active_context() is not None:  # inside a running task: a plain call
+            future: Future = Future()
+            future.set_result(self.fn(*args, **kwargs))
+            return future
+        from taskpoint.engine import driver
+
+        run = driver.current_run()
+        if run is None:
+            from taskpoint.errors import TaskpointError
+
+            raise TaskpointError(
+                f"{self.name}.submit() makes a node of a workflow: call it inside a @workflow "
+                f"(or call {self.name}(...) directly to run it on its own)"
+            )
+        return run.fanout.submit(self, self.bind(args, kwargs))
+
+    def map(self, *iterables: Any, **kw_iterables: Any) -> list[Any]:
+        """One node per item: ``t.map(x=[1, 2, 3])``; results in input order (see
+        ``taskpoint.map``)."""
+        from taskpoint.engine.fanout import map_task
+
+        return map_task(self, *iterables, **kw_iterables)
 
 
 def _check_option_types(
