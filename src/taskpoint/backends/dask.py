@@ -1,0 +1,194 @@
+"""The Dask backend (extra ``taskpoint[dask]``): each attempt is one task on a Dask cluster.
+
+The engine owns retries, so Dask's are off: every attempt is submitted with ``retries=0``,
+``pure=False`` and a key of its own, and carries its execution id, node key, attempt number,
+checkpoint URL and storage options. The records database stays with the driver; a worker only
+opens the node's checkpoint scope on the shared storage (``Checkpoint.open(url, attempt=n)``).
+
+An attempt whose worker died or left (``KilledWorker``, a closed connection, a worker removed for
+missing heartbeats) is ``lost``: the engine submits the next attempt, which any worker resumes
+from the latest committed checkpoint. Dask itself re-runs a task whose worker left; such a re-run
+finds its attempt already claimed (see ``_dask_worker``) and reports ``lost`` at once, so one
+attempt number never runs twice. A frozen worker that wakes up later (a zombie) can only add
+checkpoint versions under its own, lower attempt number, and its result goes to a key nobody
+waits for any more.
+
+Without a scheduler address the backend starts a ``LocalCluster`` of worker processes and stops
+it in ``close()``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from typing import Any
+
+from taskpoint.engine.attempt import AttemptJob, Outcome
+from taskpoint.engine.blobs import node_dir
+from taskpoint.errors import AttemptLost, TaskpointError
+
+INSTALL_HINT = "pip install 'taskpoint[dask]'"
+_POLL = 0.1  # seconds between looks at the driver's signal state while an attempt runs
+
+
+def require_distributed() -> Any:
+    """``distributed``, or an error that says how to install it."""
+    try:
+        import distributed
+    except ImportError as exc:
+        raise TaskpointError(
+            f"the dask backend needs dask.distributed, which is not installed here ({exc}); "
+            f"install it with: {INSTALL_HINT}"
+        ) from exc
+    return distributed
+
+
+class DaskBackend:
+    name = "dask"
+    in_driver = False
+    # Driver threads that each wait on one attempt's future; the cluster bounds what really runs.
+    concurrency = 256
+
+    def __init__(
+        self,
+        scheduler: str | None = None,
+        workers: int | None = None,
+        client: Any = None,
+        **cluster_options: Any,
+    ) -> None:
+        require_distributed()
+        if client is not None and (scheduler or workers):
+            raise ValueError("give a Dask client, or a scheduler address or worker count, not both")
+        if scheduler and workers:
+            raise ValueError("--workers starts a local cluster: it cannot be used with --scheduler")
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.scheduler = scheduler
+        self.workers = workers
+        self.cluster_options = cluster_options
+        self._client = client
+        self._owns_client = client is None
+        self._cluster: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
+
+    def start(self) -> DaskBackend:
+        """Connect now (start the local cluster) instead of at the first attempt."""
+        _ = self.client
+        return self
+
+    def _connect(self) -> Any:
+        from distributed import Client, LocalCluster
+
+        if self.scheduler:
+            return Client(self.scheduler)
+        options = {"dashboard_address": None, **self.cluster_options}
+        self._cluster = LocalCluster(
+            n_workers=self.workers or os.cpu_count() or 1,
+            processes=True,
+            threads_per_worker=1,
+            **options,
+        )
+        return Client(self._cluster)
+
+    def submit(self, job: AttemptJob) -> DaskHandle:
+        from taskpoint.backends import shipping
+        from taskpoint.backends._dask_worker import run_attempt
+
+        info = job.info
+        payload = shipping.pack(job.task, job.arguments)
+        # Unique even when an attempt number is submitted again (a resumed execution on a
+        # cluster where the previous driver's attempt still runs).
+        key = (
+            f"taskpoint-{info.execution_id}-{node_dir(info.node)}-{info.attempt}-"
+            f"{uuid.uuid4().hex[:8]}"
+        )
+        future = self.client.submit(
+            run_attempt, payload, info, job.guard.grace, key=key, pure=False, retries=0
+        )
+        return DaskHandle(future, job)
+
+    def close(self) -> None:
+        with self._lock:
+            client, cluster = self._client, self._cluster
+            self._client = self._cluster = None
+        if client is not None and self._owns_client:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+    def __enter__(self) -> DaskBackend:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DaskHandle:
+    def __init__(self, future: Any, job: AttemptJob) -> None:
+        self.future = future
+        self.info = job.info
+        self.guard = job.guard
+        self.cancelled = False
+        self._done = threading.Event()
+        future.add_done_callback(lambda _: self._done.set())
+
+    def result(self) -> Outcome:
+        try:
+            while not self._done.wait(_POLL):
+                if self.guard.preempted and not self.cancelled:
+                    # The driver is going away: record the attempt now; the resumed execution
+                    # starts a later attempt, which fences this one if it still runs.
+                    self.future.cancel()
+                    return self._ended("preempted", "the driver was preempted (SIGTERM)")
+        except KeyboardInterrupt as exc:
+            self.future.cancel()
+            return Outcome.from_error("aborted", exc, self.info.checkpoint_at_start)
+        return self._collect()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.future.cancel()
+
+    def _collect(self) -> Outcome:
+        from concurrent.futures import CancelledError
+
+        from distributed import KilledWorker
+        from distributed.comm import CommClosedError
+
+        try:
+            return self.future.result()
+        except CancelledError:
+            if self.cancelled:
+                return self._ended("aborted", "it was stopped: its execution ended")
+            return self._lost("Dask cancelled it (the scheduler or the connection was lost)")
+        except (KilledWorker, CommClosedError, ConnectionError) as exc:
+            return self._lost(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # run_attempt itself failed (e.g. taskpoint not on the worker)
+            return Outcome.from_error(
+                "failed",
+                TaskpointError(
+                    f"{self.info.node} attempt {self.info.attempt} could not run on the Dask "
+                    f"worker: {type(exc).__name__}: {exc} (is taskpoint installed there?)"
+                ),
+            )
+        finally:
+            self.future.release()
+
+    def _lost(self, why: str) -> Outcome:
+        info = self.info
+        return Outcome.from_error(
+            "lost", AttemptLost(f"{info.node} attempt {info.attempt} lost its Dask worker: {why}")
+        )
+
+    def _ended(self, status: str, why: str) -> Outcome:
+        info = self.info
+        error = TaskpointError(f"{info.node} attempt {info.attempt} on Dask: {why}")
+        return Outcome.from_error(status, error)
