@@ -11,6 +11,7 @@ import click
 
 from taskpoint.cli import EXIT_FAILED, EXIT_OF_STATUS, EXIT_USAGE
 from taskpoint.cli.app import CliError, cli
+from taskpoint.cli.backend_options import backend_options, configured, with_backend_options
 from taskpoint.cli.params import options_for, to_arguments
 from taskpoint.cli.render import duration, execution_dict
 from taskpoint.engine.events import Listener
@@ -23,7 +24,13 @@ RUN_HELP = """Usage: taskpoint run FILE.py NAME [--PARAM VALUE ...] [--json]
   become options: `taskpoint run FILE.py NAME --help` lists them with types and defaults.
 
 Options:
-  --json  Print one JSON object describing the execution instead of progress.
+  --json                     Print one JSON object describing the execution instead of progress.
+  --backend inline|process|dask
+                             Where attempts run (default: each task's isolation=).
+  --scheduler ADDRESS        Dask scheduler, e.g. tcp://HOST:8786 (default: a local cluster).
+  --workers N                Worker processes of the local Dask cluster.
+  --storage URL              Blob store for checkpoints and outputs, e.g. s3://bucket/prefix.
+  --storage-option KEY=VALUE fsspec option for the storage (repeatable).
 """
 
 JSON_OPTION = click.Option(["--json"], is_flag=True, help="Print the execution as one JSON object.")
@@ -36,8 +43,9 @@ JSON_OPTION = click.Option(["--json"], is_flag=True, help="Print the execution a
 )
 @click.option("--json", "as_json", is_flag=True)
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+@with_backend_options(storage=True)
 @click.pass_context
-def run_command(ctx: click.Context, as_json: bool, argv: tuple[str, ...]) -> int:
+def run_command(ctx: click.Context, as_json: bool, argv: tuple[str, ...], **backend: Any) -> int:
     """Run a workflow or task from a Python file: FILE.py NAME [--param value ...]."""
     from taskpoint.engine import run
     from taskpoint.engine.loader import find_target, load_file, targets_in
@@ -58,26 +66,29 @@ def run_command(ctx: click.Context, as_json: bool, argv: tuple[str, ...]) -> int
     target = find_target(module, args.pop(0), file)
     command = click.Command(
         target.name,
-        params=[*options_for(target), JSON_OPTION],
+        params=[*options_for(target), JSON_OPTION, *backend_options(storage=True)],
         help=(target.__doc__ or "").strip() or f"Run the {target.kind} {target.name}.",
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     prog = f"{ctx.find_root().info_name or 'taskpoint'} run {file} {target.name}"
     with command.make_context(prog, args) as sub:
         values = dict(sub.params)
-    values.pop("json", None)
+    for name in ("json", *(o.name for o in backend_options(storage=True))):
+        values.pop(name, None)  # listed for --help; the run command itself parsed them
     arguments = to_arguments(target, values)
     try:
         target.bind((), arguments)
     except TypeError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
-    return execute(lambda: run(target, **arguments), as_json)
+    with configured(**backend):
+        return execute(lambda: run(target, **arguments), as_json)
 
 
 @cli.command("resume")
 @click.argument("execution_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the execution as one JSON object.")
-def resume_command(execution_id: str, as_json: bool) -> int:
+@with_backend_options(storage=False)
+def resume_command(execution_id: str, as_json: bool, **backend: Any) -> int:
     """Continue an execution: succeeded nodes are not run again, the unfinished node resumes
     from its latest checkpoint. A succeeded execution just prints its result."""
     from taskpoint.cli.app import records_for_reading
@@ -88,7 +99,8 @@ def resume_command(execution_id: str, as_json: bool) -> int:
         if not as_json:
             click.echo(f"execution {rec.id} already succeeded; nothing to run", err=True)
         return report(resume(rec.id), as_json)
-    return execute(lambda: resume(rec.id), as_json)
+    with configured(**backend):
+        return execute(lambda: resume(rec.id), as_json)
 
 
 def execute(start: Callable[[], Execution], as_json: bool) -> int:
