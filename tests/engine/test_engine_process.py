@@ -160,3 +160,24 @@ def test_spawn_isolation_runs_in_a_fresh_interpreter_and_resumes_lost_attempts()
     assert (start, attempt) == (2, 2)
     assert pid != os.getpid()
     assert [a.status for a in execution.nodes[0].attempts] == ["lost", "succeeded"]
+
+
+def test_an_error_raised_after_sigterm_counts_as_the_preemption():
+    """A framework that turns SIGTERM into its own exception (Lightning's SIGTERMException, a
+    SystemExit) must not fail the node: the attempt is preempted and retried."""
+
+    @task(isolation="process", system_retries=2)
+    def torn_down(x: int) -> int:
+        ctx = current_context()
+        if ctx.attempt == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while not ctx.preempted and time.monotonic() < deadline:
+                time.sleep(0.01)
+            raise SystemExit("the framework's SIGTERM handler stopped training")
+        return x + ctx.attempt
+
+    execution = taskpoint.run(torn_down, x=40)
+    assert execution.status == "succeeded", execution.error
+    assert execution.result == 42
+    assert [a.status for a in execution.nodes[0].attempts] == ["preempted", "succeeded"]

@@ -64,7 +64,12 @@ def run_inline(
             guard.task_finished()
             reset_context(token)
     except BaseException as exc:
-        outcome = Outcome.from_error(classify(exc, task.retry_on), exc)
+        status = classify(exc, task.retry_on)
+        if ctx.preempted and status == "failed":
+            # Whatever a task raises once SIGTERM arrived (a framework's own SIGTERM exception,
+            # a SystemExit, an error from a half-torn-down library) is the preemption's doing.
+            status = "preempted"
+        outcome = Outcome.from_error(status, exc)
     else:
         outcome = Outcome("succeeded", value=value)
     if ctx.checkpoint_opened:
