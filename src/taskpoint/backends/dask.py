@@ -89,7 +89,7 @@ class DaskBackend:
 
         if self.scheduler:
             return Client(self.scheduler)
-        options = {"dashboard_address": None, **self.cluster_options}
+        options = {"dashboard_address": ":0", **self.cluster_options}
         self._cluster = LocalCluster(
             n_workers=self.workers or os.cpu_count() or 1,
             processes=True,

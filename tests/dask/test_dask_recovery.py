@@ -1,0 +1,113 @@
+"""Worker loss on a real Dask cluster with checkpoints on S3: a killed worker's attempt is lost
+and resumed elsewhere from its latest checkpoint; a frozen worker is removed and its zombie's
+late writes change nothing; a mapped fan-out re-runs only the interrupted item."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+from dask_support import stop_process, wait_file
+from dask_tasks import counting, fan_out, freezing
+
+import taskpoint
+from taskpoint.checkpoint import Checkpoint
+from taskpoint.engine import blobs
+
+
+def in_background(fn, *args) -> threading.Thread:
+    thread = threading.Thread(target=fn, args=args, daemon=True)
+    thread.start()
+    return thread
+
+
+def kill_victim(markers: Path) -> None:
+    os.kill(int(wait_file(markers / "victim")), signal.SIGKILL)
+
+
+def versions(execution, key: str, storage_options: dict) -> list:
+    url = blobs.checkpoint_url(execution.storage, execution.id, key)
+    cp = Checkpoint.open(url, storage_options=storage_options)
+    try:
+        return cp.versions()
+    finally:
+        cp.close()
+
+
+def test_sigkill_of_the_worker_resumes_from_the_checkpoint_elsewhere(cluster, on_s3, markers):
+    workers_before = set(cluster.run(os.getpid).values())
+    killer = in_background(kill_victim, markers)
+
+    execution = taskpoint.run(counting, total=6, markers=str(markers))
+    killer.join(10)
+
+    assert execution.status == "succeeded", execution.error
+    victim = int((markers / "victim").read_text())
+    assert victim in workers_before  # the task really ran in a worker process
+    first, second = execution.nodes[0].attempts
+    assert first.status == "lost" and "Dask" in first.error
+    assert second.status == "succeeded"
+    assert second.checkpoint_at_start == "0001-000003"  # step 3, written by attempt 1
+    assert execution.result["start"] == 3
+    assert execution.result["attempt"] == 2
+    assert execution.result["pid"] != victim  # another (or a restarted) worker
+
+
+def test_a_frozen_worker_is_lost_and_its_zombie_writes_change_nothing(
+    bare_cluster, on_s3, s3_server, markers
+):
+    def freeze_then_wake() -> None:
+        pid = int(wait_file(markers / "frozen"))
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # The scheduler removes the silent worker (TTL), Dask's re-run of the attempt is
+            # fenced, and the engine's attempt 2 starts on the other worker and writes once.
+            wait_file(markers / "successor", timeout=120)
+            (markers / "release").write_text("go")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    controller = in_background(freeze_then_wake)
+    execution = taskpoint.run(freezing, total=6, markers=str(markers))
+    controller.join(10)
+
+    assert execution.status == "succeeded", execution.error
+    zombie = int((markers / "frozen").read_text())
+    first, second = execution.nodes[0].attempts
+    assert first.status == "lost"
+    assert second.status == "succeeded"
+    assert second.checkpoint_at_start == "0001-000003"
+    result = execution.result
+    assert result["pid"] != zombie  # retried elsewhere
+    assert (result["start"], result["attempt"], result["final"]) == (3, 2, "6")
+
+    all_versions = versions(execution, "frozen_count#1", s3_server.storage_options)
+    latest = max(all_versions, key=lambda v: v.order)
+    assert (latest.attempt, latest.step) == (2, 6)
+    assert (markers / "zombie-wrote").exists(), "the zombie never woke up to write"
+    late = [v for v in all_versions if v.step is not None and v.step >= 100]
+    assert all(v.attempt == 1 for v in late)  # under its own, lower attempt number
+    stop_process(zombie)
+
+
+def test_map_on_two_workers_reruns_only_the_interrupted_item(cluster, on_s3, markers):
+    killer = in_background(kill_victim, markers)
+    execution = taskpoint.run(fan_out, n=8, victim=5, markers=str(markers))
+    killer.join(10)
+
+    assert execution.status == "succeeded", execution.error
+    assert [r["x"] for r in execution.result] == list(range(8))  # input order
+    nodes = {n.key: n for n in execution.nodes}
+    assert sorted(nodes) == sorted(f"item#{x + 1}" for x in range(8))
+    for x in range(8):
+        runs = (markers / f"runs-{x}").read_text().split("\n")[:-1]
+        node = nodes[f"item#{x + 1}"]  # keyed in input order
+        if x == 5:
+            assert runs == ["1 0", "2 2"]  # again, from its own step-2 checkpoint
+            assert [a.status for a in node.attempts] == ["lost", "succeeded"]
+            assert node.attempts[1].checkpoint_at_start == "0001-000002"
+        else:
+            assert runs == ["1 0"], f"item {x} ran again"
+            assert [a.status for a in node.attempts] == ["succeeded"]
