@@ -51,17 +51,12 @@ class Api:
         if records is None:
             return []
         execs = records.list_executions(limit if status is None else None)
-        counts = records.attempt_counts([e.id for e in execs])
+        kept = [(e, e.effective_status) for e in execs]
+        if status is not None:
+            kept = [(e, s) for e, s in kept if s == status][:limit]
+        counts = records.attempt_counts([e.id for e, _ in kept])
         now = time.time()
-        rows = []
-        for e in execs:
-            effective = e.effective_status
-            if status is not None and effective != status:
-                continue
-            rows.append(_list_row(e, effective, counts.get(e.id, 0), now))
-            if len(rows) >= limit:
-                break
-        return rows
+        return [_list_row(e, s, counts.get(e.id, 0), now) for e, s in kept]
 
     def execution(self, records: ReadOnlyRecords | None, execution_id: str) -> dict[str, Any]:
         execution = self._load(records, execution_id)

@@ -24,7 +24,7 @@ import socket
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, quote, unquote
 
 from taskpoint.engine import blobs
 from taskpoint.errors import TaskpointError
@@ -82,7 +82,7 @@ class UiServer(ThreadingHTTPServer):
             host = socket.gethostname()
         if ":" in host:
             host = f"[{host}]"
-        qs = f"?token={self.token}" if self.token else ""
+        qs = f"?token={quote(self.token, safe='')}" if self.token else ""
         return f"http://{host}:{self.port}/{qs}"
 
 
