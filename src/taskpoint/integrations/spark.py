@@ -1,0 +1,477 @@
+"""Apache Spark (PySpark 4): streaming queries and iterative jobs that resume inside a task.
+
+```python
+from taskpoint import task
+from taskpoint.integrations.spark import (
+    StreamingCheckpoint, idempotent_foreach_batch, restore_dataframe, save_dataframe)
+
+@task(isolation="process", system_retries=5)
+def word_counts(inbox: str, outbox: str) -> None:
+    spark = SparkSession.builder.master("local[2]").getOrCreate()   # inside the task
+    counts = spark.readStream.text(inbox).groupBy("value").count()
+    with StreamingCheckpoint(spark) as stream:                      # restores the latest cut
+        stream.start(counts.writeStream.outputMode("update")
+                     .foreachBatch(idempotent_foreach_batch(outbox))
+                     .trigger(availableNow=True))
+        stream.await_termination()                                  # snapshots every batch
+
+@task(retries=3)
+def iterate(n: int) -> int:
+    spark = SparkSession.builder.getOrCreate()
+    step, df = restore_dataframe(spark) or (0, initial(spark))
+    for i in range(step, n):
+        df = one_iteration(df)
+        if (i + 1) % 5 == 0:
+            df = save_dataframe(df, i + 1)       # parquet -> checkpoint; lineage cut here
+    return df.count()
+```
+
+**Streaming** (`StreamingCheckpoint`): before the query starts, the task's latest checkpoint is
+restored into a local directory that becomes the query's ``checkpointLocation``, and the logs
+(``_spark_metadata``) of the file sinks named in ``sinks=`` are put back to match it. After each
+micro-batch a ``StreamingQueryListener`` copies a consistent cut of that directory (see
+``_spark_snapshot``: offsets, commits, state store versions, source logs and the sinks' logs, cut
+at the newest committed batch) and saves it into the task's checkpoint asynchronously. What is
+exact: a retried attempt continues from the committed offsets and the state after the last
+snapshotted batch ``C``; no input record is counted twice or lost in the state. What is not: the
+micro-batches after ``C`` (normally one, more if snapshots lag) run again. File sinks stay
+exactly-once (their log is rolled back with the query and Spark skips or rewrites those batches);
+other sinks get those batches again (at-least-once) unless the writes are idempotent by
+``batch_id``, which `idempotent_foreach_batch` does for ``foreachBatch``. A re-run batch
+``C + 1`` has the same offsets as its first run; later re-run batches are planned again from the
+same data (the same input for sources that plan deterministically: files, Kafka offsets).
+
+**Batch and iterative jobs** (`save_dataframe` / `restore_dataframe`): a DataFrame is written as
+parquet (with Spark's ``_SUCCESS`` marker) and saved as a directory checkpoint; restoring reads it
+back with the same schema, rows and step. ``df.checkpoint()`` / ``localCheckpoint()`` are *not*
+restore points: they truncate lineage inside one SparkContext, and the files they write cannot be
+read back by a new session (after a retry or on another machine). `save_dataframe` returns the
+DataFrame read back from the saved parquet, so it cuts lineage the same way and the uninterrupted
+run computes from exactly what a resumed run restores.
+
+Paths are local (or a POSIX mount every executor sees, for a cluster). The Spark session must be
+created inside the task (each attempt its own JVM): a forked attempt that inherited its parent's
+JVM is refused, since killing it would not stop that JVM.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from taskpoint.integrations._lazy import require
+
+require("pyspark", "spark")
+
+from pyspark.sql import DataFrame, SparkSession  # noqa: E402
+from pyspark.sql.streaming import (  # noqa: E402
+    DataStreamWriter,
+    StreamingQuery,
+    StreamingQueryListener,
+)
+from pyspark.sql.types import StructType  # noqa: E402
+
+from taskpoint.errors import CheckpointError, Preempted, TaskpointError  # noqa: E402
+from taskpoint.integrations import _spark_snapshot as cut  # noqa: E402
+from taskpoint.integrations._spark_workdir import AttemptDir, jvm_pid  # noqa: E402
+
+if TYPE_CHECKING:
+    from taskpoint.checkpoint import Checkpoint
+    from taskpoint.context import TaskContext
+
+__all__ = [
+    "StreamingCheckpoint",
+    "idempotent_foreach_batch",
+    "restore_dataframe",
+    "save_dataframe",
+]
+
+log = logging.getLogger("taskpoint.integrations.spark")
+
+FRAME_META = "_taskpoint_dataframe.json"  # ignored by parquet readers (leading underscore)
+
+
+def _task_checkpoint(checkpoint: Checkpoint | None) -> tuple[Checkpoint, TaskContext | None]:
+    from taskpoint.context import active_context, current_context
+
+    ctx = active_context()
+    if checkpoint is None:
+        checkpoint = current_context().checkpoint  # raises a clear error outside a task
+    return checkpoint, ctx
+
+
+def _local_path(path: str | os.PathLike[str], what: str) -> Path:
+    text = os.fspath(path)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    elif "://" in text:
+        raise TaskpointError(
+            f"{what} {text!r} is not a local path; the Spark integration snapshots and restores "
+            "local (or POSIX-mounted) directories only"
+        )
+    return Path(text).absolute()
+
+
+def _check_own_jvm(spark: SparkSession) -> None:
+    """Refuse a session whose JVM belongs to another process (inherited through fork)."""
+    proc = getattr(spark.sparkContext._gateway, "proc", None)
+    if proc is None:
+        return
+    try:
+        stat = Path(f"/proc/{proc.pid}/stat").read_text()
+    except OSError:
+        return
+    ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+    if ppid != os.getpid():
+        raise TaskpointError(
+            f"this Spark session's JVM (pid {proc.pid}) was started by process {ppid}, not by "
+            "this attempt: the attempt was forked from a process that already ran Spark. Create "
+            "the session inside the task and use @task(isolation='spawn') (or no Spark in the "
+            "driver), so each attempt has its own JVM"
+        )
+
+
+# ------------------------------------------------------------------------------------ streaming
+class StreamingCheckpoint:
+    """Give one streaming query a ``checkpointLocation`` that survives the attempt.
+
+    Construction restores the task's latest checkpoint (``checkpoint=``, default
+    ``current_context().checkpoint``) into a local per-attempt directory, `location`, and puts
+    back the logs of the file sinks listed in ``sinks`` (their output paths); `start` passes
+    `location` to the query. Use one `StreamingCheckpoint` (one query) per task. After each
+    completed micro-batch a listener saves a consistent cut into the checkpoint
+    (``blocking=False``; ``step`` = the batch id). `restored_batch` is the batch id the attempt
+    resumed after, ``None`` on a fresh start.
+
+    `await_termination` waits for the query while watching for preemption: on SIGTERM it stops
+    the query, commits a last cut and raises `~taskpoint.Preempted`.
+    """
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        *,
+        sinks: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...] = (),
+        checkpoint: Checkpoint | None = None,
+        work_dir: str | os.PathLike[str] | None = None,
+        poll_interval: float = 0.5,
+        jvm_exit_timeout: float = 30.0,
+    ) -> None:
+        _check_own_jvm(spark)
+        self.spark = spark
+        self.checkpoint, self._ctx = _task_checkpoint(checkpoint)
+        self.sinks = [_local_path(s, "file sink") for s in sinks]
+        self.poll_interval = poll_interval
+        self.query: StreamingQuery | None = None
+        self._lock = threading.Lock()
+        self._preempt = threading.Event()
+        self._error: BaseException | None = None
+        base = os.fspath(work_dir) if work_dir is not None else None
+        self._dir = AttemptDir(self.checkpoint.url, self.checkpoint.attempt, "spark", base)
+        self._dir.record_jvm(_session_jvm_pid(spark))
+        self._dir.retire_previous(jvm_exit_timeout)  # the killed attempt's JVM must be gone
+        owner = hashlib.sha256(self.checkpoint.url.encode()).hexdigest()
+        restored = self.checkpoint.restore(self._dir.path / "restored")
+        if restored is None:
+            cut.start_fresh(self.sinks, owner)
+            self.location = self._dir.path / "query"
+            self.restored_batch: int | None = None
+        else:
+            self.location = cut.install(restored, self.sinks, owner)
+            self.restored_batch = int(cut.read_meta(restored)["batch"])
+        self._batch = self.restored_batch
+        self._listener = _SnapshotListener(self)
+        spark.streams.addListener(self._listener)
+        if self._ctx is not None:
+            self._ctx.on_preempt(self._preempt.set)
+
+    @property
+    def last_batch(self) -> int | None:
+        """The batch id of the newest cut saved (or restored) so far."""
+        return self._batch
+
+    def start(self, writer: DataStreamWriter, path: str | None = None) -> StreamingQuery:
+        """Start ``writer`` with ``checkpointLocation`` set to `location`; returns the query."""
+        if self.query is not None:
+            raise TaskpointError("this StreamingCheckpoint already started a query; use one each")
+        self.query = writer.option("checkpointLocation", str(self.location)).start(path)
+        return self.query
+
+    def track(self, query: StreamingQuery) -> StreamingQuery:
+        """Adopt a query started by hand with ``checkpointLocation=str(stream.location)``."""
+        self.query = query
+        return query
+
+    def await_termination(self, timeout: float | None = None) -> bool:
+        """Wait for the query to end; save the final cut and wait for every pending save.
+
+        Returns False if ``timeout`` seconds passed first (the query keeps running). Raises
+        the query's own exception if it failed (after saving the cut), and `Preempted` after
+        stopping the query and committing its cut when the attempt is preempted.
+        """
+        query = self._require_query()
+        waited = 0.0
+        while True:
+            if self._preempt.is_set():
+                self._stop_preempted(query)
+            if self._error is not None:
+                query.stop()
+                raise self._error
+            try:
+                done = query.awaitTermination(self.poll_interval)
+            except Exception:
+                self._snapshot(quiet=True)
+                raise
+            if done:
+                break
+            waited += self.poll_interval
+            if timeout is not None and waited >= timeout:
+                return False
+        self._snapshot()
+        self.checkpoint.wait()
+        return True
+
+    def close(self) -> None:
+        """Stop the query if it still runs, remove the listener and the local directory."""
+        try:
+            if self.query is not None and self.query.isActive:
+                self.query.stop()
+        finally:
+            with contextlib.suppress(Exception):
+                self.spark.streams.removeListener(self._listener)
+            with self._lock:
+                self._dir.remove()  # pending saves hold their own staged copies
+
+    def __enter__(self) -> StreamingCheckpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------------------- internals
+    def _require_query(self) -> StreamingQuery:
+        if self.query is None:
+            raise TaskpointError("no query yet: call start(writer) or track(query) first")
+        return self.query
+
+    def _snapshot(self, quiet: bool = False) -> Future[Any] | None:
+        """Save a cut newer than the last one, if any (thread-safe)."""
+        with self._lock:
+            staging = self._dir.path / f"snapshot-{uuid.uuid4().hex}"
+            try:
+                batch = cut.take(self.location, self.sinks, staging, after=self._batch)
+                if batch is None:
+                    return None
+                meta = {"taskpoint.spark": "streaming", "batch": batch}
+                try:
+                    return self.checkpoint.save(  # type: ignore[return-value]
+                        staging, step=batch, metadata=meta, blocking=False
+                    )
+                finally:
+                    self._batch = batch  # also when Preempted: that save committed first
+            except Exception as exc:
+                if not quiet:
+                    raise
+                log.warning("taskpoint: could not save the streaming snapshot: %s", exc)
+                return None
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def _on_progress(self) -> None:
+        """Listener thread: snapshot; keep errors for the waiting thread."""
+        try:
+            self._snapshot()
+        except Preempted:
+            self._preempt.set()
+        except Exception as exc:
+            log.error("taskpoint: streaming snapshot failed: %s", exc)
+            self._error = exc
+
+    def _stop_preempted(self, query: StreamingQuery) -> None:
+        try:
+            query.stop()
+        except Exception as exc:
+            log.warning("taskpoint: stopping the preempted streaming query failed: %s", exc)
+        self._snapshot()  # through the task's checkpoint: commits, then raises Preempted
+        self.checkpoint.wait()
+        ctx = self._ctx
+        raise Preempted(
+            f"streaming query stopped on preemption after batch {self._batch}; the next attempt "
+            "resumes from there",
+            execution_id=ctx.execution_id if ctx else None,
+            node=ctx.node if ctx else None,
+        )
+
+
+class _SnapshotListener(StreamingQueryListener):
+    def __init__(self, owner: StreamingCheckpoint) -> None:
+        self._owner = owner
+
+    def onQueryStarted(self, event: Any) -> None:
+        pass
+
+    def onQueryProgress(self, event: Any) -> None:
+        query = self._owner.query
+        if query is not None and str(event.progress.id) != str(query.id):
+            return  # another query of this session
+        self._owner._on_progress()
+
+    def onQueryIdle(self, event: Any) -> None:
+        pass
+
+    def onQueryTerminated(self, event: Any) -> None:
+        pass
+
+
+def _session_jvm_pid(spark: SparkSession) -> int | None:
+    proc = getattr(spark.sparkContext._gateway, "proc", None)
+    return proc.pid if proc is not None else jvm_pid(spark.sparkContext._gateway)
+
+
+def idempotent_foreach_batch(
+    root: str | os.PathLike[str],
+    write: Callable[[DataFrame, str], None] | None = None,
+) -> Callable[[DataFrame, int], None]:
+    """A ``foreachBatch`` function whose output for a batch id is replaced, never duplicated.
+
+    Batch ``N`` is written (by ``write(df, path)``, default parquet) into a staging directory
+    under ``root/_staging`` and then renamed to ``root/batch_id=N``, replacing what an earlier
+    run of the same batch wrote. So a micro-batch re-run after a resume leaves one copy of its
+    output, and readers of ``root`` (``spark.read.parquet(root)``, partition column
+    ``batch_id``) never see a half-written batch. ``root`` must be a local or POSIX-mounted path.
+    """
+    base = _local_path(root, "foreachBatch output")
+
+    def write_batch(df: DataFrame, batch_id: int) -> None:
+        staging = base / "_staging" / f"{batch_id}-{uuid.uuid4().hex}"
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        if write is None:
+            df.write.parquet(str(staging))
+        else:
+            write(df, str(staging))
+        _replace_dir(staging, base / f"batch_id={batch_id}")
+
+    return write_batch
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    old = new.parent / f"replaced-{uuid.uuid4().hex}"
+    try:
+        os.rename(final, old)
+    except FileNotFoundError:
+        old = None  # type: ignore[assignment]
+    os.rename(new, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------- dataframes
+_frame_dirs: dict[str, AttemptDir] = {}
+_frame_lock = threading.Lock()
+
+
+def _frames_dir(checkpoint: Checkpoint, spark: SparkSession, work_dir: Any) -> Path:
+    if work_dir is None and not spark.sparkContext.master.startswith("local"):
+        raise TaskpointError(
+            "save_dataframe/restore_dataframe with a cluster master need work_dir=: a directory "
+            "that the driver and every executor see at the same path (a shared POSIX mount)"
+        )
+    key = f"{checkpoint.url}\0{work_dir}"
+    with _frame_lock:
+        found = _frame_dirs.get(key)
+        if found is None:
+            base = os.fspath(work_dir) if work_dir is not None else None
+            found = AttemptDir(checkpoint.url, checkpoint.attempt, "spark-frames", base)
+            found.retire_previous(0.0)
+            _frame_dirs[key] = found
+    return found.path
+
+
+@atexit.register
+def _remove_frame_dirs() -> None:
+    for directory in list(_frame_dirs.values()):
+        directory.remove()
+
+
+def save_dataframe(
+    df: DataFrame,
+    step: int,
+    *,
+    checkpoint: Checkpoint | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
+    blocking: bool = False,
+    keep_local: int = 2,
+) -> DataFrame:
+    """Write ``df`` as parquet and save it as a directory checkpoint tagged ``step``.
+
+    Returns the DataFrame read back from the written files (same schema and rows, lineage cut
+    like ``df.checkpoint()``): keep computing from it. The files live in a local work directory
+    (``work_dir``, default a temp dir; required for a cluster master), of which the newest
+    ``keep_local`` are kept for DataFrames still in use. ``blocking=False`` returns once the
+    files are staged; the commit finishes in the background (the engine waits for it).
+    """
+    checkpoint, _ = _task_checkpoint(checkpoint)
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise TypeError(f"step must be an int, got {type(step).__name__}")
+    spark = df.sparkSession
+    frames = _frames_dir(checkpoint, spark, work_dir)
+    path = frames / f"{step:012d}-{uuid.uuid4().hex[:8]}"
+    df.write.parquet(str(path))
+    if not (path / "_SUCCESS").exists():
+        raise CheckpointError(
+            f"Spark wrote {path} without a _SUCCESS marker; set the Hadoop option "
+            "mapreduce.fileoutputcommitter.marksuccessfuljobs=true so complete writes are marked"
+        )
+    meta = {"format": 1, "step": step, "schema": df.schema.json()}
+    (path / FRAME_META).write_text(json.dumps(meta))
+    checkpoint.save(path, step=step, metadata={"taskpoint.spark": "dataframe"}, blocking=blocking)
+    _prune(frames, keep_local)
+    return spark.read.schema(df.schema).parquet(str(path))
+
+
+def restore_dataframe(
+    spark: SparkSession,
+    *,
+    checkpoint: Checkpoint | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
+) -> tuple[int, DataFrame] | None:
+    """``(step, df)`` from the latest checkpoint written by `save_dataframe`, or ``None``.
+
+    The files are restored into the local work directory and read lazily from there; they are
+    kept until the process exits.
+    """
+    checkpoint, _ = _task_checkpoint(checkpoint)
+    frames = _frames_dir(checkpoint, spark, work_dir)
+    target = frames / f"restored-{uuid.uuid4().hex[:8]}"
+    restored = checkpoint.restore(target)
+    if restored is None:
+        return None
+    try:
+        meta = json.loads((restored / FRAME_META).read_text())
+        schema = StructType.fromJson(json.loads(meta["schema"]))
+        step = int(meta["step"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"the task's latest checkpoint is not a DataFrame saved by save_dataframe "
+            f"({type(exc).__name__}: {exc}); restored into {restored}"
+        ) from None
+    if not (restored / "_SUCCESS").exists():
+        raise CheckpointError(f"the DataFrame checkpoint restored into {restored} has no _SUCCESS")
+    return step, spark.read.schema(schema).parquet(str(restored))
+
+
+def _prune(frames: Path, keep: int) -> None:
+    saved = sorted(p for p in frames.iterdir() if p.is_dir() and p.name[:1].isdigit())
+    for old in saved[: max(len(saved) - max(keep, 1), 0)]:
+        shutil.rmtree(old, ignore_errors=True)
