@@ -1,0 +1,132 @@
+"""`taskpoint run FILE NAME --backend dask` and `taskpoint resume --backend dask` as real
+processes: the file's functions and classes reach the workers, checkpoints live on S3, and a
+driver killed with SIGKILL is resumed without re-running its succeeded nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from dask_support import descendants, run_cli, stop_process, taskpoint_cli, wait_file, wait_gone
+
+FLOW = """
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from taskpoint import current_context, task, workflow
+
+HERE = Path(__file__).parent
+
+
+@dataclass
+class Job:
+    steps: int
+    by: int
+
+
+@task
+def prepare(steps: int) -> Job:
+    with (HERE / "prepare_runs").open("a") as f:  # side-effect counter
+        f.write("x")
+    return Job(steps, os.getpid())
+
+
+@task(system_retries=3)
+def count(job: Job) -> list:
+    ctx = current_context()
+    cp = ctx.checkpoint
+    prev = cp.read()
+    start = int(prev) if prev else 0
+    for i in range(start, job.steps):
+        cp.write(str(i + 1).encode(), step=i + 1)
+        if i == 2 and start == 0 and (HERE / "stall").exists():
+            (HERE / "ready").write_text(str(os.getpid()))
+            time.sleep(120)  # the driver is killed meanwhile
+    return [start, ctx.attempt, os.getpid(), job.by]
+
+
+@workflow
+def pipeline(steps: int) -> list:
+    return count(job=prepare(steps=steps))
+"""
+
+
+@pytest.fixture
+def flow(tmp_path: Path) -> Path:
+    path = tmp_path / "dask_flow.py"
+    path.write_text(FLOW)
+    return path
+
+
+def s3_options(s3_server) -> list[str]:
+    return [
+        "--storage-option=key=testing",
+        "--storage-option=secret=testing",
+        f"--storage-option=client_kwargs.endpoint_url={s3_server.endpoint_url}",
+    ]
+
+
+def test_run_ships_the_file_to_the_workers_and_checkpoints_on_s3(flow, s3_server):
+    storage = s3_server.url()
+    args = ["run", str(flow), "pipeline", "--steps", "4", "--backend", "dask", "--workers", "2"]
+    done = run_cli(*args, "--storage", storage, *s3_options(s3_server), "--json")
+    assert done.returncode == 0, done.stderr
+    execution = json.loads(done.stdout)
+    start, attempt, worker_pid, prepared_by = execution["result"]
+    assert (start, attempt) == (0, 1)
+    assert worker_pid != os.getpid() and prepared_by != os.getpid()
+    count = next(n for n in execution["nodes"] if n["key"] == "count#1")
+    assert [c["step"] for c in count["checkpoints"]] == [3, 4]  # keep=2 on S3
+    assert s3_server.filesystem.ls(f"{storage.removeprefix('s3://')}/{execution['id']}")
+
+
+def test_resume_after_the_driver_was_killed_reruns_no_succeeded_node(flow, s3_server, tp_home):
+    (flow.parent / "stall").write_text("yes")
+    endpoint = {"TASKPOINT_S3_ENDPOINT_URL": s3_server.endpoint_url}
+    args = ["run", str(flow), "pipeline", "--steps", "6", "--backend", "dask", "--workers", "2"]
+    driver = subprocess.Popen(
+        taskpoint_cli(*args, "--storage", s3_server.url(), "--json"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **endpoint},
+    )
+    try:
+        wait_file(flow.parent / "ready")
+        cluster = descendants(driver.pid)  # the local cluster's worker processes
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        stop_process(driver.pid)
+    # The local cluster's workers stop with their driver (Dask watches the parent).
+    orphans = wait_gone(cluster, timeout=60)
+    for pid in orphans:
+        stop_process(pid)
+    assert cluster and not orphans
+    (flow.parent / "stall").unlink()
+
+    execution_id = _only_execution(tp_home)
+    resumed = run_cli(
+        "resume", execution_id, "--backend", "dask", "--workers", "2", "--json", env=endpoint
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    execution = json.loads(resumed.stdout)
+    assert execution["status"] == "succeeded"
+    start, attempt, _, _ = execution["result"]
+    assert (start, attempt) == (3, 2)  # from the checkpoint the killed run committed
+    assert (flow.parent / "prepare_runs").read_text() == "x"  # prepare did not run again
+    nodes = {n["key"]: n for n in execution["nodes"]}
+    assert [a["status"] for a in nodes["prepare#1"]["attempts"]] == ["succeeded"]
+    assert [a["status"] for a in nodes["count#1"]["attempts"]] == ["lost", "succeeded"]
+
+
+def _only_execution(home: Path) -> str:
+    listed = run_cli("list", "--json", env={"TASKPOINT_HOME": str(home)})
+    assert listed.returncode == 0, listed.stderr
+    [execution] = json.loads(listed.stdout)
+    return execution["id"]
