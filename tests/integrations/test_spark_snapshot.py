@@ -131,3 +131,17 @@ def test_install_refuses_other_sinks(tmp_path: Path) -> None:
     cut.take(live, [tmp_path / "a"], dest, after=None)
     with pytest.raises(TaskpointError, match="same sinks"):
         cut.install(dest, [tmp_path / "b"], owner="me")
+
+
+def test_missing_pyspark_names_the_extra_to_install() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['pyspark'] = None\n"
+        "import taskpoint.integrations\n"
+        "try:\n    import taskpoint.integrations.spark\n"
+        "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "TaskpointError" in out.stdout and "pip install 'taskpoint[spark]'" in out.stdout

@@ -1,0 +1,156 @@
+"""Spark batch and iterative jobs: save_dataframe / restore_dataframe through task checkpoints.
+
+One local[2] session for the module (attempts run inline, in this process): the iterative job is
+interrupted by a failure after some iterations, retried by the engine, and must end with exactly
+the result of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pyspark")
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+import taskpoint
+from taskpoint import Checkpoint, RecoverableError, current_context, task
+from taskpoint.engine.events import Listener
+from taskpoint.engine.settings import settings
+from taskpoint.errors import CheckpointError
+from taskpoint.integrations.spark import restore_dataframe, save_dataframe
+
+pytestmark = pytest.mark.timeout(300)
+
+N_NODES, N_EDGES, ITERATIONS, SAVE_EVERY = 300, 260, 6, 2
+
+
+@pytest.fixture(scope="module")
+def spark():
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("taskpoint-test-batch")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.default.parallelism", "2")
+        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(autouse=True)
+def tp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("TASKPOINT_HOME", str(home))
+    monkeypatch.delenv("TASKPOINT_STORAGE", raising=False)
+    monkeypatch.setattr(settings, "home", None)
+    monkeypatch.setattr(settings, "storage", None)
+    monkeypatch.setattr(settings, "listener", Listener())
+    return home
+
+
+def graph_edges(spark: SparkSession):
+    rng = random.Random(11)
+    edges = [(rng.randrange(N_NODES), rng.randrange(N_NODES)) for _ in range(N_EDGES)]
+    both = edges + [(b, a) for a, b in edges]
+    return spark.createDataFrame(both, "src long, dst long")
+
+
+def propagate(labels, edges):
+    """One label-propagation step of connected components: each node takes the smallest label
+    among itself and its neighbours (integers: exact whatever the partitioning)."""
+    offers = edges.join(labels, edges.src == labels.node).select(
+        edges.dst.alias("node"), labels.label
+    )
+    return (labels.unionByName(offers).groupBy("node").agg(F.min("label").alias("label"))).select(
+        "node", "label"
+    )
+
+
+def components(spark: SparkSession, iterations: int, fail_after: int | None, log: list) -> list:
+    edges = graph_edges(spark).cache()
+    restored = restore_dataframe(spark)
+    if restored is None:
+        step, labels = 0, spark.range(N_NODES).select(F.col("id").alias("node"), "id")
+        labels = labels.withColumnRenamed("id", "label")
+    else:
+        step, labels = restored
+    log.append(("start", current_context().attempt, step))
+    for i in range(step, iterations):
+        labels = propagate(labels, edges)
+        if (i + 1) % SAVE_EVERY == 0:
+            labels = save_dataframe(labels, i + 1)
+        if fail_after is not None and i + 1 == fail_after and current_context().attempt == 1:
+            raise RecoverableError(f"simulated failure after iteration {i + 1}")
+    return sorted(tuple(r) for r in labels.collect())
+
+
+def test_interrupted_iterative_job_resumes_to_the_identical_result(spark) -> None:
+    log: list = []
+
+    @task(retries=0)
+    def uninterrupted() -> list:
+        return components(spark, ITERATIONS, None, log)
+
+    @task(retries=2)
+    def interrupted() -> list:
+        return components(spark, ITERATIONS, 5, log)
+
+    expected = taskpoint.run(uninterrupted).unwrap()
+    execution = taskpoint.run(interrupted)
+    assert execution.status == "succeeded", execution.error
+    assert [a.status for a in execution.nodes[0].attempts] == ["recoverable", "succeeded"]
+    assert log[1:] == [("start", 1, 0), ("start", 2, 4)]  # resumed at the last save
+    assert execution.result == expected
+    assert len({label for _, label in expected}) < N_NODES  # the job did merge components
+
+
+def test_round_trip_keeps_schema_rows_and_step(spark, tmp_path: Path) -> None:
+    rows = [
+        (1, "a", decimal.Decimal("1.25"), dt.date(2024, 1, 2), [1, 2], {"k": 1.5}, None),
+        (2, None, decimal.Decimal("-3.50"), None, [], {}, (7, "x")),
+    ]
+    schema = (
+        "id long, name string, amount decimal(10,2), day date, xs array<int>, "
+        "m map<string,double>, s struct<n:int,t:string>"
+    )
+    df = spark.createDataFrame(rows, schema)
+    with Checkpoint.open(tmp_path / "ckpt") as cp:
+        assert restore_dataframe(spark, checkpoint=cp) is None
+        back = save_dataframe(df, 3, checkpoint=cp, blocking=True)
+        assert back.schema == df.schema
+        assert back.rdd.toDebugString() != df.rdd.toDebugString()
+        save_dataframe(df.where("id = 2"), 5, checkpoint=cp)
+        cp.wait()
+        version = cp.latest()
+        assert version is not None and version.step == 5 and version.kind == "dir"
+    with Checkpoint.open(tmp_path / "ckpt", attempt=2) as cp:  # a later attempt, new session
+        step, restored = restore_dataframe(spark, checkpoint=cp)
+        assert step == 5
+        assert restored.schema == df.schema
+        assert restored.collect() == df.where("id = 2").collect()
+
+
+def test_a_checkpoint_that_is_no_dataframe_is_refused(spark, tmp_path: Path) -> None:
+    with Checkpoint.open(tmp_path / "ckpt") as cp:
+        cp.write(b"not a dataframe")
+        with pytest.raises(CheckpointError, match="not a DataFrame saved by save_dataframe"):
+            restore_dataframe(spark, checkpoint=cp)
+
+
+def test_outside_a_task_without_a_checkpoint_says_so(spark) -> None:
+    with pytest.raises(taskpoint.TaskpointError, match="outside a task"):
+        restore_dataframe(spark)
