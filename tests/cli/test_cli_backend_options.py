@@ -1,0 +1,66 @@
+"""`--backend`, `--scheduler`, `--workers`, `--storage` and `--storage-option` on run/resume."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from taskpoint.cli.backend_options import parse_storage_options
+from taskpoint.engine.settings import settings
+
+FLOW = """
+import os
+from taskpoint import task, workflow
+
+@task
+def where() -> int:
+    return os.getpid()
+
+@workflow
+def flow() -> int:
+    return where()
+"""
+
+
+def test_backend_process_runs_inline_tasks_in_a_child_and_is_undone_after(cli, script, tmp_path):
+    path = script(FLOW)
+    storage = tmp_path / "elsewhere"
+    done = cli("run", path, "flow", "--backend", "process", "--storage", storage, "--json")
+    assert done.code == 0, done.err
+    execution = json.loads(done.out)
+    assert execution["result"] != os.getpid()
+    assert (storage / execution["id"] / "inputs.pkl").exists()
+    assert settings.backend is None and settings.storage is None  # one command's settings
+
+
+def test_dask_only_options_need_the_dask_backend(cli, script):
+    path = script(FLOW)
+    done = cli("run", path, "flow", "--workers", "2")
+    assert done.code == 2
+    assert "--scheduler and --workers need --backend dask" in done.err
+    assert "Traceback" not in done.err
+
+
+def test_a_malformed_storage_option_is_a_usage_error(cli, script):
+    done = cli("run", script(FLOW), "flow", "--storage-option", "novalue")
+    assert done.code == 2
+    assert "KEY=VALUE" in done.err
+
+
+def test_resume_accepts_the_backend_options(cli, script):
+    path = script(FLOW)
+    first = json.loads(cli("run", path, "flow", "--json").out)
+    done = cli("resume", first["id"], "--backend", "inline", "--json")
+    assert done.code == 0, done.err
+
+
+def test_storage_options_nest_and_parse_json_values():
+    options = parse_storage_options(
+        ("key=123", "anon=false", "client_kwargs.region_name=eu-west-1", "block_size=1024")
+    )
+    assert options == {
+        "key": "123",  # credentials stay strings
+        "anon": False,
+        "client_kwargs": {"region_name": "eu-west-1"},
+        "block_size": 1024,
+    }
