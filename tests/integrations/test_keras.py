@@ -254,22 +254,43 @@ def test_a_fit_stopped_early_is_not_continued_on_retry(tmp_path):
     assert epochs_run == [[0], []]
 
 
-@task(retries=1, system_retries=2, isolation="process")
-def keras_task(fault: str, log: str) -> dict:
+def engine_body(fault: str, log: str) -> dict:
     attempt = current_context().attempt
     return train(
         fault=fault if attempt == 1 else None, fault_at=(1, 12), log=Path(log), callback=True
     )
 
 
+# Importable by name, and torch is loaded: the engine *spawns* its attempts (fresh interpreter,
+# the default a user with a module-level task gets).
+@task(retries=1, system_retries=2, isolation="process")
+def keras_task(fault: str, log: str) -> dict:
+    return engine_body(fault, log)
+
+
+def forked_keras_task() -> Any:
+    """Not importable by name: the engine *forks* (safe here: one torch thread, see the top)."""
+
+    @task(retries=1, system_retries=2, isolation="process")
+    def keras_task_forked(fault: str, log: str) -> dict:
+        return engine_body(fault, log)
+
+    return keras_task_forked
+
+
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize(
-    ("fault", "first_status"),
-    [("recoverable", "recoverable"), ("kill", "lost"), ("term", "preempted")],
+    ("fault", "first_status", "start"),
+    [
+        ("recoverable", "recoverable", "fork"),
+        ("kill", "lost", "spawn"),
+        ("term", "preempted", "fork"),
+    ],
 )
-def test_engine_task_resumes_bitwise_equal(tmp_path, reference, fault, first_status):
+def test_engine_task_resumes_bitwise_equal(tmp_path, reference, fault, first_status, start):
+    target = keras_task if start == "spawn" else forked_keras_task()
     log = tmp_path / "trained.log"
-    execution = taskpoint.run(keras_task, fault=fault, log=str(log))
+    execution = taskpoint.run(target, fault=fault, log=str(log))
     assert execution.status == "succeeded", execution.error
     first, second = execution.nodes[0].attempts
     assert (first.status, second.status) == (first_status, "succeeded")

@@ -228,8 +228,7 @@ def test_incremental_accepts_a_generator_and_a_finished_run_trains_nothing(tmp_p
     }
 
 
-@task(retries=1, system_retries=1, isolation="process")
-def sgd_task(fault: str, log: str) -> dict:
+def sgd_body(fault: str, log: str) -> dict:
     ctx = current_context()
     latest = ctx.checkpoint.latest()
     clf = train_incremental(log=Path(log), fault=fault if ctx.attempt == 1 else None)
@@ -241,14 +240,34 @@ def sgd_task(fault: str, log: str) -> dict:
     }
 
 
+# Importable by name: the engine spawns its attempts when torch is loaded in the driver (it is,
+# through sklearn/skops or the other test modules), else forks.
+@task(retries=1, system_retries=1, isolation="process")
+def sgd_task(fault: str, log: str) -> dict:
+    return sgd_body(fault, log)
+
+
+def forked_sgd_task() -> Any:
+    """Not importable by name: the engine forks (this test process runs no OpenMP kernels)."""
+
+    @task(retries=1, system_retries=1, isolation="process")
+    def sgd_task_forked(fault: str, log: str) -> dict:
+        return sgd_body(fault, log)
+
+    return sgd_task_forked
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
-    ("fault", "first_status"),
-    [("recoverable", "recoverable"), ("kill", "lost"), ("term", "preempted")],
+    ("fault", "first_status", "importable"),
+    [("recoverable", "recoverable", False), ("kill", "lost", True), ("term", "preempted", False)],
 )
-def test_engine_task_resumes_incremental_fit_identically(tmp_path, reference, fault, first_status):
+def test_engine_task_resumes_incremental_fit_identically(
+    tmp_path, reference, fault, first_status, importable
+):
     log = tmp_path / "log"
-    execution = taskpoint.run(sgd_task, fault=fault, log=str(log))
+    target = sgd_task if importable else forked_sgd_task()
+    execution = taskpoint.run(target, fault=fault, log=str(log))
     assert execution.status == "succeeded", execution.error
     assert [a.status for a in execution.nodes[0].attempts] == [first_status, "succeeded"]
     result = execution.result
@@ -321,21 +340,25 @@ def test_warm_start_resume_after_an_exception_is_identical(tmp_path, name, make,
     assert_same_model(model, expected, attributes)
 
 
-@task(retries=1, isolation="process")
-def forest_task(until: int) -> list:
-    ctx = current_context()
-    checkpoint = FailingCheckpoint(ctx.checkpoint, 2) if ctx.attempt == 1 else ctx.checkpoint
-    forest = RandomForestClassifier(random_state=0)
-    try:
-        fit_warm_start(forest, X_ALL[:400], Y_ALL[:400], until=until, step=4, checkpoint=checkpoint)
-    except Interrupt as exc:
-        raise RecoverableError(str(exc)) from exc
-    return forest.predict_proba(X_ALL).tolist()
+def forest_task() -> Any:
+    @task(retries=1, isolation="process")
+    def grow_forest(until: int) -> list:
+        ctx = current_context()
+        checkpoint = FailingCheckpoint(ctx.checkpoint, 2) if ctx.attempt == 1 else ctx.checkpoint
+        forest = RandomForestClassifier(random_state=0)
+        try:
+            fit_warm_start(forest, X_ALL[:400], Y_ALL[:400], until=until, step=4,
+                           checkpoint=checkpoint)  # fmt: skip
+        except Interrupt as exc:
+            raise RecoverableError(str(exc)) from exc
+        return forest.predict_proba(X_ALL).tolist()
+
+    return grow_forest
 
 
 @pytest.mark.timeout(120)
 def test_engine_task_resumes_warm_start_identically():
-    execution = taskpoint.run(forest_task, until=12)
+    execution = taskpoint.run(forest_task(), until=12)
     assert execution.status == "succeeded", execution.error
     assert [a.status for a in execution.nodes[0].attempts] == ["recoverable", "succeeded"]
     expected = RandomForestClassifier(random_state=0, warm_start=True)
