@@ -94,3 +94,26 @@ def item(x: int, victim: int, markers: str) -> dict:
 @workflow
 def fan_out(n: int, victim: int, markers: str) -> list:
     return item.map(x=list(range(n)), victim=[victim] * n, markers=[markers] * n)
+
+
+@task(system_retries=3)
+def held_count(total: int, markers: str) -> dict:
+    """Attempt 1 holds after step 3 until ``release`` appears, then goes on."""
+    ctx = current_context()
+    cp = ctx.checkpoint
+    m = Path(markers)
+    prev = cp.read()
+    start = int(prev) if prev else 0
+    for i in range(start, total):
+        cp.write(str(i + 1).encode(), step=i + 1)
+        if ctx.attempt == 1 and i == 2:
+            (m / "held").write_text(str(os.getpid()))
+            wait_path(m / "release", timeout=120)
+    if ctx.attempt == 1:
+        (m / "first-done").write_text("yes")
+    return {"start": start, "attempt": ctx.attempt}
+
+
+@workflow
+def holding(total: int, markers: str) -> dict:
+    return held_count(total=total, markers=markers)

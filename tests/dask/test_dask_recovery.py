@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from dask_support import stop_process, wait_file
-from dask_tasks import counting, fan_out, freezing
+from dask_tasks import counting, fan_out, freezing, holding
 
 import taskpoint
 from taskpoint.checkpoint import Checkpoint
@@ -111,3 +111,26 @@ def test_map_on_two_workers_reruns_only_the_interrupted_item(cluster, on_s3, mar
         else:
             assert runs == ["1 0"], f"item {x} ran again"
             assert [a.status for a in node.attempts] == ["succeeded"]
+
+
+def test_sigterm_to_the_driver_preempts_and_resume_continues(cluster, on_s3, markers):
+    def preempt_driver() -> None:
+        wait_file(markers / "held")
+        os.kill(os.getpid(), signal.SIGTERM)  # this test process is the driver
+
+    signaller = in_background(preempt_driver)
+    execution = taskpoint.run(holding, total=5, markers=str(markers))
+    signaller.join(10)
+    assert execution.status == "preempted", execution.error
+    assert [a.status for a in execution.nodes[0].attempts] == ["preempted"]
+
+    # The abandoned attempt still runs on its worker: let it finish (its result goes nowhere).
+    (markers / "release").write_text("go")
+    wait_file(markers / "first-done")
+    resumed = taskpoint.resume(execution.id)
+    assert resumed.status == "succeeded", resumed.error
+    first, second = resumed.nodes[0].attempts
+    assert (first.status, second.status) == ("preempted", "succeeded")
+    # Attempt 2 starts from what attempt 1 committed last (step 5), not from zero.
+    assert second.checkpoint_at_start == "0001-000005"
+    assert resumed.result == {"start": 5, "attempt": 2}
