@@ -23,7 +23,12 @@ def run_attempt(payload: Any, info: AttemptInfo, grace: float) -> Outcome:
     from taskpoint.backends.inline import run_inline
     from taskpoint.engine.preempt import PreemptionGuard
 
-    if not _claim():
+    try:
+        claimed = _claim()
+    except Exception as exc:  # the scheduler is unreachable: not the task's fault, retry it
+        why = f"could not claim it with the Dask scheduler ({type(exc).__name__}: {exc})"
+        return Outcome.from_error("lost", AttemptLost(f"{info.node} attempt {info.attempt}: {why}"))
+    if not claimed:
         return Outcome.from_error(
             "lost",
             AttemptLost(
