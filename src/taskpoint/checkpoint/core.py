@@ -377,16 +377,23 @@ class Checkpoint:
         committing = False
         try:
             with _storage_errors(self.url, f"write checkpoint version {vid}"):
-                for rel in payload.dirs:
-                    store.make_dir(vid, rel)
-                for src in payload.sources:
-                    manifest.files.append(store.write_source(vid, src, self._buffer))
-                for rel, target in payload.links.items():
-                    store.make_link(vid, rel, target)
-                manifest.dirs, manifest.links = payload.dirs, payload.links
-                store.seal(vid)
-                committing = True
-                store.commit(vid, manifest.dumps())
+                try:
+                    for rel in payload.dirs:
+                        store.make_dir(vid, rel)
+                    for src in payload.sources:
+                        manifest.files.append(store.write_source(vid, src, self._buffer))
+                    for rel, target in payload.links.items():
+                        store.make_link(vid, rel, target)
+                    manifest.dirs, manifest.links = payload.dirs, payload.links
+                    store.seal(vid)
+                    committing = True
+                    store.commit(vid, manifest.dumps())
+                except FileNotFoundError as exc:  # not a missing version: one being written
+                    raise CheckpointError(
+                        f"could not write checkpoint version {vid} at {self.url}: "
+                        f"{_describe(exc)} (removed while being written, e.g. swept by a later "
+                        "attempt because this one was superseded)"
+                    ) from exc
         except BaseException as exc:
             if committing and not isinstance(exc.__cause__ or exc, FileExistsError):
                 # A store without atomic writes may hold a partial manifest (a full disk): it

@@ -211,7 +211,7 @@ class LocalStore:
                 os.close(fd)
             os.link(tmp, os.path.join(self.vdir, vid + MANIFEST_SUFFIX))
         finally:
-            os.unlink(tmp)  # also when the write failed (a full disk): no partial temp left
+            _unlink_quiet(tmp)  # also when the write failed (a full disk): no partial temp left
         _fsync_dir(self.vdir)
 
     def read_manifest(self, vid: str) -> bytes:
