@@ -120,3 +120,23 @@ def test_task_without_checkpoint_writes_is_stopped_at_the_end_of_grace(tmp_path)
     assert time.monotonic() - began < 10
     assert execution.status == "preempted"
     assert "grace period" in execution.nodes[0].attempts[0].error
+
+
+def test_a_process_attempt_hung_past_grace_is_killed_by_the_driver(tmp_path):
+    """A child stuck where no signal handler runs (native code, signals blocked) must not keep
+    the driver past the grace period: the driver kills it and stops."""
+    configure(grace=0.5)
+    marker = tmp_path / "ready"
+
+    @task(isolation="process")
+    def hung() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGALRM})
+        marker.write_text("ready")
+        time.sleep(60)
+
+    sigterm_when(marker)
+    began = time.monotonic()
+    execution = taskpoint.run(hung)
+    assert time.monotonic() - began < 20
+    assert execution.status in ("preempted", "failed")
+    assert execution.nodes[0].attempts[0].status in ("preempted", "lost")

@@ -19,12 +19,14 @@ waiting on its own child.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import pickle
 import signal
 import sys
 import threading
+import time
 import warnings
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -37,6 +39,7 @@ from taskpoint.engine.preempt import PreemptionGuard, _kill
 from taskpoint.engine.task import Task
 from taskpoint.errors import AttemptLost, TaskpointError
 
+log = logging.getLogger("taskpoint")
 _ABORT_WAIT = 5.0  # seconds a child gets to stop on Ctrl-C before SIGKILL
 
 
@@ -84,7 +87,7 @@ class ProcessHandle:
     def result(self) -> Outcome:
         child, info = self.child, self.info
         try:
-            message = _wait_for(child, self.receiver)
+            message = _wait_for(child, self.receiver, self.guard)
         except KeyboardInterrupt as exc:
             _stop(child)
             message = Outcome.from_error("aborted", exc, info.checkpoint_at_start)
@@ -140,9 +143,29 @@ def start_method(task: Task) -> str:
     return "fork"
 
 
-def _wait_for(child: Any, receiver: Connection) -> Outcome | None:
+# Past the grace period the child's own alarm should have stopped it; a child still running this
+# long after (hung in native code, say) is killed so the driver finishes before the machine goes.
+_GRACE_MARGIN = 2.0
+
+
+def _wait_for(child: Any, receiver: Connection, guard: PreemptionGuard) -> Outcome | None:
+    killed = False
     while True:
-        ready = wait([receiver, child.sentinel])
+        # Wake up now and then: a SIGTERM handled meanwhile does not interrupt this wait.
+        ready = wait([receiver, child.sentinel], 0.5)
+        left = guard.remaining()
+        overdue = left == 0.0 and guard.deadline is not None and (
+            time.monotonic() > guard.deadline + _GRACE_MARGIN
+        )
+        if not ready and not killed and overdue:
+            log.warning(
+                "attempt process %s did not stop within the %g s grace period; killing it",
+                child.pid,
+                guard.grace,
+            )
+            _kill(child.pid, signal.SIGKILL)
+            killed = True
+            continue
         if receiver in ready or receiver.poll():
             try:
                 return receiver.recv()
