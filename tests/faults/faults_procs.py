@@ -82,14 +82,18 @@ class Driver:
 
 class Proc:
     """A process we did not start directly (an attempt's child), addressed through a pidfd so a
-    reused pid is never signalled by mistake."""
+    reused pid is never signalled by mistake. With ``parent``, a process whose parent is another
+    one (the pid was reused before we looked) counts as already gone."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, parent: int | None = None) -> None:
         self.pid = pid
         try:
             self.fd: int | None = os.pidfd_open(pid)
         except ProcessLookupError:
             self.fd = None
+            return
+        if parent is not None and _stat(pid)[1] != parent:
+            self.close()
 
     def signal(self, sig: int) -> bool:
         if self.fd is None:
@@ -114,6 +118,28 @@ class Proc:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def _stat(pid: int) -> tuple[str, int, int]:
+    """(state, parent pid, process group) of ``pid`` from /proc; ("X", 0, 0) if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode(errors="replace")
+    except OSError:
+        return "X", 0, 0
+    fields = data[data.rfind(")") + 2 :].split()
+    return fields[0], int(fields[1]), int(fields[2])
+
+
+def group_gone(pgid: int) -> bool:
+    """No live process is left in process group ``pgid`` (exited ones not yet reaped by an init
+    that does not reap count as gone)."""
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            state, _, group = _stat(int(name))
+            if group == pgid and state not in ("Z", "X"):
+                return False
+    return True
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = DEADLINE, what: str = "") -> Any:

@@ -19,7 +19,7 @@ LABELS = {
     "sigstops": "attempts frozen with SIGSTOP (zombies)",
     "corruptions": "corruptions and hostile checkpoints tried",
     "enospc": "writes into a full filesystem",
-    "s3_faults": "S3 uploads dropped or stalled by the proxy",
+    "s3_faults": "S3 connections dropped or stalled mid-upload by the proxy",
     "executions": "executions run to completion under faults",
     "commits_checked": "committed versions checked after a fault",
     "versions_lost": "committed versions lost",

@@ -112,7 +112,7 @@ class Storm(threading.Thread):
                 if not starts or int(starts[-1][1]) in self.sent:
                     continue  # the next attempt has not started its task yet
                 attempt, pid = int(starts[-1][1]), int(starts[-1][2])
-                child = Proc(pid)
+                child = Proc(pid, parent=self.driver.pid)
                 try:
                     if child.signal(signal.SIGTERM):
                         self.sent.append(attempt)

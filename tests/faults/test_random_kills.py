@@ -40,7 +40,7 @@ from pathlib import Path
 
 import faults_workload as workload
 import pytest
-from faults_procs import DEADLINE, Driver, Proc, log_lines, wait_until
+from faults_procs import DEADLINE, Driver, Proc, group_gone, log_lines, wait_until
 from faults_stats import env_seed, record
 from hypothesis import HealthCheck, Phase, example, given, note, seed, settings
 from hypothesis import strategies as st
@@ -148,27 +148,19 @@ def _wait_for_commits(run: Run, target: int) -> None:
     )
 
 
-def _group_empty(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 def _kill(run: Run, target: str) -> bool:
     """Inject one kill; return False if the driver finished before it could be killed."""
     driver = run.driver
     assert driver is not None
     if target == "attempt":
         starts = [f for f in run.attempts() if f[0] == "start"]
-        child = Proc(int(starts[-1][3])) if starts else None
-        if child is not None and child.pid != driver.pid and not child.gone():
+        child = Proc(int(starts[-1][3]), parent=driver.pid) if starts else None
+        if child is not None and not child.gone():
             os.kill(driver.pid, signal.SIGSTOP)  # freeze the driver: the scope stays still
             try:
-                child.signal(signal.SIGKILL)
-                record("kills")
-                run.kills += 1
+                if child.signal(signal.SIGKILL):
+                    record("kills")
+                    run.kills += 1
                 child.wait_gone()
                 _check_scope(run)
             finally:
@@ -183,7 +175,7 @@ def _kill(run: Run, target: str) -> bool:
     else:
         driver.kill_driver()  # its attempt child, if any, stops at its next write
     run.kills += 1
-    wait_until(lambda: _group_empty(driver.pid), DEADLINE, "the killed driver's processes")
+    wait_until(lambda: group_gone(driver.pid), DEADLINE, "the killed driver's processes")
     _check_scope(run)
     return True
 
@@ -273,6 +265,7 @@ def _finish(run: Run) -> dict:
     code = run.driver.wait(DEADLINE * 2)
     out, err = run.driver.output()
     torn = run.work / "torn.log"
+    record("torn_reads", len(log_lines(torn)))
     assert not torn.exists(), torn.read_text()
     assert code == 0, f"driver exited {code}: {err[-3000:]}"
     return json.loads(out)

@@ -170,8 +170,8 @@ def zombies(steps: int, interval: float) -> str:
     return chain(steps=steps, interval=interval)
 """
 
-STEPS = 12
-INTERVAL = 0.3  # seconds between checkpoints
+STEPS = 8
+INTERVAL = 0.5  # seconds between checkpoints: room to freeze an attempt between two
 
 
 def _clean() -> str:
@@ -201,7 +201,7 @@ def test_engine_zombie_attempt_never_shadows_its_successor(tmp_path):
         # attempt freezes. (Frozen first, it would die: a stopped process in a group orphaned by
         # its driver's death gets SIGHUP from the kernel.)
         wait_until(lambda: len(lines("commit", 1)) >= 2, DEADLINE, "attempt 1 to commit")
-        zombie = Proc(int(lines("start", 1)[0][2]))
+        zombie = Proc(int(lines("start", 1)[0][2]), parent=first.pid)
         first.kill_driver()
         zombie.signal(signal.SIGSTOP)
         record("sigstops")
