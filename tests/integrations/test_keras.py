@@ -304,8 +304,13 @@ def test_engine_task_resumes_bitwise_equal(tmp_path, reference, fault, first_sta
         assert step == len(attempt1) == BATCHES + 13
     else:  # failure at the start of (1, 12), step 37: the last save was at step 35
         assert len(attempt1) == 37
-        # engine waits for the async save after a RecoverableError; a SIGKILL may beat it
-        assert step == 35 if fault == "recoverable" else step in (30, 35)
+        # The engine waits for the async save after a RecoverableError. A SIGKILL may beat any
+        # number of async saves on a loaded machine: the resume point is then an earlier save
+        # (every SAVE_EVERY batches), and the work after it is trained again, identically.
+        if fault == "recoverable":
+            assert step == 35
+        else:
+            assert 0 < step <= 35 and step % SAVE_EVERY == 0
     assert result["trained"] == reference["trained"][step:]
     assert_bitwise(result["weights"], reference["weights"])
 
