@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from faults_stats import COUNTS, summary_lines, write_summary
+from faults_stats import COUNTS, CURRENT, summary_lines, write_summary
 
 from taskpoint.engine.events import Listener
 from taskpoint.engine.settings import settings
@@ -26,6 +26,11 @@ def tp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(settings, "grace", 30.0)
     monkeypatch.setattr(settings, "listener", Listener())
     return home
+
+
+@pytest.fixture(autouse=True)
+def _fault_counts_by_module(request: pytest.FixtureRequest) -> None:
+    CURRENT["module"] = request.module.__name__
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -12,6 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 COUNTS: Counter[str] = Counter()
+BY_MODULE: dict[str, Counter[str]] = {}
+CURRENT = {"module": "other"}  # the test module running now (set by conftest)
 
 LABELS = {
     "kills": "SIGKILLs injected (drivers, attempts, writers)",
@@ -30,6 +32,7 @@ LABELS = {
 
 def record(kind: str, n: int = 1) -> None:
     COUNTS[kind] += n
+    BY_MODULE.setdefault(CURRENT["module"], Counter())[kind] += n
 
 
 def summary_lines() -> list[str]:
@@ -38,12 +41,20 @@ def summary_lines() -> list[str]:
         lines.append(f"  {COUNTS.get(kind, 0):6d}  {label}")
     for kind in sorted(set(COUNTS) - set(LABELS)):
         lines.append(f"  {COUNTS[kind]:6d}  {kind}")
+    lines.append("  by test module:")
+    for module, counts in sorted(BY_MODULE.items()):
+        detail = ", ".join(f"{kind}={n}" for kind, n in sorted(counts.items()))
+        lines.append(f"    {module}: {detail}")
     return lines
 
 
 def write_summary(directory: Path) -> Path:
     path = directory / "faults-summary.json"
-    path.write_text(json.dumps(dict(sorted(COUNTS.items())), indent=2) + "\n")
+    doc = {
+        "total": dict(sorted(COUNTS.items())),
+        "by_module": {m: dict(sorted(c.items())) for m, c in sorted(BY_MODULE.items())},
+    }
+    path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
 
 
