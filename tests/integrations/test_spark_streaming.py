@@ -26,7 +26,7 @@ from taskpoint import task
 from taskpoint.engine.events import Listener
 from taskpoint.engine.settings import settings
 
-N_FILES = 10
+N_FILES = 12
 WORDS = [f"w{i:02d}" for i in range(23)]
 
 pytestmark = pytest.mark.timeout(300)
@@ -58,7 +58,7 @@ def note(path: str, line: str) -> None:
         os.fsync(out.fileno())
 
 
-@task(isolation="spawn", system_retries=2)
+@task(isolation="spawn", system_retries=3)
 def count_words(inbox: str, outbox: str, log: str) -> list:
     """Running word counts (update mode) written per batch through idempotent_foreach_batch."""
     from pyspark.sql import functions as F
@@ -127,6 +127,7 @@ def tp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
     monkeypatch.setattr(settings, "home", None)
     monkeypatch.setattr(settings, "storage", None)
+    monkeypatch.setattr(settings, "grace", 60.0)
     monkeypatch.setattr(settings, "listener", Listener())
     return home
 
@@ -143,19 +144,21 @@ def write_inbox(inbox: Path, seed: int) -> list[str]:
     return lines
 
 
-def kill_when(log: Path, ready, delay: float) -> threading.Thread:
-    """SIGKILL attempt 1's process ``delay`` seconds after ``ready()`` turns true."""
+def signal_when(log: Path, steps) -> threading.Thread:
+    """For each ``(attempt, ready, delay, signal)``: once ``ready()`` holds, wait ``delay``
+    seconds and send ``signal`` to that attempt's process."""
+
+    def pid_of(attempt: int) -> int:
+        rows = [r.split() for r in log.read_text().splitlines()]
+        return next(int(r[3]) for r in rows if r[0] == "restored" and r[1] == str(attempt))
 
     def watch() -> None:
-        deadline = time.monotonic() + 200
-        while time.monotonic() < deadline:
-            if ready():
-                time.sleep(delay)
-                rows = [r.split() for r in log.read_text().splitlines()]
-                pid = next(int(r[3]) for r in rows if r[0] == "restored" and r[1] == "1")
-                os.kill(pid, signal.SIGKILL)
-                return
-            time.sleep(0.02)
+        deadline = time.monotonic() + 250
+        for attempt, ready, delay, sig in steps:
+            while time.monotonic() < deadline and not ready():
+                time.sleep(0.02)
+            time.sleep(delay)
+            os.kill(pid_of(attempt), sig)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -176,23 +179,30 @@ def restored_batches(log: Path) -> list[str]:
     return [r.split()[2] for r in log.read_text().splitlines() if r.startswith("restored")]
 
 
-def test_word_counts_killed_mid_batch_end_exactly_like_an_uninterrupted_run(
+def test_word_counts_preempted_then_killed_end_exactly_like_an_uninterrupted_run(
     tmp_path: Path,
 ) -> None:
     lines = write_inbox(tmp_path / "inbox", seed=1)
     expected = Counter(word for line in lines for word in line.split())
 
     log = tmp_path / "batches.log"
-    delay = random.Random(7).uniform(0.05, 0.3)
-    killer = kill_when(log, lambda: started_batches(log, 1) >= 5, delay)
+    rng = random.Random(7)
+    interrupter = signal_when(
+        log,
+        [  # SIGTERM in attempt 1's fourth batch, SIGKILL in attempt 2's third
+            (1, lambda: started_batches(log, 1) >= 4, rng.uniform(0.05, 0.3), signal.SIGTERM),
+            (2, lambda: started_batches(log, 2) >= 3, rng.uniform(0.05, 0.3), signal.SIGKILL),
+        ],
+    )
     execution = taskpoint.run(
         count_words, inbox=str(tmp_path / "inbox"), outbox=str(tmp_path / "out"), log=str(log)
     )
-    killer.join(1)
+    interrupter.join(1)
     assert execution.status == "succeeded", execution.error
-    assert attempts(execution) == ["lost", "succeeded"]
+    assert attempts(execution) == ["preempted", "lost", "succeeded"]
     restored = restored_batches(log)
     assert restored[0] == "None" and int(restored[1]) >= 1, restored  # resumed, not restarted
+    assert int(restored[2]) > int(restored[1]), restored
 
     # The final counts: the newest update of each word over all batch directories.
     rows = execution.result
@@ -214,7 +224,9 @@ def test_file_sink_killed_mid_run_holds_every_line_exactly_once(tmp_path: Path) 
     def sink_has(n: int) -> bool:
         return (sink / "_spark_metadata" / str(n - 1)).exists()
 
-    killer = kill_when(log, lambda: sink_has(4), random.Random(3).uniform(0.0, 0.3))
+    killer = signal_when(
+        log, [(1, lambda: sink_has(4), random.Random(3).uniform(0.0, 0.3), signal.SIGKILL)]
+    )
     execution = taskpoint.run(
         copy_lines, inbox=str(tmp_path / "inbox"), sink=str(sink), log=str(log)
     )
