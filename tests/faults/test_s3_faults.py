@@ -122,8 +122,13 @@ def test_dropped_upload_fails_after_bounded_retries_and_heals(s3_server, proxy, 
     cp.close()
 
 
-@pytest.mark.parametrize("blocking", [True, False], ids=["sync", "async"])
-def test_stalled_upload_is_abandoned_at_the_scope_timeout_and_heals(s3_server, proxy, blocking):
+@pytest.mark.parametrize(
+    ("source", "blocking"), [("bytes", True), ("bytes", False), ("file", True)],
+    ids=["bytes-sync", "bytes-async", "file-sync"],
+)  # fmt: skip
+def test_stalled_upload_is_abandoned_at_the_scope_timeout_and_heals(
+    s3_server, proxy, source, blocking, tmp_path
+):
     url = s3_server.url()
     options = _options(proxy.endpoint_url)
     cp = Checkpoint.open(url, storage_options=options, timeout=SCOPE_TIMEOUT)
@@ -131,8 +136,10 @@ def test_stalled_upload_is_abandoned_at_the_scope_timeout_and_heals(s3_server, p
     proxy.arm("stall")
     started = time.monotonic()
     if blocking:
+        path = tmp_path / "state.bin"
+        path.write_bytes(_content(2))
         with pytest.raises(CheckpointError, match="timed out") as failure:
-            cp.write(_content(2), step=2)
+            cp.write(_content(2), step=2) if source == "bytes" else cp.save(path, step=2)
     else:
         future = cp.write(_content(2), step=2, blocking=False)
         error = future.exception(timeout=_bound())
