@@ -154,3 +154,48 @@ def test_a_checkpoint_that_is_no_dataframe_is_refused(spark, tmp_path: Path) -> 
 def test_outside_a_task_without_a_checkpoint_says_so(spark) -> None:
     with pytest.raises(taskpoint.TaskpointError, match="outside a task"):
         restore_dataframe(spark)
+
+
+def test_failed_query_is_recoverable_and_the_next_attempt_continues(spark, tmp_path) -> None:
+    """In-process: batch 2 fails, await_termination raises RecoverableError after saving the cut
+    of batch 1; a second attempt on the same scope restores it and ends with exact counts."""
+    from pyspark.sql.streaming import StreamingQueryException
+
+    from taskpoint.integrations.spark import StreamingCheckpoint, idempotent_foreach_batch
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for i in range(4):
+        (inbox / f"f{i}.txt").write_text("a b\n" * (i + 1))
+        os.utime(inbox / f"f{i}.txt", (1_700_000_000 + i,) * 2)
+    write = idempotent_foreach_batch(tmp_path / "out")
+
+    def run(attempt: int) -> StreamingCheckpoint:
+        def each(df, batch_id: int) -> None:
+            if attempt == 1 and batch_id == 2:
+                raise ValueError("boom in batch 2")
+            write(df, batch_id)
+
+        with Checkpoint.open(tmp_path / "ckpt", attempt=attempt) as cp:
+            with StreamingCheckpoint(spark, checkpoint=cp, work_dir=tmp_path / "work") as stream:
+                words = spark.readStream.option("maxFilesPerTrigger", 1).text(str(inbox))
+                words = words.select(F.explode(F.split("value", " ")).alias("w"))
+                stream.start(
+                    words.groupBy("w")
+                    .count()
+                    .writeStream.outputMode("update")
+                    .foreachBatch(each)
+                    .trigger(availableNow=True)
+                )
+                stream.await_termination()
+            return stream
+
+    with pytest.raises(RecoverableError, match="streaming query failed") as failure:
+        run(1)
+    assert isinstance(failure.value.__cause__, StreamingQueryException)
+    stream = run(2)
+    assert stream.restored_batch == 1 and stream.last_batch == 3
+    rows = spark.read.parquet(str(tmp_path / "out")).collect()
+    final = {r.w: r["count"] for r in rows if r.batch_id == 3}
+    assert final == {"a": 10, "b": 10}
+    assert sorted({r.batch_id for r in rows}) == [0, 1, 2, 3]

@@ -72,7 +72,12 @@ import pyflink.java_gateway as _pyflink_gateway  # noqa: E402
 from pyflink.common import Configuration, JobExecutionResult  # noqa: E402
 from pyflink.datastream import StreamExecutionEnvironment  # noqa: E402
 
-from taskpoint.errors import CheckpointError, Preempted, TaskpointError  # noqa: E402
+from taskpoint.errors import (  # noqa: E402
+    CheckpointError,
+    Preempted,
+    RecoverableError,
+    TaskpointError,
+)
 from taskpoint.integrations import _flink_state as state  # noqa: E402
 from taskpoint.integrations._spark_workdir import AttemptDir, jvm_pid  # noqa: E402
 
@@ -114,6 +119,7 @@ class FlinkCheckpointing:
         work_dir: str | os.PathLike[str] | None = None,
         poll_interval: float = 0.2,
         jvm_exit_timeout: float = 30.0,
+        savepoint_retry_s: float = 10.0,
     ) -> None:
         if _inherited_gateway:
             raise TaskpointError(
@@ -130,6 +136,7 @@ class FlinkCheckpointing:
         self.restart_attempts = restart_attempts
         self.poll_interval = poll_interval
         self.jvm_exit_timeout = jvm_exit_timeout
+        self.savepoint_retry_s = savepoint_retry_s
         base = os.fspath(work_dir) if work_dir is not None else None
         self._dir = AttemptDir(self.checkpoint.url, self.checkpoint.attempt, "flink", base)
         self._preempt = threading.Event()
@@ -191,7 +198,12 @@ class FlinkCheckpointing:
     def execute(
         self, env: StreamExecutionEnvironment, job_name: str = "taskpoint job"
     ) -> JobExecutionResult:
-        """Run the job to its end, saving its completed checkpoints; see the module docs."""
+        """Run the job to its end, saving its completed checkpoints; see the module docs.
+
+        A failed job raises `~taskpoint.RecoverableError` (chained to Flink's error), so
+        ``@task(retries=N)`` retries it from the newest saved checkpoint; preemption raises
+        `~taskpoint.Preempted` after the savepoint is committed.
+        """
         client = env.execute_async(job_name)
         job_id = str(client.get_job_id())
         job_dir = self._dir.path / "checkpoints" / job_id
@@ -204,7 +216,13 @@ class FlinkCheckpointing:
             if done:
                 break
             time.sleep(self.poll_interval)
-        return result.result()  # raises the job's failure
+        try:
+            return result.result()
+        except Exception as exc:
+            raise RecoverableError(
+                f"Flink job {job_id} failed: {_first_line(exc)}; with @task(retries=N) the next "
+                "attempt resumes it from its newest saved checkpoint"
+            ) from exc
 
     def close(self) -> None:
         """Delete the local directory (pending saves hold their own staged copies)."""
@@ -242,27 +260,15 @@ class FlinkCheckpointing:
             shutil.rmtree(staging, ignore_errors=True)
 
     def _stop_with_savepoint(self, client: JobClient, job_id: str, job_dir: Path) -> None:
-        location = None
-        try:
-            gateway = _pyflink_gateway.get_gateway()
-            canonical = gateway.jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
-            target = (self._dir.path / "savepoints").as_uri()
-            future = client._j_job_client.stopWithSavepoint(False, target, canonical)
-            while not future.isDone():  # Python-side wait: the grace alarm can interrupt it
-                time.sleep(0.05)
-            location = str(future.get())
-        except Preempted:
-            raise
-        except Exception as exc:
-            log.warning(
-                "taskpoint: stop-with-savepoint failed (%s); keeping the newest checkpoint", exc
-            )
+        location = self._savepoint(client)
         if location is not None:
             meta = {"kind": "savepoint", "after": self._last, "job": job_id}
             with contextlib.suppress(Preempted):
                 if not self._save(Path(urlparse(location).path), self._last, meta):
                     raise CheckpointError(f"the savepoint at {location} vanished before its copy")
         else:
+            with contextlib.suppress(Exception):
+                client.cancel().result()
             with contextlib.suppress(Preempted):
                 self._persist_newest(job_dir, job_id)
         self.checkpoint.wait()
@@ -274,3 +280,38 @@ class FlinkCheckpointing:
             execution_id=ctx.execution_id if ctx else None,
             node=ctx.node if ctx else None,
         )
+
+    def _savepoint(self, client: JobClient) -> str | None:
+        """Stop the job with a canonical savepoint; its location, or None if that failed.
+
+        A job whose tasks are still being deployed refuses savepoints for a moment: retried for
+        up to ``savepoint_retry_s``. Waiting happens in Python, so the engine's grace-period
+        alarm can still interrupt it.
+        """
+        gateway = _pyflink_gateway.get_gateway()
+        canonical = gateway.jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
+        target = (self._dir.path / "savepoints").as_uri()
+        deadline = time.monotonic() + self.savepoint_retry_s
+        while True:
+            try:
+                future = client._j_job_client.stopWithSavepoint(False, target, canonical)
+                while not future.isDone():
+                    time.sleep(0.05)
+                return str(future.get())
+            except Preempted:
+                raise
+            except Exception as exc:
+                reason = _first_line(exc)
+                if time.monotonic() < deadline and "not all required tasks" in reason.lower():
+                    time.sleep(0.25)
+                    continue
+                log.warning("taskpoint: stop-with-savepoint failed: %s", reason)
+                return None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The innermost Java cause's message of a py4j error, on one line."""
+    text = str(exc)
+    causes = [line for line in text.splitlines() if line.startswith("Caused by:")]
+    line = causes[-1] if causes else text.strip().splitlines()[-1] if text.strip() else repr(exc)
+    return line.removeprefix("Caused by: ").strip()

@@ -82,7 +82,12 @@ from pyspark.sql.streaming import (  # noqa: E402
 )
 from pyspark.sql.types import StructType  # noqa: E402
 
-from taskpoint.errors import CheckpointError, Preempted, TaskpointError  # noqa: E402
+from taskpoint.errors import (  # noqa: E402
+    CheckpointError,
+    Preempted,
+    RecoverableError,
+    TaskpointError,
+)
 from taskpoint.integrations import _spark_snapshot as cut  # noqa: E402
 from taskpoint.integrations._spark_workdir import AttemptDir, jvm_pid  # noqa: E402
 
@@ -216,9 +221,10 @@ class StreamingCheckpoint:
     def await_termination(self, timeout: float | None = None) -> bool:
         """Wait for the query to end; save the final cut and wait for every pending save.
 
-        Returns False if ``timeout`` seconds passed first (the query keeps running). Raises
-        the query's own exception if it failed (after saving the cut), and `Preempted` after
-        stopping the query and committing its cut when the attempt is preempted.
+        Returns False if ``timeout`` seconds passed first (the query keeps running). A failed
+        query raises `~taskpoint.RecoverableError` chained to Spark's exception (after saving
+        the cut), so ``@task(retries=N)`` resumes it; preemption stops the query, commits its
+        cut and raises `~taskpoint.Preempted`.
         """
         query = self._require_query()
         waited = 0.0
@@ -230,9 +236,14 @@ class StreamingCheckpoint:
                 raise self._error
             try:
                 done = query.awaitTermination(self.poll_interval)
-            except Exception:
+            except Exception as exc:
                 self._snapshot(quiet=True)
-                raise
+                self.checkpoint.wait()
+                raise RecoverableError(
+                    f"streaming query failed: {str(exc).strip().splitlines()[0]}; with "
+                    "@task(retries=N) the next attempt resumes after the last saved batch "
+                    f"({self._batch})"
+                ) from exc
             if done:
                 break
             waited += self.poll_interval
