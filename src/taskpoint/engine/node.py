@@ -82,6 +82,7 @@ class NodeRun:
                 # Records lost an attempt that committed (e.g. a crash right after): never
                 # reuse an attempt number, or versions could collide.
                 checkpoint.close()
+                self._record_unrecorded(n, start_version.attempt)
                 n = start_version.attempt + 1
                 checkpoint = self._open_checkpoint(n)
         info = AttemptInfo(
@@ -115,6 +116,23 @@ class NodeRun:
         if isolated and outcome.status in ("lost", "aborted"):  # it could not say what it left
             outcome.checkpoint_at_end = self._latest(n)
         return info, outcome
+
+    def _record_unrecorded(self, first: int, last: int) -> None:
+        """Attempts that committed checkpoints but whose start was never recorded (their driver
+        died within the start-record delay) are recorded as lost: the history has no gap."""
+        for n in range(first, last + 1):
+            self.run.records.attempt_started(
+                self.run.execution_id,
+                self.key,
+                self.task.name,
+                n,
+                max_attempts=max(self.task.max_attempts, n),
+                pid=0,
+                checkpoint_at_start=None,
+            )
+            message = "its driver died before the attempt's start was recorded (it committed)"
+            end = AttemptEnd("lost", "running", "AttemptLost", message)
+            self.run.records.attempt_ended(self.run.execution_id, self.key, n, end)
 
     def _open_checkpoint(self, n: int) -> Any:
         return Checkpoint.open(
