@@ -32,6 +32,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 import warnings
@@ -40,7 +41,16 @@ from pathlib import Path
 
 import faults_workload as workload
 import pytest
-from faults_procs import DEADLINE, Driver, Proc, group_gone, log_lines, wait_until
+from faults_procs import (
+    DEADLINE,
+    Driver,
+    Proc,
+    cli_command,
+    group_gone,
+    log_lines,
+    tp_env,
+    wait_until,
+)
 from faults_stats import env_seed, record
 from hypothesis import HealthCheck, Phase, example, given, note, seed, settings
 from hypothesis import strategies as st
@@ -344,3 +354,49 @@ BIG = 32 * MiB
 def test_random_kills_then_resume_until_done(examples_dir, scenario):
     cfg, plan = scenario
     _execute(examples_dir, cfg, plan)
+
+
+QUICK_DEATH = """
+import os
+import signal
+
+import taskpoint.records.db
+from taskpoint import current_context, task
+
+# However slow this machine, the driver dies before the start record's delay is up.
+taskpoint.records.db.START_RECORD_DELAY = 3600.0
+
+@task
+def quick(steps: int) -> int:
+    ctx = current_context()
+    prev = ctx.checkpoint.read()
+    start = int(prev) if prev else 0
+    for step in range(start + 1, steps + 1):
+        ctx.checkpoint.write(str(step).encode(), step=step)
+        if ctx.attempt == 1 and step == 2:
+            os.kill(os.getpid(), signal.SIGKILL)  # the driver dies a few ms into the attempt
+    return start
+"""
+
+
+def test_an_attempt_killed_before_its_start_was_recorded_keeps_its_place(tmp_path):
+    """Inline attempts record their start with their end, or after 50 ms: a driver killed
+    sooner leaves no record of an attempt that did commit. The resume must still show it."""
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir()
+    (work / "quick.py").write_text(QUICK_DEATH)
+    first = Driver(home, work, "run", "quick.py", "quick", "--steps", "4", "--json")
+    assert first.wait() == -signal.SIGKILL
+    record("kills")
+    shown = subprocess.run(
+        cli_command("list", "--json"), capture_output=True, text=True, env=tp_env(home),
+        timeout=DEADLINE,
+    )  # fmt: skip
+    listed = json.loads(shown.stdout)
+    resumed = Driver(home, work, "resume", listed[0]["id"], "--json")
+    assert resumed.wait() == 0, resumed.output()[1]
+    data = json.loads(resumed.output()[0])
+    assert data["result"] == 2  # resumed after the two commits of the killed attempt
+    attempts = data["nodes"][0]["attempts"]
+    assert [(a["n"], a["status"]) for a in attempts] == [(1, "lost"), (2, "succeeded")]
+    assert {c["attempt"] for c in data["nodes"][0]["checkpoints"]} <= {1, 2}
