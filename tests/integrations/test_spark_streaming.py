@@ -171,6 +171,19 @@ def started_batches(log: Path, attempt: int) -> int:
     return sum(1 for r in log.read_text().splitlines() if r.startswith(f"start {attempt} "))
 
 
+def committed(home: Path, attempt: int) -> bool:
+    """Has ``attempt`` committed a checkpoint version yet (a manifest exists)?"""
+    for scope in (home / "blobs").glob("*/nodes/*/checkpoints/v"):
+        try:
+            if any(
+                n.startswith(f"{attempt:04d}-") and n.endswith(".json") for n in os.listdir(scope)
+            ):
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
 def attempts(execution) -> list[str]:
     return [a.status for a in execution.nodes[0].attempts]
 
@@ -180,7 +193,7 @@ def restored_batches(log: Path) -> list[str]:
 
 
 def test_word_counts_preempted_then_killed_end_exactly_like_an_uninterrupted_run(
-    tmp_path: Path,
+    tmp_path: Path, tp_home: Path
 ) -> None:
     lines = write_inbox(tmp_path / "inbox", seed=1)
     expected = Counter(word for line in lines for word in line.split())
@@ -191,7 +204,12 @@ def test_word_counts_preempted_then_killed_end_exactly_like_an_uninterrupted_run
         log,
         [  # SIGTERM in attempt 1's fourth batch, SIGKILL in attempt 2's third
             (1, lambda: started_batches(log, 1) >= 4, rng.uniform(0.05, 0.3), signal.SIGTERM),
-            (2, lambda: started_batches(log, 2) >= 3, rng.uniform(0.05, 0.3), signal.SIGKILL),
+            (
+                2,
+                lambda: started_batches(log, 2) >= 3 and committed(tp_home, 2),
+                rng.uniform(0.05, 0.3),
+                signal.SIGKILL,
+            ),
         ],
     )
     execution = taskpoint.run(
@@ -216,7 +234,9 @@ def test_word_counts_preempted_then_killed_end_exactly_like_an_uninterrupted_run
     assert len(rows) == len({(b, w) for b, w, _ in rows})
 
 
-def test_file_sink_killed_mid_run_holds_every_line_exactly_once(tmp_path: Path) -> None:
+def test_file_sink_killed_mid_run_holds_every_line_exactly_once(
+    tmp_path: Path, tp_home: Path
+) -> None:
     lines = write_inbox(tmp_path / "inbox", seed=2)
     sink = tmp_path / "sink"
     log = tmp_path / "batches.log"
@@ -225,7 +245,15 @@ def test_file_sink_killed_mid_run_holds_every_line_exactly_once(tmp_path: Path) 
         return (sink / "_spark_metadata" / str(n - 1)).exists()
 
     killer = signal_when(
-        log, [(1, lambda: sink_has(4), random.Random(3).uniform(0.0, 0.3), signal.SIGKILL)]
+        log,
+        [
+            (
+                1,
+                lambda: sink_has(4) and committed(tp_home, 1),
+                random.Random(3).uniform(0.0, 0.3),
+                signal.SIGKILL,
+            )
+        ],
     )
     execution = taskpoint.run(
         copy_lines, inbox=str(tmp_path / "inbox"), sink=str(sink), log=str(log)
