@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 import uuid
 
-_HOST = socket.gethostname().replace("-", "_") or "host"
+from taskpoint._process import hostname, process_alive
+
+_HOST = hostname().replace("-", "_") or "host"
 
 
 def new_staging_dir(store_staging_root: str | None, attempt: int) -> str:
@@ -41,17 +42,6 @@ def sweep_staging(store_staging_root: str | None, attempt: int) -> None:
         if len(parts) != 4 or not parts[0].isdigit() or not parts[2].isdigit():
             continue
         earlier_attempt = per_scope and int(parts[0]) < attempt
-        if earlier_attempt or (parts[1] == _HOST and not _alive(int(parts[2]))):
+        pid = int(parts[2])
+        if earlier_attempt or (parts[1] == _HOST and pid != os.getpid() and not process_alive(pid)):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
