@@ -212,7 +212,13 @@ class FlinkCheckpointing:
             if self._preempt.is_set():
                 self._stop_with_savepoint(client, job_id, job_dir)
             done = result.done()
-            self._persist_newest(job_dir, job_id)
+            try:
+                self._persist_newest(job_dir, job_id)
+            except Exception:
+                if not done:
+                    with contextlib.suppress(Exception):
+                        client.cancel().result()  # do not leave it running unsaved
+                raise
             if done:
                 break
             time.sleep(self.poll_interval)

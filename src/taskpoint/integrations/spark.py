@@ -56,10 +56,8 @@ JVM is refused, since killing it would not stop that JVM.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -80,20 +78,22 @@ from pyspark.sql.streaming import (  # noqa: E402
     StreamingQuery,
     StreamingQueryListener,
 )
-from pyspark.sql.types import StructType  # noqa: E402
 
 from taskpoint.errors import (  # noqa: E402
-    CheckpointError,
     Preempted,
     RecoverableError,
     TaskpointError,
 )
 from taskpoint.integrations import _spark_snapshot as cut  # noqa: E402
+from taskpoint.integrations._spark_frames import (  # noqa: E402
+    restore_dataframe,
+    save_dataframe,
+    task_checkpoint,
+)
 from taskpoint.integrations._spark_workdir import AttemptDir, jvm_pid  # noqa: E402
 
 if TYPE_CHECKING:
     from taskpoint.checkpoint import Checkpoint
-    from taskpoint.context import TaskContext
 
 __all__ = [
     "StreamingCheckpoint",
@@ -103,17 +103,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("taskpoint.integrations.spark")
-
-FRAME_META = "_taskpoint_dataframe.json"  # ignored by parquet readers (leading underscore)
-
-
-def _task_checkpoint(checkpoint: Checkpoint | None) -> tuple[Checkpoint, TaskContext | None]:
-    from taskpoint.context import active_context, current_context
-
-    ctx = active_context()
-    if checkpoint is None:
-        checkpoint = current_context().checkpoint  # raises a clear error outside a task
-    return checkpoint, ctx
 
 
 def _local_path(path: str | os.PathLike[str], what: str) -> Path:
@@ -175,7 +164,7 @@ class StreamingCheckpoint:
     ) -> None:
         _check_own_jvm(spark)
         self.spark = spark
-        self.checkpoint, self._ctx = _task_checkpoint(checkpoint)
+        self.checkpoint, self._ctx = task_checkpoint(checkpoint)
         self.sinks = [_local_path(s, "file sink") for s in sinks]
         self.poll_interval = poll_interval
         self.query: StreamingQuery | None = None
@@ -384,105 +373,4 @@ def _replace_dir(new: Path, final: Path) -> None:
         old = None  # type: ignore[assignment]
     os.rename(new, final)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-# ------------------------------------------------------------------------------- dataframes
-_frame_dirs: dict[str, AttemptDir] = {}
-_frame_lock = threading.Lock()
-
-
-def _frames_dir(checkpoint: Checkpoint, spark: SparkSession, work_dir: Any) -> Path:
-    if work_dir is None and not spark.sparkContext.master.startswith("local"):
-        raise TaskpointError(
-            "save_dataframe/restore_dataframe with a cluster master need work_dir=: a directory "
-            "that the driver and every executor see at the same path (a shared POSIX mount)"
-        )
-    key = f"{checkpoint.url}\0{work_dir}"
-    with _frame_lock:
-        found = _frame_dirs.get(key)
-        if found is None:
-            base = os.fspath(work_dir) if work_dir is not None else None
-            found = AttemptDir(checkpoint.url, checkpoint.attempt, "spark-frames", base)
-            found.retire_previous(0.0)
-            _frame_dirs[key] = found
-    return found.path
-
-
-@atexit.register
-def _remove_frame_dirs() -> None:
-    for directory in list(_frame_dirs.values()):
-        directory.remove()
-
-
-def save_dataframe(
-    df: DataFrame,
-    step: int,
-    *,
-    checkpoint: Checkpoint | None = None,
-    work_dir: str | os.PathLike[str] | None = None,
-    blocking: bool = False,
-    keep_local: int = 2,
-) -> DataFrame:
-    """Write ``df`` as parquet and save it as a directory checkpoint tagged ``step``.
-
-    Returns the DataFrame read back from the written files (same schema and rows, lineage cut
-    like ``df.checkpoint()``): keep computing from it. The files live in a local work directory
-    (``work_dir``, default a temp dir; required for a cluster master), of which the newest
-    ``keep_local`` are kept for DataFrames still in use. ``blocking=False`` returns once the
-    files are staged; the commit finishes in the background (the engine waits for it).
-    """
-    checkpoint, _ = _task_checkpoint(checkpoint)
-    if isinstance(step, bool) or not isinstance(step, int):
-        raise TypeError(f"step must be an int, got {type(step).__name__}")
-    spark = df.sparkSession
-    frames = _frames_dir(checkpoint, spark, work_dir)
-    path = frames / f"{step:012d}-{uuid.uuid4().hex[:8]}"
-    df.write.parquet(str(path))
-    if not (path / "_SUCCESS").exists():
-        raise CheckpointError(
-            f"Spark wrote {path} without a _SUCCESS marker; set the Hadoop option "
-            "mapreduce.fileoutputcommitter.marksuccessfuljobs=true so complete writes are marked"
-        )
-    meta = {"format": 1, "step": step, "schema": df.schema.json()}
-    (path / FRAME_META).write_text(json.dumps(meta))
-    checkpoint.save(path, step=step, metadata={"taskpoint.spark": "dataframe"}, blocking=blocking)
-    _prune(frames, keep_local)
-    return spark.read.schema(df.schema).parquet(str(path))
-
-
-def restore_dataframe(
-    spark: SparkSession,
-    *,
-    checkpoint: Checkpoint | None = None,
-    work_dir: str | os.PathLike[str] | None = None,
-) -> tuple[int, DataFrame] | None:
-    """``(step, df)`` from the latest checkpoint written by `save_dataframe`, or ``None``.
-
-    The files are restored into the local work directory and read lazily from there; they are
-    kept until the process exits.
-    """
-    checkpoint, _ = _task_checkpoint(checkpoint)
-    frames = _frames_dir(checkpoint, spark, work_dir)
-    target = frames / f"restored-{uuid.uuid4().hex[:8]}"
-    restored = checkpoint.restore(target)
-    if restored is None:
-        return None
-    try:
-        meta = json.loads((restored / FRAME_META).read_text())
-        schema = StructType.fromJson(json.loads(meta["schema"]))
-        step = int(meta["step"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(
-            f"the task's latest checkpoint is not a DataFrame saved by save_dataframe "
-            f"({type(exc).__name__}: {exc}); restored into {restored}"
-        ) from None
-    if not (restored / "_SUCCESS").exists():
-        raise CheckpointError(f"the DataFrame checkpoint restored into {restored} has no _SUCCESS")
-    return step, spark.read.schema(schema).parquet(str(restored))
-
-
-def _prune(frames: Path, keep: int) -> None:
-    saved = sorted(p for p in frames.iterdir() if p.is_dir() and p.name[:1].isdigit())
-    for old in saved[: max(len(saved) - max(keep, 1), 0)]:
         shutil.rmtree(old, ignore_errors=True)
