@@ -231,6 +231,22 @@ def test_unmovable_state_settings_are_refused(tmp_path: Path) -> None:
         flink.close()
 
 
+def test_a_forked_attempt_refuses_the_parents_jvm(tmp_path: Path) -> None:
+    """Killing a forked attempt would not stop a JVM it inherited: the integration says so."""
+    from pyflink.java_gateway import get_gateway
+
+    get_gateway()  # this (the driver) process now runs a PyFlink JVM
+
+    @task(isolation="process", system_retries=0)
+    def forked() -> None:
+        FlinkCheckpointing(work_dir=str(tmp_path / "work"))
+
+    execution = taskpoint.run(forked)
+    assert execution.status == "failed"
+    assert "already runs a PyFlink JVM" in execution.error
+    assert "isolation='spawn'" in execution.error
+
+
 def test_outside_a_task_without_a_checkpoint_says_so() -> None:
     with pytest.raises(TaskpointError, match="outside a task"):
         FlinkCheckpointing()

@@ -199,3 +199,16 @@ def test_failed_query_is_recoverable_and_the_next_attempt_continues(spark, tmp_p
     final = {r.w: r["count"] for r in rows if r.batch_id == 3}
     assert final == {"a": 10, "b": 10}
     assert sorted({r.batch_id for r in rows}) == [0, 1, 2, 3]
+
+
+def test_a_forked_attempt_refuses_the_parents_jvm(spark, tmp_path) -> None:
+    """Killing a forked attempt would not stop a JVM it inherited: the integration says so."""
+    from taskpoint.integrations.spark import StreamingCheckpoint
+
+    @task(isolation="process", system_retries=0)
+    def forked() -> None:
+        StreamingCheckpoint(spark, work_dir=tmp_path / "work")
+
+    execution = taskpoint.run(forked)
+    assert execution.status == "failed"
+    assert "already ran Spark" in execution.error and "isolation='spawn'" in execution.error

@@ -141,12 +141,16 @@ class FlinkCheckpointing:
         self._dir = AttemptDir(self.checkpoint.url, self.checkpoint.attempt, "flink", base)
         self._preempt = threading.Event()
         self._last: int | None = None
-        restored = self.checkpoint.restore(self._dir.path / "restored")
         self.restored: dict[str, Any] | None = None
         self.restore_path: Path | None = None
-        if restored is not None:
-            self.restored = state.read_meta(restored)
-            self.restore_path = restored / state.STATE_DIR
+        try:
+            restored = self.checkpoint.restore(self._dir.path / "restored")
+            if restored is not None:
+                self.restored = state.read_meta(restored)
+                self.restore_path = restored / state.STATE_DIR
+        except BaseException:
+            self._dir.remove()
+            raise
         if self._ctx is not None:
             self._ctx.on_preempt(self._preempt.set)
 

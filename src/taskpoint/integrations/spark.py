@@ -168,27 +168,34 @@ class StreamingCheckpoint:
         self.sinks = [_local_path(s, "file sink") for s in sinks]
         self.poll_interval = poll_interval
         self.query: StreamingQuery | None = None
+        self.location: Path
+        self.restored_batch: int | None
         self._lock = threading.Lock()
         self._preempt = threading.Event()
         self._error: BaseException | None = None
         base = os.fspath(work_dir) if work_dir is not None else None
         self._dir = AttemptDir(self.checkpoint.url, self.checkpoint.attempt, "spark", base)
-        self._dir.record_jvm(_session_jvm_pid(spark))
-        self._dir.retire_previous(jvm_exit_timeout)  # the killed attempt's JVM must be gone
-        owner = hashlib.sha256(self.checkpoint.url.encode()).hexdigest()
-        restored = self.checkpoint.restore(self._dir.path / "restored")
-        if restored is None:
-            cut.start_fresh(self.sinks, owner)
-            self.location = self._dir.path / "query"
-            self.restored_batch: int | None = None
-        else:
-            self.location = cut.install(restored, self.sinks, owner)
-            self.restored_batch = int(cut.read_meta(restored)["batch"])
+        try:
+            self._dir.record_jvm(_session_jvm_pid(spark))
+            self._dir.retire_previous(jvm_exit_timeout)  # the killed attempt's JVM must be gone
+            self.location, self.restored_batch = self._restore()
+        except BaseException:
+            self._dir.remove()
+            raise
         self._batch = self.restored_batch
         self._listener = _SnapshotListener(self)
         spark.streams.addListener(self._listener)
         if self._ctx is not None:
             self._ctx.on_preempt(self._preempt.set)
+
+    def _restore(self) -> tuple[Path, int | None]:
+        owner = hashlib.sha256(self.checkpoint.url.encode()).hexdigest()
+        restored = self.checkpoint.restore(self._dir.path / "restored")
+        if restored is None:
+            cut.start_fresh(self.sinks, owner)
+            return self._dir.path / "query", None
+        batch = int(cut.read_meta(restored)["batch"])
+        return cut.install(restored, self.sinks, owner), batch
 
     @property
     def last_batch(self) -> int | None:
