@@ -254,6 +254,8 @@ class StreamingCheckpoint:
         try:
             if self.query is not None and self.query.isActive:
                 self.query.stop()
+        except Exception as exc:  # a dead JVM must not hide the error that brought us here
+            log.warning("taskpoint: could not stop the streaming query: %s", exc)
         finally:
             with contextlib.suppress(Exception):
                 self.spark.streams.removeListener(self._listener)
@@ -282,11 +284,16 @@ class StreamingCheckpoint:
                     return None
                 meta = {"taskpoint.spark": "streaming", "batch": batch}
                 try:
-                    return self.checkpoint.save(  # type: ignore[return-value]
+                    future = self.checkpoint.save(
                         staging, step=batch, metadata=meta, blocking=False
                     )
-                finally:
-                    self._batch = batch  # also when Preempted: that save committed first
+                except Preempted:
+                    self._batch = batch  # that save committed before Preempted was raised
+                    raise
+                self._batch = batch
+                return future  # type: ignore[return-value]
+            except Preempted:
+                raise
             except Exception as exc:
                 if not quiet:
                     raise
