@@ -61,6 +61,10 @@ class AttemptDir:
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+        try:
+            self.scope.rmdir()  # the last attempt of this scope leaves nothing behind
+        except OSError:
+            pass  # not empty (another attempt's directory) or already gone
 
 
 def _owner_alive(name: str) -> bool:
