@@ -156,9 +156,34 @@ def test_outside_a_task_without_a_checkpoint_says_so(spark) -> None:
         restore_dataframe(spark)
 
 
-def test_failed_query_is_recoverable_and_the_next_attempt_continues(spark, tmp_path) -> None:
+ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
+STORE_CONF = {
+    "hdfs": {},
+    "rocksdb": {"spark.sql.streaming.stateStore.providerClass": ROCKSDB},
+    "rocksdb-changelog": {
+        "spark.sql.streaming.stateStore.providerClass": ROCKSDB,
+        "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
+    },
+}
+
+
+@pytest.fixture(params=sorted(STORE_CONF))
+def state_store(request, spark):
+    """The streaming state store provider (a SQL conf read when a query starts)."""
+    conf = STORE_CONF[request.param]
+    for key, value in conf.items():
+        spark.conf.set(key, value)
+    yield request.param
+    for key in conf:
+        spark.conf.unset(key)
+
+
+def test_failed_query_is_recoverable_and_the_next_attempt_continues(
+    spark, tmp_path, state_store
+) -> None:
     """In-process: batch 2 fails, await_termination raises RecoverableError after saving the cut
-    of batch 1; a second attempt on the same scope restores it and ends with exact counts."""
+    of batch 1; a second attempt on the same scope restores it (into another directory) and ends
+    with exact counts, with the default (HDFS-backed) and the RocksDB state stores."""
     from pyspark.sql.streaming import StreamingQueryException
 
     from taskpoint.integrations.spark import StreamingCheckpoint, idempotent_foreach_batch
@@ -193,6 +218,11 @@ def test_failed_query_is_recoverable_and_the_next_attempt_continues(spark, tmp_p
     with pytest.raises(RecoverableError, match="streaming query failed") as failure:
         run(1)
     assert isinstance(failure.value.__cause__, StreamingQueryException)
+    with Checkpoint.open(tmp_path / "ckpt") as cp:  # which state store wrote the snapshot
+        saved = {p.suffix for p in cp.restore(tmp_path / "look").rglob("state/0/0/*")}
+    assert {"hdfs": ".delta", "rocksdb": ".zip", "rocksdb-changelog": ".changelog"}[
+        state_store
+    ] in saved
     stream = run(2)
     assert stream.restored_batch == 1 and stream.last_batch == 3
     rows = spark.read.parquet(str(tmp_path / "out")).collect()
