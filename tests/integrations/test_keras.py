@@ -218,9 +218,10 @@ def test_sigkill_of_a_child_process_resumes_bitwise_equal(tmp_path, reference):
 
     resumed = train(Checkpoint.open(url, attempt=2))
     step = resumed["resumed_from"]["global_step"]
-    # The save at 55 is async: the kill may have come before it committed (then 50 is used).
-    assert step in (50, 55)
-    assert resumed["skipped"] == step - 2 * BATCHES
+    # The saves are async: on a loaded machine the kill may come before several of them
+    # committed; the resume point is then an earlier save and the batches after it train again.
+    assert 0 < step <= 55 and step % SAVE_EVERY == 0
+    assert resumed["skipped"] == step % BATCHES  # batches already trained in that epoch
     assert resumed["trained"] == reference["trained"][step:]
     assert_bitwise(resumed["weights"], reference["weights"])
 
