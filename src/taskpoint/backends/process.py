@@ -130,8 +130,9 @@ def run_in_process(
     return ProcessHandle(AttemptJob(task, arguments, info, guard, Listener())).result()
 
 
-# Runtimes whose thread pools (OpenMP/MKL) or device state (CUDA) do not survive fork.
-_FORK_UNSAFE = ("torch", "tensorflow", "jax")
+# Runtimes whose thread pools (OpenMP/MKL), device state (CUDA) or JVM gateway (Spark, Flink)
+# do not survive fork.
+_FORK_UNSAFE = ("torch", "tensorflow", "jax", "pyspark", "pyflink")
 
 
 def start_method(task: Task) -> str:
