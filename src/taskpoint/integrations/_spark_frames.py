@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
 from taskpoint.errors import CheckpointError, TaskpointError
-from taskpoint.integrations._spark_workdir import AttemptDir
+from taskpoint.integrations._jvm_workdir import AttemptDir
 
 if TYPE_CHECKING:
     from taskpoint.checkpoint import Checkpoint

@@ -79,7 +79,7 @@ from taskpoint.errors import (  # noqa: E402
     TaskpointError,
 )
 from taskpoint.integrations import _flink_state as state  # noqa: E402
-from taskpoint.integrations._spark_workdir import AttemptDir, jvm_pid  # noqa: E402
+from taskpoint.integrations._jvm_workdir import AttemptDir, jvm_pid  # noqa: E402
 
 if TYPE_CHECKING:
     from pyflink.common.job_client import JobClient

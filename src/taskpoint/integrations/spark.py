@@ -85,12 +85,12 @@ from taskpoint.errors import (  # noqa: E402
     TaskpointError,
 )
 from taskpoint.integrations import _spark_snapshot as cut  # noqa: E402
+from taskpoint.integrations._jvm_workdir import AttemptDir, jvm_pid  # noqa: E402
 from taskpoint.integrations._spark_frames import (  # noqa: E402
     restore_dataframe,
     save_dataframe,
     task_checkpoint,
 )
-from taskpoint.integrations._spark_workdir import AttemptDir, jvm_pid  # noqa: E402
 
 if TYPE_CHECKING:
     from taskpoint.checkpoint import Checkpoint

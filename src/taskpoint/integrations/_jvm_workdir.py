@@ -25,6 +25,8 @@ import time
 import uuid
 from pathlib import Path
 
+from taskpoint._process import process_alive
+
 log = logging.getLogger("taskpoint.integrations")
 
 _JVM_FILE = "jvm.json"
@@ -73,15 +75,8 @@ def _owner_alive(name: str) -> bool:
     if len(parts) != 3 or not parts[1].isdigit():
         return True  # not ours: leave it alone
     pid = int(parts[1])
-    if pid == os.getpid():
-        return True  # another use in this process; it removes its own directory
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    # Our own pid: another use in this process, which removes its own directory.
+    return pid == os.getpid() or process_alive(pid)
 
 
 def _read_jvm(directory: Path) -> dict | None:
