@@ -24,7 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar, Union
 
-from taskpoint.checkpoint.manifest import Manifest, ManifestError, parse_manifest
+from taskpoint.checkpoint.localio import StreamReader
+from taskpoint.checkpoint.manifest import FileEntry, Manifest, ManifestError, parse_manifest
 from taskpoint.checkpoint.payload import Payload, bytes_payload, path_payload, stream_payload
 from taskpoint.checkpoint.staging import new_staging_dir, sweep_staging
 from taskpoint.checkpoint.storage import (
@@ -34,6 +35,7 @@ from taskpoint.checkpoint.storage import (
     Listing,
     LocalStore,
     classify,
+    verify_reader,
 )
 from taskpoint.checkpoint.version import CheckpointVersion, format_version_id, parse_version_id
 from taskpoint.checkpoint.writer import AsyncWriter
@@ -171,6 +173,44 @@ class Checkpoint:
             return self._store.read_file(manifest.id, manifest.files[0])
 
         return self._use_latest(use)
+
+    def read_with(self, fill: Callable[[StreamReader], T]) -> T | None:
+        """Stream the latest committed version (bytes, a stream or one file) through ``fill``.
+
+        ``fill(reader)`` reads with ``reader.readinto(buffer)`` (straight into the caller's
+        buffers, no intermediate copy) and ``reader.read(n)``; ``reader.size`` is the version's
+        size. The checksum is computed on a second thread while it reads, and what ``fill``
+        leaves unread is read and checked after it returns: its result is returned only if the
+        version is intact. Buffers it filled must stay unchanged until then. A damaged version
+        is skipped with a warning and ``fill`` runs again on the previous committed one, so it
+        must overwrite whatever it filled. An error ``fill`` raises is re-raised as it is when
+        the bytes were intact (else the version counts as damaged). ``None`` if nothing was
+        committed; a directory version raises `CheckpointError` as `read()` does.
+        """
+
+        def use(manifest: Manifest) -> T:
+            if manifest.kind == "dir":
+                raise CheckpointError(
+                    f"checkpoint version {manifest.id} at {self.url} is a directory; "
+                    "call restore() to materialise it instead of read_with()"
+                )
+            entry = manifest.files[0]
+            with self._store.open_reader(manifest.id, entry) as reader:
+                try:
+                    result = fill(reader)
+                except Exception as exc:
+                    if exc is reader.failed:
+                        raise  # the storage's own error
+                    if not _intact(reader, entry):
+                        raise ChecksumMismatch(f"{entry.path}: checksum mismatch") from exc
+                    raise _FillError(exc) from exc
+                verify_reader(reader, entry)
+            return result
+
+        try:
+            return self._use_latest(use)
+        except _FillError as wrapped:
+            raise wrapped.error from wrapped.error.__cause__
 
     def restore(
         self, path: str | os.PathLike[str] | None = None, *, version: str | None = None
@@ -467,6 +507,22 @@ class Checkpoint:
 
 _VANISHED = object()
 _UNUSABLE = object()
+
+
+class _FillError(BaseException):
+    """Carries an error of a `read_with` callback past the storage-error translation."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _intact(reader: StreamReader, entry: FileEntry) -> bool:
+    try:
+        verify_reader(reader, entry)
+    except (ChecksumMismatch, OSError):
+        return False
+    return True
 
 
 def _ids(listing: Listing) -> Iterator[tuple[int, int]]:

@@ -16,14 +16,17 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from taskpoint.checkpoint.localio import StreamReader, write_large
 from taskpoint.checkpoint.manifest import FileEntry
 from taskpoint.checkpoint.payload import Source
 from taskpoint.checkpoint.version import parse_version_id
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from concurrent.futures import ThreadPoolExecutor
 
 CHUNK = 8 << 20  # big chunks: few syscalls, and the checksum releases the GIL per chunk
@@ -165,7 +168,7 @@ class LocalStore:
         crc_future = _crc_executor().submit(crc_of, data)
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            _write_all(fd, data)
+            write_large(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -224,6 +227,19 @@ class LocalStore:
             data = handle.read()
         _verify(entry, len(data), crc_of(data))
         return data
+
+    @contextmanager
+    def open_reader(self, vid: str, entry: FileEntry) -> Iterator[StreamReader]:
+        """A `StreamReader` over a payload file; a wrong size fails before anything is read."""
+        with open(self._path(vid, entry.path), "rb", buffering=0) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size != entry.size:
+                raise ChecksumMismatch(f"{entry.path}: size {size}, manifest says {entry.size}")
+            reader = StreamReader(handle, entry.size, crc_of, _crc_executor())
+            try:
+                yield reader
+            finally:
+                reader.settle()  # no checksum may still read the caller's buffers
 
     def copy_out(self, vid: str, entry: FileEntry, dest: str, buffer: bytearray) -> None:
         with open(self._path(vid, entry.path), "rb", buffering=0) as handle:
@@ -329,6 +345,14 @@ class FsspecStore:
         _verify(entry, len(data), crc_of(data))
         return data
 
+    @contextmanager
+    def open_reader(self, vid: str, entry: FileEntry) -> Iterator[StreamReader]:
+        """A `StreamReader` over the payload, fetched whole first (so ``timeout`` bounds it)."""
+        import io
+
+        data = self.read_file(vid, entry)
+        yield StreamReader(io.BytesIO(data), entry.size, crc_of, None)
+
     def copy_out(self, vid: str, entry: FileEntry, dest: str, buffer: bytearray) -> None:
         with self.fs.open(self._path(vid, entry.path), "rb") as handle:
             _copy_verified(handle, dest, entry, buffer)
@@ -371,6 +395,11 @@ def _copy_verified(handle: BinaryIO, dest: str, entry: FileEntry, buffer: bytear
             out.write(view[:n])
             size += n
     _verify(entry, size, crc)
+
+
+def verify_reader(reader: StreamReader, entry: FileEntry) -> None:
+    """Read the rest of ``reader`` and check size and checksum against the manifest."""
+    _verify(entry, *reader.digest())
 
 
 def _verify(entry: FileEntry, size: int, crc: int) -> None:

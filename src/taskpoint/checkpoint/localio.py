@@ -1,0 +1,198 @@
+"""Fast local I/O for large payloads: O_DIRECT writes and verified streaming reads.
+
+Writes: large payloads go out with O_DIRECT where the filesystem allows it. The kernel then DMAs
+from the caller's memory instead of copying every byte into freshly allocated page cache, a copy
+that costs a core for the whole write (on a VM more than the disk itself) and slows whatever else
+the machine runs, a training loop included. Buffers whose address is not page aligned go through a
+small aligned bounce buffer; the tail that is not a whole block, and filesystems without O_DIRECT,
+use ordinary buffered writes. The caller's fsync makes either durable.
+
+Reads: `StreamReader` reads a payload file sequentially straight into the caller's buffers (no
+intermediate copy) while the checksum of each piece is computed on the checksum thread, so a
+restore reads the disk once and verifies it at the same time.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+DIRECT_MIN = 4 << 20  # below this a buffered write is as fast
+_ALIGN = 4096  # O_DIRECT wants buffer address, length and file offset aligned to the block size
+_DIRECT_CHUNK = 32 << 20
+_BOUNCE = 8 << 20
+_READ_PIECE = 16 << 20  # checksummed while the next piece is read
+_direct_io = hasattr(os, "O_DIRECT")
+_bounce = threading.local()
+
+
+# ---------------------------------------------------------------------------------- writing
+def write_large(fd: int, data: memoryview) -> None:
+    """Write ``data`` at the start of the empty file ``fd``: O_DIRECT for the whole blocks where
+    the filesystem supports it, buffered for the rest."""
+    view = data.cast("B") if data.format != "B" else data
+    done = _write_direct(fd, view) if _direct_io and len(view) >= DIRECT_MIN else 0
+    write_all(fd, view[done:])
+
+
+def write_all(fd: int, view: memoryview) -> None:
+    while view:
+        written = os.write(fd, view[: 1 << 30])
+        view = view[written:]
+
+
+def _write_direct(fd: int, view: memoryview) -> int:
+    """Write the leading whole blocks of ``view`` with O_DIRECT; return how many bytes went out
+    (0 when the filesystem refuses O_DIRECT: the caller then writes everything buffered)."""
+    global _direct_io
+    import fcntl
+
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
+    except OSError:
+        _direct_io = False  # this filesystem has no O_DIRECT: do not ask again in this process
+        return 0
+    whole = len(view) - len(view) % _ALIGN
+    try:
+        if _address(view) % _ALIGN == 0:
+            return _direct_chunks(fd, view[:whole], _DIRECT_CHUNK, None)
+        return _direct_chunks(fd, view[:whole], _BOUNCE, _bounce_buffer())
+    except OSError as exc:
+        if exc.errno != errno.EINVAL or os.lseek(fd, 0, os.SEEK_CUR) != 0:
+            raise
+        return 0  # the device wants another alignment: nothing written, all of it buffered
+    finally:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+
+
+def _direct_chunks(fd: int, view: memoryview, chunk: int, bounce: memoryview | None) -> int:
+    pos = 0
+    while pos < len(view):
+        part = view[pos : pos + chunk]
+        if bounce is not None:
+            bounce[: len(part)] = part
+            part = bounce[: len(part)]
+        written = os.write(fd, part)
+        pos += written
+        if written % _ALIGN:
+            break  # a short write off a block boundary: the rest goes buffered
+    return pos
+
+
+def _address(view: memoryview) -> int:
+    """The address of a writable buffer; 1 (never aligned) for a read-only one."""
+    import ctypes
+
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(view))
+    except TypeError:
+        return 1
+
+
+def _bounce_buffer() -> memoryview:
+    """A page-aligned buffer (an anonymous mapping) per thread, for unaligned sources."""
+    buffer = getattr(_bounce, "view", None)
+    if buffer is None:
+        import mmap
+
+        # Private: a forked child writing at the same time as its parent must not share it.
+        buffer = _bounce.view = memoryview(mmap.mmap(-1, _BOUNCE, flags=mmap.MAP_PRIVATE))
+    return buffer
+
+
+# ---------------------------------------------------------------------------------- reading
+class StreamReader:
+    """Sequential reads of one payload file with its checksum computed alongside.
+
+    ``readinto`` fills the caller's buffer directly; each piece is handed to ``executor`` (one
+    thread, so pieces are checksummed in order) while the next piece is read. The caller must
+    leave filled buffers unchanged until `digest` returns. An I/O error of the reader itself is
+    kept in ``failed`` so callers can tell it from their own errors.
+    """
+
+    def __init__(
+        self,
+        handle: BinaryIO,
+        size: int,
+        crc: Callable[[Any, int], int],
+        executor: ThreadPoolExecutor | None,
+    ) -> None:
+        self.size = size
+        self.failed: BaseException | None = None
+        self._handle = handle
+        self._crc_fn = crc
+        self._executor = executor
+        self._pos = 0
+        self._crc = 0
+        self._last: Future[None] | None = None
+
+    @property
+    def position(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        """Fill ``buffer`` (fewer bytes only at the end of the file); return the byte count."""
+        view = memoryview(buffer).cast("B")
+        got = 0
+        while got < len(view):
+            piece = view[got : got + _READ_PIECE]
+            n = self._read_piece(piece)
+            if not n:
+                break
+            self._checksum(piece[:n])
+            got += n
+        return got
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes as a new ``bytes`` (for headers and gaps)."""
+        buffer = bytearray(max(0, min(n, self.size - self._pos)))
+        got = self.readinto(buffer)
+        return bytes(buffer[:got])
+
+    def digest(self) -> tuple[int, int]:
+        """Read what is left, wait for the checksum thread; return (bytes read, crc32c)."""
+        scratch = memoryview(bytearray(min(8 << 20, max(1, self.size - self._pos))))
+        while True:
+            n = self._read_piece(scratch)
+            if not n:
+                break
+            self.settle()  # the scratch buffer is reused: checksum it here
+            self._crc = self._crc_fn(scratch[:n], self._crc)
+        self.settle()
+        return self._pos, self._crc
+
+    def settle(self) -> None:
+        """Wait until every piece read so far is checksummed."""
+        last, self._last = self._last, None
+        if last is not None:
+            last.result()
+
+    def _read_piece(self, view: memoryview) -> int:
+        try:
+            n = self._handle.readinto(view) or 0
+        except BaseException as exc:
+            self.failed = exc
+            raise
+        self._pos += n
+        return n
+
+    def _checksum(self, view: memoryview) -> None:
+        if self._executor is None:
+            self._crc = self._crc_fn(view, self._crc)
+            return
+
+        def step() -> None:
+            self._crc = self._crc_fn(view, self._crc)
+
+        previous = self._last
+        self._last = self._executor.submit(step)
+        if previous is not None:
+            previous.result()  # at most one piece ahead of the checksum: errors surface early
