@@ -178,17 +178,30 @@ def write_header(view: memoryview, layout: Layout) -> None:
 
 
 # ---------------------------------------------------------------------------------- reading
+PREFIX_SIZE = _PREFIX.size
+
+
 def parse(blob: bytes | memoryview, where: str) -> tuple[dict[str, Any], int]:
     """Return the header dict and the data-region start of a blob, validating its bounds."""
-    if len(blob) < _PREFIX.size or bytes(blob[:8]) != MAGIC:
+    size = header_size(blob, where)
+    return parse_header(blob[_PREFIX.size : _PREFIX.size + size], len(blob), where)
+
+
+def header_size(prefix: bytes | memoryview, where: str) -> int:
+    """The JSON header's length, from the blob's first `PREFIX_SIZE` bytes."""
+    if len(prefix) < _PREFIX.size or bytes(prefix[:8]) != MAGIC:
         raise CheckpointError(
             f"the latest checkpoint at {where} was not written by TorchCheckpointer (no "
             f"{MAGIC!r} header); use a separate checkpoint scope for other data"
         )
-    _, size = _PREFIX.unpack_from(blob)
-    end = _PREFIX.size + size
+    return _PREFIX.unpack_from(prefix)[1]
+
+
+def parse_header(raw: bytes | memoryview, total: int, where: str) -> tuple[dict[str, Any], int]:
+    """Parse the JSON header of a blob of ``total`` bytes; return it and the data-region start."""
+    end = _PREFIX.size + len(raw)
     try:
-        header = json.loads(bytes(blob[_PREFIX.size : end]))
+        header = json.loads(bytes(raw))
     except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(
             f"torch checkpoint at {where} has an unreadable header: {exc}"
@@ -199,8 +212,10 @@ def parse(blob: bytes | memoryview, where: str) -> tuple[dict[str, Any], int]:
             f"reads format {FORMAT}: upgrade taskpoint"
         )
     data_start = align(end)
+    if end > total:
+        raise CheckpointError(f"torch checkpoint at {where}: the header lies outside the blob")
     for _, _, offset, nbytes in header["tensors"]:
-        if offset < 0 or nbytes < 0 or data_start + offset + nbytes > len(blob):
+        if offset < 0 or nbytes < 0 or data_start + offset + nbytes > total:
             raise CheckpointError(f"torch checkpoint at {where}: a tensor lies outside the blob")
     return header, data_start
 

@@ -165,10 +165,31 @@ class TorchCheckpointer:
         copied into the model's own parameters and buffers (``load_state_dict``, strict); the
         optimizer, scheduler, scaler and objects get their own copies of saved tensors.
         """
-        loaded = self._writer.read()
+        # The model's tensors are read from disk straight into its own memory (its
+        # load_state_dict then copies nothing); everything else into new tensors.
+        into = {"model": self.model.state_dict()} if self.model is not None else {}
+        loaded = self._writer.read_into(into, self._check_components)
         if loaded is None:
             return None
-        skeleton, views = loaded
+        skeleton, views, owned = loaded
+        if self.model is not None:
+            self.model.load_state_dict(fmt.decode(skeleton["model"], views, clone=False))
+        for name in ("optimizer", "scheduler", "scaler"):
+            target = getattr(self, name)
+            if target is not None:
+                target.load_state_dict(fmt.decode(skeleton[name], views, clone=not owned))
+        for name, obj in self.objects.items():
+            state = fmt.decode(skeleton["objects"][name], views, clone=not owned)
+            if isinstance(obj, torch.Generator):
+                obj.set_state(state)
+            else:
+                obj.load_state_dict(state)
+        if self.rng and "rng" in skeleton:
+            set_rng_state(fmt.decode(skeleton["rng"], views, clone=not owned))
+        return skeleton["step"]
+
+    def _check_components(self, skeleton: Any) -> None:
+        """Refuse a version that lacks a component we restore (before any tensor is read)."""
         where = getattr(self.checkpoint, "url", repr(self.checkpoint))
         missing = [
             name
@@ -181,18 +202,3 @@ class TorchCheckpointer:
                 f"the latest torch checkpoint at {where} has no state for {', '.join(missing)}; "
                 "pass the same components to TorchCheckpointer as when it was saved"
             )
-        if self.model is not None:
-            self.model.load_state_dict(fmt.decode(skeleton["model"], views, clone=False))
-        for name in ("optimizer", "scheduler", "scaler"):
-            target = getattr(self, name)
-            if target is not None:
-                target.load_state_dict(fmt.decode(skeleton[name], views, clone=True))
-        for name, obj in self.objects.items():
-            state = fmt.decode(skeleton["objects"][name], views, clone=True)
-            if isinstance(obj, torch.Generator):
-                obj.set_state(state)
-            else:
-                obj.load_state_dict(state)
-        if self.rng and "rng" in skeleton:
-            set_rng_state(fmt.decode(skeleton["rng"], views, clone=True))
-        return skeleton["step"]
