@@ -57,7 +57,9 @@ def bench_large(workdir: str, size: int, repeats: int) -> list[Row]:
         return elapsed
 
     t_ours, t_raw = alternate(ours_restore, lambda: raw_cold_read(raw_path), repeats)
-    rows.append(_bandwidth_row(f"restore {gib:g} GiB (vs raw cold read)", gib, t_ours, t_raw, 0.70))
+    rows.append(
+        _bandwidth_row(f"restore {gib:.3g} GiB (vs raw cold read)", gib, t_ours, t_raw, 0.70)
+    )
 
     def ours_read() -> float:
         drop_cache(cp.url)
@@ -66,7 +68,9 @@ def bench_large(workdir: str, size: int, repeats: int) -> list[Row]:
         return time.perf_counter() - start
 
     t_ours, t_raw = alternate(ours_read, lambda: raw_cold_read(raw_path), repeats)
-    rows.append(_bandwidth_row(f"read() {gib:g} GiB (vs raw cold read)", gib, t_ours, t_raw, None))
+    rows.append(
+        _bandwidth_row(f"read() {gib:.3g} GiB (vs raw cold read)", gib, t_ours, t_raw, None)
+    )
     cp.close()
     os.unlink(raw_path)
     return rows
@@ -88,7 +92,7 @@ def _bench_sync_write(cp: Checkpoint, raw_path: str, size: int, repeats: int) ->
 
     t_ours, t_raw = alternate(ours_write, base_write, repeats)
     raw_write(raw_path, data)  # left in place as the baseline of the read measurements
-    return _bandwidth_row(f"sync write {gib:g} GiB (vs os.write+fsync)", gib, t_ours, t_raw, 0.85)
+    return _bandwidth_row(f"sync write {gib:.3g} GiB (vs os.write+fsync)", gib, t_ours, t_raw, 0.85)
 
 
 def _bandwidth_row(
@@ -148,6 +152,37 @@ def _raw_durable_small(workdir: str, payload: bytes) -> float:
     elapsed = time.perf_counter() - start
     os.unlink(path)
     return elapsed
+
+
+FLYTEKIT_SMALL = """
+import logging, statistics, sys, tempfile, time
+logging.disable(logging.WARNING)
+from flytekit.core.checkpointer import SyncCheckpoint
+
+cp = SyncCheckpoint(checkpoint_dest=tempfile.mkdtemp(dir=sys.argv[2]))
+payload = b"0123456789abcdef"
+samples = []
+for _ in range(int(sys.argv[1])):
+    start = time.perf_counter()
+    cp.write(payload)
+    samples.append(time.perf_counter() - start)
+print(statistics.median(samples))
+"""
+
+
+def flytekit_small(python: str | None, workdir: str, count: int) -> float | str:
+    """p50 seconds of flytekit's ``SyncCheckpoint.write`` of 16 bytes to a local destination,
+    run in ``python`` (an interpreter with flytekit), or why it could not run."""
+    import subprocess
+
+    if not python:
+        return "skipped: no --flytekit-python"
+    done = subprocess.run(
+        [python, "-c", FLYTEKIT_SMALL, str(count), workdir], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        return "failed: " + (done.stderr.strip().splitlines() or ["?"])[-1]
+    return float(done.stdout.split()[-1])
 
 
 def bench_async_large(workdir: str, size: int, repeats: int) -> list[Row]:

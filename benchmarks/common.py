@@ -23,6 +23,7 @@ class Row:
     ratio: float | None
     target: str
     ok: bool | None
+    note: str = ""  # the baseline's name, or why a row is only informative
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -46,17 +47,37 @@ def alternate(
     return statistics.median(a), statistics.median(b)
 
 
+def rotate(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Run several contenders round-robin, the order shifted each round; all samples by name."""
+    names = list(fns)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(repeats):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(fns[name]())
+    return samples
+
+
+def median(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def drop_cache(path: str | os.PathLike[str]) -> None:
-    """Evict a file's (or a tree's) pages: fadvise(DONTNEED) on each file after syncing it,
-    plus a global drop_caches where permitted (in containers that write may do nothing)."""
-    with contextlib.suppress(OSError), open("/proc/sys/vm/drop_caches", "w") as handle:
-        os.sync()
-        handle.write("3\n")
+    """Evict a file's (or a tree's) pages: fadvise(DONTNEED) on each file after syncing it.
+
+    With ``TASKPOINT_BENCH_DROP_CACHES=1`` a global ``drop_caches`` is written too (where
+    permitted): it is closer to a fresh machine but flushes every process's dirty pages, which a
+    shared machine's other users feel, so it is opt-in.
+    """
+    if os.environ.get("TASKPOINT_BENCH_DROP_CACHES") == "1":
+        with contextlib.suppress(OSError), open("/proc/sys/vm/drop_caches", "w") as handle:
+            os.sync()
+            handle.write("3\n")
     for root, _dirs, files in os.walk(path) if os.path.isdir(path) else [("", [], [path])]:
         for name in files:
             fd = os.open(os.path.join(root, name), os.O_RDONLY)
@@ -69,20 +90,50 @@ def drop_cache(path: str | os.PathLike[str]) -> None:
 
 def print_table(title: str, rows: list[Row]) -> None:
     print(f"\n{title}")
-    header = f"{'metric':<44} {'taskpoint':>12} {'baseline':>12} {'unit':<6} {'ratio':>7}  target"
+    header = (
+        f"{'metric':<60} {'taskpoint':>10} {'baseline':>10} {'unit':<6} {'ratio':>7}  "
+        f"{'target':<22} result"
+    )
     print(header)
-    print("-" * len(header) + "-" * 14)
+    print("-" * len(header))
     for r in rows:
-        base = f"{r.baseline:12.4g}" if r.baseline is not None else f"{'-':>12}"
+        base = f"{r.baseline:10.4g}" if r.baseline is not None else f"{'-':>10}"
         ratio = f"{r.ratio:7.3f}" if r.ratio is not None else f"{'-':>7}"
-        verdict = {True: "pass", False: "FAIL", None: ""}[r.ok]
+        verdict = {True: "pass", False: "FAIL", None: "info"}[r.ok]
         print(
-            f"{r.metric:<44} {r.taskpoint:12.4g} {base} {r.unit:<6} {ratio}  {r.target} {verdict}"
+            f"{r.metric:<60} {r.taskpoint:10.4g} {base} {r.unit:<6} {ratio}  {r.target:<22} "
+            f"{verdict}"
         )
+        if r.note:
+            print(f"{'':<4}{r.note}")
 
 
-def save_json(name: str, rows: list[Row], params: dict[str, object]) -> Path:
+def save_json(name: str, rows: list[Row], params: dict[str, object], **extra: object) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"params": params, "rows": [asdict(r) for r in rows]}, indent=2))
+    payload = {"params": params, "rows": [asdict(r) for r in rows], **extra}
+    path.write_text(json.dumps(payload, indent=2, default=str))
     return path
+
+
+def bandwidth_row(
+    metric: str, gib: float, t_ours: float, t_base: float, target: float | None, note: str = ""
+) -> Row:
+    """A row in GiB/s: ratio = ours / baseline (higher is better)."""
+    ours, base = gib / t_ours, gib / t_base
+    ratio = ours / base
+    return Row(
+        metric,
+        ours,
+        base,
+        "GiB/s",
+        ratio,
+        f">= {target} x baseline" if target else "(info)",
+        None if target is None else ratio >= target,
+        note,
+    )
+
+
+def workdir_root(given: str | None) -> str:
+    """Where benchmark files go: ``--dir``, else the current directory (the disk to measure)."""
+    return given or os.getcwd()

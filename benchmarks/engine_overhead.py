@@ -161,18 +161,24 @@ def has_flytekit(python: str) -> bool:
     return subprocess.run([python, "-c", "import flytekit"], capture_output=True).returncode == 0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--attempts", type=int, default=60)
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--flytekit-python", default=os.environ.get("FLYTEKIT_PYTHON"))
-    args = parser.parse_args()
+def run(calls: int, attempts: int, repeats: int, flytekit_python: str | None) -> list[Row]:
+    """Every row of this benchmark (records go to a fresh temporary TASKPOINT_HOME)."""
+    previous = os.environ.get("TASKPOINT_HOME")
     os.environ["TASKPOINT_HOME"] = tempfile.mkdtemp(prefix="tp-bench-")
+    try:
+        return _rows(calls, attempts, repeats, flytekit_python)
+    finally:
+        if previous is None:
+            os.environ.pop("TASKPOINT_HOME", None)
+        else:
+            os.environ["TASKPOINT_HOME"] = previous
+
+
+def _rows(calls: int, attempts: int, repeats: int, flytekit_python: str | None) -> list[Row]:
     rows: list[Row] = []
     ms = 1e3
 
-    samples, base = inline_call_samples(args.calls)
+    samples, base = inline_call_samples(calls)
     p50, b50 = percentile(samples, 0.5) * ms, percentile(base, 0.5) * ms
     rows.append(
         Row(
@@ -188,7 +194,7 @@ def main() -> None:
     p99 = percentile(samples, 0.99) * ms
     rows.append(Row("inline task call p99", p99, None, "ms", None, "", None))
 
-    samples, base = process_samples(args.attempts)
+    samples, base = process_samples(attempts)
     p50, b50 = percentile(samples, 0.5) * ms, percentile(base, 0.5) * ms
     rows.append(
         Row(
@@ -202,7 +208,7 @@ def main() -> None:
         )
     )
 
-    ours, base = startup_medians(sys.executable, "import taskpoint", args.repeats)
+    ours, base = startup_medians(sys.executable, "import taskpoint", repeats)
     rows.append(
         Row(
             "python -c 'import taskpoint' median (vs pass)",
@@ -215,10 +221,10 @@ def main() -> None:
         )
     )
 
-    chain = chain_per_call(sys.executable, TASKPOINT_CHAIN, args.repeats)
-    flyte = args.flytekit_python or sys.executable
+    chain = chain_per_call(sys.executable, TASKPOINT_CHAIN, repeats)
+    flyte = flytekit_python or sys.executable
     if chain is not None and has_flytekit(flyte):
-        theirs = chain_per_call(flyte, FLYTEKIT_CHAIN, args.repeats)
+        theirs = chain_per_call(flyte, FLYTEKIT_CHAIN, repeats)
         if theirs is not None:
             rows.append(
                 Row(
@@ -231,9 +237,7 @@ def main() -> None:
                     theirs / chain >= 3,
                 )
             )
-            fl_import, fl_base = startup_medians(
-                flyte, "import flytekit", max(5, args.repeats // 3)
-            )
+            fl_import, fl_base = startup_medians(flyte, "import flytekit", max(5, repeats // 3))
             rows.append(
                 Row(
                     "python -c 'import flytekit' median (vs pass)",
@@ -260,6 +264,17 @@ def main() -> None:
                 )
             )
 
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--attempts", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--flytekit-python", default=os.environ.get("FLYTEKIT_PYTHON"))
+    args = parser.parse_args()
+    rows = run(args.calls, args.attempts, args.repeats, args.flytekit_python)
     print_table(
         "taskpoint engine overhead (ratio = taskpoint / baseline; vs flytekit: speed-up)", rows
     )

@@ -1,0 +1,545 @@
+"""Target 6: goodput under preemption, as real taskpoint executions against the same job run
+without checkpoints and under flytekit's local execution.
+
+    python -m benchmarks.goodput [--job-s 120] [--every 20] [--state-mib 256] [--ckpt-every 5]
+                                 [--flytekit-python PY] [--quick]
+
+The job: ``--job-s`` seconds of steps (~0.1 s of torch matrix products each) over a state of
+``--state-mib`` (4 fp32 tensors), with an async `TorchCheckpointer` save every ``--ckpt-every``
+s, run by ``taskpoint run`` as a task with ``isolation="process"``. Contenders, one after the
+other (each a few minutes; medians of several would take an hour, so each runs once):
+
+- failure-free: the baseline time;
+- SIGTERM every ``--every`` s to the running attempt (a preemption: it saves at its next step,
+  commits and stops; the engine retries it from that checkpoint);
+- SIGKILL every ``--every`` s to the running attempt (a lost worker: the retry starts from the
+  last committed save);
+- retries without checkpoints: the same job and SIGKILLs, restarting from step 0, stopped at
+  ``--cap`` x the failure-free time if it has not finished;
+- flytekit local execution (when ``--flytekit-python`` names an interpreter with flytekit): the
+  same steps (busy-waits: that interpreter has no torch) and the same first SIGTERM.
+
+Target: each preempted taskpoint run finishes in <= 1.15 x the failure-free time. Each job logs
+its progress (wall time, step) to a file: the plot shows progress over time for all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass, field
+
+from benchmarks.common import Row, print_table, save_json, workdir_root
+
+JOB = """
+import os, time
+import torch
+from taskpoint import task, workflow
+from taskpoint.integrations.torch import TorchCheckpointer
+
+
+def _log(path, text):
+    with open(path, "a") as handle:
+        handle.write(text + "\\n")
+
+
+@task(isolation="process", system_retries=10000)
+def job(steps: int, mms: int, state_mib: int, ckpt_every: float, use_ckpt: bool,
+        progress: str) -> int:
+    _log(progress + ".pid", str(os.getpid()))
+    torch.set_num_threads(1)
+    numel = state_mib * (1 << 20) // 16
+    model = torch.nn.ParameterDict(
+        {f"w{i}": torch.nn.Parameter(torch.zeros(numel)) for i in range(4)}
+    )
+    a, b, out = torch.rand(384, 384), torch.rand(384, 384), torch.empty(384, 384)
+    ckpt = TorchCheckpointer(model=model, rng=False) if use_ckpt else None
+    start = (ckpt.restore() or 0) if ckpt is not None else 0
+    _log(progress, f"{time.time():.3f} {start} start")
+    last = time.monotonic()
+    for step in range(start, steps):
+        for _ in range(mms):
+            torch.mm(a, b, out=out)
+        with torch.no_grad():
+            model["w0"][step % 4096] += 1.0
+        done = step + 1
+        if ckpt is not None and (time.monotonic() - last >= ckpt_every or ckpt.preempted):
+            ckpt.save(done)
+            last = time.monotonic()
+        _log(progress, f"{time.time():.3f} {done}")
+    if ckpt is not None:
+        ckpt.wait()
+    return steps
+
+
+@workflow
+def goodput(steps: int, mms: int, state_mib: int, ckpt_every: float, use_ckpt: bool,
+            progress: str) -> int:
+    return job(steps=steps, mms=mms, state_mib=state_mib, ckpt_every=ckpt_every,
+               use_ckpt=use_ckpt, progress=progress)
+"""
+
+FLYTE_JOB = """
+import logging, os, sys, time
+logging.disable(logging.WARNING)
+from flytekit import task, workflow
+
+
+def _log(path, text):
+    with open(path, "a") as handle:
+        handle.write(text + "\\n")
+
+
+@task(retries=3)
+def job(steps: int, step_s: float, progress: str) -> int:
+    _log(progress + ".pid", str(os.getpid()))
+    _log(progress, f"{time.time():.3f} 0 start")
+    for step in range(steps):
+        end = time.perf_counter() + step_s
+        while time.perf_counter() < end:
+            pass
+        _log(progress, f"{time.time():.3f} {step + 1}")
+    return steps
+
+
+@workflow
+def goodput(steps: int, step_s: float, progress: str) -> int:
+    return job(steps=steps, step_s=step_s, progress=progress)
+
+
+if __name__ == "__main__":
+    goodput(steps=int(sys.argv[1]), step_s=float(sys.argv[2]), progress=sys.argv[3])
+"""
+
+
+ALL = frozenset({"term", "kill", "nock", "flyte"})
+
+
+@dataclass
+class Outcome:
+    name: str
+    finished: bool
+    elapsed: float
+    kills: list[float] = field(default_factory=list)
+    progress: list[tuple[float, int]] = field(default_factory=list)
+    note: str = ""
+
+    starts: list[tuple[float, int]] = field(default_factory=list)
+
+    def final_step(self) -> int:
+        return max((s for _, s in self.progress), default=0)
+
+    def per_kill(self, step_s: float) -> tuple[float, float]:
+        """Medians over kills of (work lost in s, restart in s: kill -> next attempt's start)."""
+        lost, restart = [], []
+        for k in self.kills:
+            before = max((s for t, s in self.progress if t <= k), default=0)
+            after = [(t, s) for t, s in self.starts if t > k]
+            if after:
+                lost.append(max(0, before - after[0][1]) * step_s)
+                restart.append(after[0][0] - k)
+        if not lost:
+            return float("nan"), float("nan")
+        return statistics.median(lost), statistics.median(restart)
+
+
+def calibrate(step_s: float) -> tuple[int, float]:
+    """Matrix products per step for ``step_s`` seconds with one torch thread; the real time."""
+    import torch
+
+    torch.set_num_threads(1)
+    a, b, out = torch.rand(384, 384), torch.rand(384, 384), torch.empty(384, 384)
+    samples = []
+    for _ in range(30):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        samples.append(time.perf_counter() - start)
+    mms = max(1, round(step_s / statistics.median(samples)))
+    timed = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(mms):
+            torch.mm(a, b, out=out)
+        timed.append(time.perf_counter() - start)
+    return mms, statistics.median(timed)
+
+
+def run_contender(
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    progress: str,
+    every: float,
+    sig: int | None,
+    cap: float | None,
+    grace: float,
+) -> Outcome:
+    """Start ``argv``; every ``every`` s send ``sig`` to the attempt named in the pid file."""
+    start = time.time()
+    kills: list[float] = []
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    next_kill = start + every
+    stopped_at_cap = False
+    while proc.poll() is None:
+        now = time.time()
+        if cap is not None and now - start > cap:
+            _stop(proc)
+            stopped_at_cap = True
+            break
+        if sig is not None and now >= next_kill:
+            pid = _attempt_pid(progress)
+            if pid is not None and _signal(pid, sig):
+                kills.append(now - start)
+                next_kill += every
+                if sig == signal.SIGTERM:
+                    _kill_after(pid, grace)
+        time.sleep(0.05)
+    elapsed = time.time() - start
+    err = proc.stderr.read() if proc.stderr else ""
+    finished = proc.returncode == 0 and not stopped_at_cap
+    note = "" if finished else _failure_note(proc.returncode, stopped_at_cap, cap, err)
+    points, starts = _read_progress(progress, start)
+    return Outcome(name, finished, elapsed, kills, points, note, starts)
+
+
+def _kill_after(pid: int, grace: float) -> None:
+    """The machine goes away at the end of the grace period: SIGKILL if still alive."""
+    deadline = time.time() + grace
+    while time.time() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.05)
+    _signal(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by the driver) is gone for our purpose
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _signal(pid: int, sig: int) -> bool:
+    if not _alive(pid):
+        return False
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _attempt_pid(progress: str) -> int | None:
+    try:
+        with open(progress + ".pid") as handle:
+            lines = handle.read().split()
+    except FileNotFoundError:
+        return None
+    return int(lines[-1]) if lines else None
+
+
+def _read_progress(
+    progress: str, start: float
+) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
+    """(time since start, step) of every step logged, and of every attempt's start."""
+    points, starts = [], []
+    try:
+        with open(progress) as handle:
+            for line in handle:
+                parts = line.split()
+                try:
+                    point = (float(parts[0]) - start, int(parts[1]))
+                except (ValueError, IndexError):
+                    continue  # a line cut short by a kill
+                points.append(point)
+                if parts[2:] == ["start"]:
+                    starts.append(point)
+    except FileNotFoundError:
+        pass
+    return points, starts
+
+
+def _failure_note(code: int | None, at_cap: bool, cap: float | None, err: str) -> str:
+    if at_cap:
+        return f"not finished after {cap:.0f} s (stopped)"
+    last = [line for line in err.strip().splitlines() if line.strip()][-1:] or [""]
+    return f"exit {code}: {last[0][:160]}"
+
+
+def taskpoint_argv(
+    job: str,
+    steps: int,
+    mms: int,
+    state_mib: int,
+    ckpt_every: float,
+    use_ckpt: bool,
+    progress: str,
+    grace: float,
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "taskpoint.cli",
+        "--grace",
+        str(grace),
+        "run",
+        job,
+        "goodput",
+        "--steps",
+        str(steps),
+        "--mms",
+        str(mms),
+        "--state-mib",
+        str(state_mib),
+        "--ckpt-every",
+        str(ckpt_every),
+        "--use-ckpt" if use_ckpt else "--no-use-ckpt",
+        "--progress",
+        progress,
+    ]
+
+
+def run(
+    job_s: float,
+    every: float,
+    state_mib: int,
+    ckpt_every: float,
+    step_s: float,
+    cap_x: float,
+    grace: float,
+    flytekit_python: str | None,
+    root: str | None,
+    which: frozenset[str] = ALL,
+) -> tuple[list[Row], list[Outcome]]:
+    workdir = tempfile.mkdtemp(prefix="taskpoint-bench-", dir=workdir_root(root))
+    try:
+        job = os.path.join(workdir, "goodput_job.py")
+        with open(job, "w") as handle:
+            handle.write(textwrap.dedent(JOB))
+        mms, real_step = calibrate(step_s)
+        steps = max(10, round(job_s / real_step))
+        outcomes: list[Outcome] = []
+
+        def contender(name: str, sig: int | None, use_ckpt: bool, cap: float | None) -> Outcome:
+            tag = name.split()[0].replace("/", "-")
+            progress = os.path.join(workdir, f"{tag}-{len(outcomes)}.progress")
+            env = dict(os.environ, TASKPOINT_HOME=os.path.join(workdir, f"home-{len(outcomes)}"))
+            env["PYTHONPATH"] = os.pathsep.join([workdir, env.get("PYTHONPATH", "")])
+            argv = taskpoint_argv(job, steps, mms, state_mib, ckpt_every, use_ckpt, progress, grace)
+            out = run_contender(name, argv, env, progress, every, sig, cap, grace)
+            outcomes.append(out)
+            _report(out)
+            return out
+
+        outs = {"free": contender("failure-free", None, True, None)}
+        t0 = outs["free"].elapsed
+        if "term" in which:
+            outs["term"] = contender(f"SIGTERM every {every:g} s", signal.SIGTERM, True, None)
+        if "kill" in which:
+            outs["kill"] = contender(f"SIGKILL every {every:g} s", signal.SIGKILL, True, None)
+        if "nock" in which:
+            outs["nock"] = contender(
+                f"no checkpoints, SIGKILL every {every:g} s", signal.SIGKILL, False, cap_x * t0
+            )
+        if "flyte" in which and flytekit_python:
+            flyte = _flytekit(flytekit_python, workdir, steps, real_step, every, grace, t0)
+            outs["flyte"] = flyte
+            outcomes.append(flyte)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return _rows(outs, every, ckpt_every, steps, real_step), outcomes
+
+
+def _flytekit(
+    python: str | None,
+    workdir: str,
+    steps: int,
+    step_s: float,
+    every: float,
+    grace: float,
+    t0: float,
+) -> Outcome | None:
+    if not python:
+        return None
+    ok = subprocess.run([python, "-c", "import flytekit"], capture_output=True).returncode == 0
+    if not ok:
+        return Outcome("flytekit local", False, 0.0, note=f"skipped: no flytekit in {python}")
+    job = os.path.join(workdir, "flyte_job.py")
+    with open(job, "w") as handle:
+        handle.write(textwrap.dedent(FLYTE_JOB))
+    progress = os.path.join(workdir, "flytekit.progress")
+    argv = [python, job, str(steps), str(step_s), progress]
+    out = run_contender(
+        "flytekit local, SIGTERM",
+        argv,
+        dict(os.environ),
+        progress,
+        every,
+        signal.SIGTERM,
+        2 * t0,
+        grace,
+    )
+    _report(out)
+    return out
+
+
+def _report(out: Outcome) -> None:
+    state = "finished" if out.finished else "NOT finished"
+    print(f"  {out.name}: {state} in {out.elapsed:.1f} s, {len(out.kills)} kills {out.note}")
+
+
+def _rows(
+    outs: dict[str, Outcome], every: float, ckpt_every: float, steps: int, step_s: float
+) -> list[Row]:
+    base = outs["free"]
+    t0 = base.elapsed
+    what = f"{steps} steps of {step_s * 1e3:.0f} ms, async save every {ckpt_every:g} s"
+    rows = [Row("goodput: failure-free job", t0, None, "s", None, "(baseline)", None, what)]
+    for key, label in (("term", "SIGTERM"), ("kill", "SIGKILL")):
+        if key not in outs:
+            continue
+        out = outs[key]
+        ratio = out.elapsed / t0
+        lost, restart = out.per_kill(step_s)
+        note = (
+            f"{len(out.kills)} {label}s; per kill: {lost:.2f} s of work lost, "
+            f"{restart:.2f} s from kill to the next attempt's first step"
+        )
+        if key == "kill":
+            note += (
+                f"; bound with saves every {ckpt_every:g} s: {len(out.kills)} x "
+                f"{ckpt_every:g} s / {t0:.0f} s = "
+                f"{1 + len(out.kills) * ckpt_every / t0:.2f} x"
+            )
+        rows.append(
+            Row(
+                f"goodput: {label} every {every:g} s (vs failure-free)",
+                out.elapsed,
+                t0,
+                "s",
+                ratio,
+                "<= 1.15 x baseline",
+                out.finished and ratio <= 1.15,
+                note if out.finished else f"{out.note}; {note}",
+            )
+        )
+    if "nock" in outs:
+        nock = outs["nock"]
+        done = nock.final_step() / steps
+        what = "finished" if nock.finished else f"{nock.note}; best attempt reached {done:.0%}"
+        rows.append(
+            Row(
+                "  retries, no checkpoints, SIGKILL (vs failure-free)",
+                nock.elapsed,
+                t0,
+                "s",
+                nock.elapsed / t0,
+                "(info)",
+                None,
+                f"{len(nock.kills)} kills, {what}",
+            )
+        )
+    flyte = outs.get("flyte")
+    if flyte is None:
+        rows.append(
+            Row(
+                "  flytekit local, SIGTERM",
+                float("nan"),
+                t0,
+                "s",
+                None,
+                "(info)",
+                None,
+                "skipped: no --flytekit-python",
+            )
+        )
+    elif not flyte.elapsed:
+        rows.append(
+            Row(
+                "  flytekit local, SIGTERM", float("nan"), t0, "s", None, "(info)", None, flyte.note
+            )
+        )
+    else:
+        reached = flyte.final_step() / steps
+        what = "finished" if flyte.finished else f"{flyte.note}; reached {reached:.0%}, no retry"
+        rows.append(
+            Row(
+                "  flytekit local, SIGTERM (vs failure-free)",
+                flyte.elapsed,
+                t0,
+                "s",
+                flyte.elapsed / t0,
+                "(info)",
+                None,
+                what,
+            )
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--job-s", type=float, default=120.0, help="failure-free job length")
+    parser.add_argument("--every", type=float, default=20.0, help="seconds between kills")
+    parser.add_argument("--state-mib", type=int, default=256)
+    parser.add_argument("--ckpt-every", type=float, default=5.0)
+    parser.add_argument("--step-s", type=float, default=0.1, help="seconds per step")
+    parser.add_argument("--cap", type=float, default=1.5, help="no-checkpoint run: stop at x t0")
+    parser.add_argument("--grace", type=float, default=5.0, help="SIGTERM -> SIGKILL seconds")
+    parser.add_argument("--flytekit-python", default=os.environ.get("FLYTEKIT_PYTHON"))
+    parser.add_argument("--dir", default=None)
+    parser.add_argument("--quick", action="store_true", help="a ~4 s job: a smoke test only")
+    parser.add_argument(
+        "--only",
+        default=",".join(sorted(ALL)),
+        help="contenders besides failure-free: term,kill,nock,flyte",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.job_s, args.every, args.state_mib, args.ckpt_every = 4.0, 3.0, 8, 0.5
+        args.step_s, args.grace = 0.05, 2.0
+    which = frozenset(args.only.split(",")) & ALL
+    rows, outcomes = run(
+        args.job_s,
+        args.every,
+        args.state_mib,
+        args.ckpt_every,
+        args.step_s,
+        args.cap,
+        args.grace,
+        args.flytekit_python,
+        args.dir,
+        which,
+    )
+    print_table("goodput under preemption (one run each; wall time)", rows)
+    trace = [vars(o) for o in outcomes]
+    print(f"\nresults: {save_json('goodput', rows, vars(args), outcomes=trace)}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
