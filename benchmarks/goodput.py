@@ -286,6 +286,8 @@ def _read_progress(
 def _failure_note(code: int | None, at_cap: bool, cap: float | None, err: str) -> str:
     if at_cap:
         return f"not finished after {cap:.0f} s (stopped)"
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
     last = [line for line in err.strip().splitlines() if line.strip()][-1:] or [""]
     return f"exit {code}: {last[0][:160]}"
 
@@ -485,7 +487,12 @@ def _rows(
         )
     else:
         reached = flyte.final_step() / steps
-        what = "finished" if flyte.finished else f"{flyte.note}; reached {reached:.0%}, no retry"
+        what = (
+            "finished"
+            if flyte.finished
+            else f"{flyte.note} at {flyte.kills[0] if flyte.kills else 0:.0f} s, {reached:.0%} "
+            "done; local execution has no retries and nothing resumes it"
+        )
         rows.append(
             Row(
                 "  flytekit local, SIGTERM (vs failure-free)",
