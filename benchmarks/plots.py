@@ -176,7 +176,7 @@ def goodput(outcomes: list[dict[str, Any]], steps: int, out: Path) -> Path | Non
     ax.set_ylabel("job progress")
     ax.set_ylim(0, 1.05)
     ax.set_title("goodput under preemption (dashed: kills; dotted: restarts)", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     path = out / "goodput.png"
     fig.savefig(path, dpi=90)
