@@ -16,7 +16,15 @@ import statistics
 import tempfile
 import time
 
-from benchmarks.common import Row, alternate, drop_cache, percentile, print_table, save_json
+from benchmarks.common import (
+    Row,
+    alternate,
+    bandwidth_row,
+    drop_cache,
+    percentile,
+    print_table,
+    save_json,
+)
 from taskpoint import Checkpoint
 
 
@@ -58,7 +66,7 @@ def bench_large(workdir: str, size: int, repeats: int) -> list[Row]:
 
     t_ours, t_raw = alternate(ours_restore, lambda: raw_cold_read(raw_path), repeats)
     rows.append(
-        _bandwidth_row(f"restore {gib:.3g} GiB (vs raw cold read)", gib, t_ours, t_raw, 0.70)
+        bandwidth_row(f"restore {gib:.3g} GiB (vs raw cold read)", gib, t_ours, t_raw, 0.70)
     )
 
     def raw_copy() -> float:
@@ -73,7 +81,7 @@ def bench_large(workdir: str, size: int, repeats: int) -> list[Row]:
 
     t_ours, t_raw = alternate(ours_restore, raw_copy, repeats)
     rows.append(
-        _bandwidth_row(
+        bandwidth_row(
             f"  restore {gib:.3g} GiB (vs cold shutil.copyfile)", gib, t_ours, t_raw, None
         )
     )
@@ -85,9 +93,7 @@ def bench_large(workdir: str, size: int, repeats: int) -> list[Row]:
         return time.perf_counter() - start
 
     t_ours, t_raw = alternate(ours_read, lambda: raw_cold_read(raw_path), repeats)
-    rows.append(
-        _bandwidth_row(f"read() {gib:.3g} GiB (vs raw cold read)", gib, t_ours, t_raw, None)
-    )
+    rows.append(bandwidth_row(f"read() {gib:.3g} GiB (vs raw cold read)", gib, t_ours, t_raw, None))
     cp.close()
     os.unlink(raw_path)
     return rows
@@ -109,23 +115,7 @@ def _bench_sync_write(cp: Checkpoint, raw_path: str, size: int, repeats: int) ->
 
     t_ours, t_raw = alternate(ours_write, base_write, repeats)
     raw_write(raw_path, data)  # left in place as the baseline of the read measurements
-    return _bandwidth_row(f"sync write {gib:.3g} GiB (vs os.write+fsync)", gib, t_ours, t_raw, 0.85)
-
-
-def _bandwidth_row(
-    metric: str, gib: float, t_ours: float, t_base: float, target: float | None
-) -> Row:
-    ours, base = gib / t_ours, gib / t_base
-    ratio = ours / base
-    return Row(
-        metric,
-        ours,
-        base,
-        "GiB/s",
-        ratio,
-        f">= {target} x baseline" if target else "(info)",
-        None if target is None else ratio >= target,
-    )
+    return bandwidth_row(f"sync write {gib:.3g} GiB (vs os.write+fsync)", gib, t_ours, t_raw, 0.85)
 
 
 def bench_small(workdir: str, count: int) -> list[Row]:

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.checkpoint_io import raw_cold_read
 from benchmarks.common import (
     Row,
     bandwidth_row,
@@ -105,16 +106,6 @@ def safetensors_save(path: str, state: dict[str, torch.Tensor]) -> float | None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    return time.perf_counter() - start
-
-
-def raw_cold_read(path: str, chunk: int = 8 << 20) -> float:
-    drop_cache(path)
-    buf = bytearray(chunk)
-    start = time.perf_counter()
-    with open(path, "rb", buffering=0) as handle:
-        while handle.readinto(buf):
-            pass
     return time.perf_counter() - start
 
 
