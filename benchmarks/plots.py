@@ -56,7 +56,7 @@ def checkpoint(samples: dict[str, Any], sync_key: str, gib: float, out: Path) ->
         [COLORS["baseline"], COLORS["taskpoint"], COLORS["other"], COLORS["other2"]][: len(shown)],
         "{:.2f}",
     )
-    axes[0].set_title(f"sync write, {gib:g} GiB state (GiB/s)", fontsize=9)
+    axes[0].set_title(f"sync write, {gib:.3g} GiB state (GiB/s)", fontsize=9)
     if "async" in samples:
         stall = {k: _median(v) * 1e3 for k, v in samples["async"].items()}
         labels, values, colors = ["copy_ to prealloc", "taskpoint async"], [], []
