@@ -84,6 +84,21 @@ class Target:
     def __repr__(self) -> str:
         return f"<{self.kind} {self.fn.__module__}.{self.fn.__qualname__}>"
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Inside an attempt a call is a plain call; outside any execution it starts one;
+        inside a workflow's execution the subclass decides (a node, or an inline sub-workflow)."""
+        if active_context() is not None:
+            return self.fn(*args, **kwargs)
+        from taskpoint.engine import driver
+
+        run = driver.current_run()
+        if run is None:
+            return driver.run_eagerly(self, args, kwargs)
+        return self._call_in_run(run, args, kwargs)
+
+    def _call_in_run(self, run: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
     def __reduce__(self) -> tuple:
         # By reference, like a function: a spawned attempt re-imports the module.
         return (_resolve, (self.fn.__module__, self.fn.__qualname__))
@@ -138,14 +153,7 @@ class Task(Target):
         """Attempts the user budget allows (system retries come on top)."""
         return 1 + self.retries
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if active_context() is not None:
-            return self.fn(*args, **kwargs)
-        from taskpoint.engine import driver
-
-        run = driver.current_run()
-        if run is None:
-            return driver.run_eagerly(self, args, kwargs)
+    def _call_in_run(self, run: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
         return run.call_task(self, args, kwargs)
 
     def submit(self, *args: Any, **kwargs: Any) -> Future:
@@ -198,14 +206,7 @@ def _check_option_types(
 class Workflow(Target):
     kind = "workflow"
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if active_context() is not None:
-            return self.fn(*args, **kwargs)
-        from taskpoint.engine import driver
-
-        run = driver.current_run()
-        if run is None:
-            return driver.run_eagerly(self, args, kwargs)
+    def _call_in_run(self, run: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
         self.bind(args, kwargs)  # a sub-workflow's inputs are checked too
         return self.fn(*args, **kwargs)
 
