@@ -246,14 +246,13 @@ class Checkpoint:
 
     def _restore_into(self, manifest: Manifest, target: Path) -> Path:
         root = os.path.realpath(target)
-        buffer = bytearray(CHUNK)
         try:
             for rel in manifest.dirs:
                 os.makedirs(_inside(root, rel), exist_ok=True)
             for entry in manifest.files:
                 dest = _inside(root, entry.path)
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
-                self._store.copy_out(manifest.id, entry, dest, buffer)
+                self._store.copy_out(manifest.id, entry, dest)
             for rel, link_target in manifest.links.items():
                 dest = _inside(root, rel)
                 os.makedirs(os.path.dirname(dest), exist_ok=True)

@@ -10,15 +10,26 @@ use ordinary buffered writes. The caller's fsync makes either durable.
 Reads: `StreamReader` reads a payload file sequentially straight into the caller's buffers (no
 intermediate copy) while the checksum of each piece is computed on the checksum thread, so a
 restore reads the disk once and verifies it at the same time.
+
+Copies: `copy_verified` restores a payload file into a new file with the read and the write
+overlapped: the calling thread reads and checksums piece N+1 while a writer thread writes piece N.
+Done one after the other, the write of each piece stalls the source's readahead, and a 1 GiB
+restore took several times a plain read. A large local file goes through `copy_mapped` instead:
+the checksum reads the source through a read-only mapping and the kernel copies page cache to
+page cache (``copy_file_range``), so no byte passes through a user buffer; on this project's
+test machine that brought a cold 1 GiB restore from 3-5x a raw read to about 1x.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import wait as wait_all
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
@@ -29,6 +40,10 @@ _ALIGN = 4096  # O_DIRECT wants buffer address, length and file offset aligned t
 _DIRECT_CHUNK = 32 << 20
 _BOUNCE = 8 << 20
 _READ_PIECE = 16 << 20  # checksummed while the next piece is read
+_COPY_PIECE = 16 << 20  # written while the next piece is read
+_COPY_DEPTH = 4  # pieces in flight: enough to keep both the read and the write busy
+MAPPED_COPY_MIN = 64 << 20  # below this a copy through one buffer is as fast
+_copy_file_range = hasattr(os, "copy_file_range")
 _direct_io = hasattr(os, "O_DIRECT")
 _bounce = threading.local()
 
@@ -196,3 +211,123 @@ class StreamReader:
         self._last = self._executor.submit(step)
         if previous is not None:
             previous.result()  # at most one piece ahead of the checksum: errors surface early
+
+
+# ---------------------------------------------------------------------------------- copying
+def copy_verified(
+    handle: BinaryIO,
+    dest: str,
+    crc: Callable[[Any, int], int],
+    executor: ThreadPoolExecutor,
+    size_hint: int,
+) -> tuple[int, int]:
+    """Copy ``handle`` to the new file ``dest`` (which must not exist); return (bytes, crc32c).
+
+    Files of at most one piece are copied in the calling thread; larger ones overlap reading
+    (and checksumming) with writing on ``executor``. A read or write error stops the copy and is
+    raised once every write already handed over has finished with its buffer.
+    """
+    pieces = min(_COPY_DEPTH, max(1, -(-size_hint // _COPY_PIECE)))
+    if pieces == 1:
+        buffers = [memoryview(bytearray(min(_COPY_PIECE, max(size_hint, 1 << 16))))]
+    else:  # anonymous mappings: zero pages on first touch, not a memset of every buffer
+        import mmap
+
+        buffers = [memoryview(mmap.mmap(-1, _COPY_PIECE)) for _ in range(pieces)]
+    total, value = 0, 0
+    with open(dest, "xb", buffering=0) as out:
+        fd = out.fileno()
+        if pieces == 1:  # nothing to overlap with
+            while n := handle.readinto(buffers[0]):
+                value = crc(buffers[0][:n], value)
+                write_all(fd, buffers[0][:n])
+                total += n
+            return total, value
+        _advise_sequential(handle)
+        pending: deque[Future[None]] = deque()
+        try:
+            for index in itertools.count():
+                if len(pending) == pieces:
+                    pending.popleft().result()  # its buffer is free again (or its error raised)
+                buffer = buffers[index % pieces]
+                n = handle.readinto(buffer)
+                if not n:
+                    break
+                value = crc(buffer[:n], value)
+                pending.append(executor.submit(_write_at, fd, buffer[:n], total))
+                total += n
+        finally:
+            wait_all(pending)  # no write may still use ``fd`` or a buffer once we leave
+        for future in pending:
+            future.result()
+    return total, value
+
+
+def _write_at(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _advise_sequential(handle: BinaryIO) -> None:
+    """Ask for a larger readahead window on a local file (a remote handle has no descriptor)."""
+    try:
+        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    except (AttributeError, OSError, ValueError):
+        pass  # io.UnsupportedOperation is an OSError and a ValueError
+
+
+def copy_mapped(
+    src: int, dest: str, size: int, crc: Callable[[Any, int], int], executor: ThreadPoolExecutor
+) -> int:
+    """Copy the first ``size`` bytes of the file ``src`` to the new file ``dest``; return their
+    crc32c, computed on the source pages the copy reads.
+
+    The mapping is safe because payload files are immutable: taskpoint never truncates one
+    (retention unlinks, and an unlinked file stays readable through the mapping). The caller
+    checks ``size`` against the file first.
+    """
+    import mmap
+
+    value = 0
+    with (
+        open(dest, "xb", buffering=0) as out,
+        mmap.mmap(src, size, access=mmap.ACCESS_READ) as mapping,
+    ):
+        mapping.madvise(mmap.MADV_SEQUENTIAL)
+        view = memoryview(mapping)
+        piece = view[:0]
+        pending: deque[Future[None]] = deque()
+        try:
+            for offset in range(0, size, _COPY_PIECE):
+                piece = view[offset : offset + _COPY_PIECE]
+                value = crc(piece, value)  # faults the piece in: the copy then finds it cached
+                if len(pending) == 2:
+                    pending.popleft().result()
+                pending.append(executor.submit(_copy_range, src, out.fileno(), piece, offset))
+        finally:
+            wait_all(pending)
+            del piece
+            view.release()  # the mapping cannot close while a view of it exists
+        for future in pending:
+            future.result()
+    return value
+
+
+def _copy_range(src: int, dst: int, piece: memoryview, offset: int) -> None:
+    """Copy ``piece`` (the source's bytes at ``offset``) to the same offset of ``dst``: inside the
+    kernel where it can, else written from the mapping (other filesystems, other systems)."""
+    global _copy_file_range
+    left, position = len(piece), offset
+    while left and _copy_file_range:
+        try:
+            copied = os.copy_file_range(src, dst, left, position, position)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            _copy_file_range = False  # e.g. a target on another filesystem: write instead
+            break
+        if not copied:
+            raise OSError(errno.EIO, "payload file ended early during restore")
+        left, position = left - copied, position + copied
+    _write_at(dst, piece[len(piece) - left :], position)

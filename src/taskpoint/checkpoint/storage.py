@@ -20,7 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from taskpoint.checkpoint.localio import StreamReader, write_large
+from taskpoint.checkpoint.localio import (
+    MAPPED_COPY_MIN,
+    StreamReader,
+    copy_mapped,
+    copy_verified,
+    write_large,
+)
 from taskpoint.checkpoint.manifest import FileEntry
 from taskpoint.checkpoint.payload import Source
 from taskpoint.checkpoint.version import parse_version_id
@@ -31,17 +37,23 @@ if TYPE_CHECKING:
 
 CHUNK = 8 << 20  # big chunks: few syscalls, and the checksum releases the GIL per chunk
 MANIFEST_SUFFIX = ".manifest.json"
-_crc_pool: tuple[int, ThreadPoolExecutor] | None = None
+_helper_pools: dict[str, tuple[int, ThreadPoolExecutor]] = {}
+
+
+def _helper_thread(name: str) -> ThreadPoolExecutor:
+    """One named helper thread per process (a pool inherited through fork has no live thread)."""
+    pid, pool = _helper_pools.get(name, (None, None))
+    if pool is None or pid != os.getpid():
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix=f"taskpoint-{name}")
+        _helper_pools[name] = (os.getpid(), pool)
+    return pool
 
 
 def _crc_executor() -> ThreadPoolExecutor:
-    """One checksum thread per process (a pool inherited through fork has no live thread)."""
-    global _crc_pool
-    if _crc_pool is None or _crc_pool[0] != os.getpid():
-        from concurrent.futures import ThreadPoolExecutor
-
-        _crc_pool = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="taskpoint-crc"))
-    return _crc_pool[1]
+    """The checksum thread: checksums run beside the reads and writes they verify."""
+    return _helper_thread("crc")
 
 
 class ChecksumMismatch(OSError):
@@ -241,9 +253,16 @@ class LocalStore:
             finally:
                 reader.settle()  # no checksum may still read the caller's buffers
 
-    def copy_out(self, vid: str, entry: FileEntry, dest: str, buffer: bytearray) -> None:
+    def copy_out(self, vid: str, entry: FileEntry, dest: str) -> None:
         with open(self._path(vid, entry.path), "rb", buffering=0) as handle:
-            _copy_verified(handle, dest, entry, buffer)
+            if entry.size < MAPPED_COPY_MIN:
+                _copy_verified(handle, dest, entry)
+                return
+            size = os.fstat(handle.fileno()).st_size
+            if size != entry.size:  # checked before mapping: the mapping must not outrun it
+                raise ChecksumMismatch(f"{entry.path}: size {size}, manifest says {entry.size}")
+            crc = copy_mapped(handle.fileno(), dest, size, crc_of, _helper_thread("copy"))
+            _verify(entry, size, crc)
 
     def delete_manifest(self, vid: str) -> None:
         _unlink_quiet(os.path.join(self.vdir, vid + MANIFEST_SUFFIX))
@@ -353,9 +372,9 @@ class FsspecStore:
         data = self.read_file(vid, entry)
         yield StreamReader(io.BytesIO(data), entry.size, crc_of, None)
 
-    def copy_out(self, vid: str, entry: FileEntry, dest: str, buffer: bytearray) -> None:
+    def copy_out(self, vid: str, entry: FileEntry, dest: str) -> None:
         with self.fs.open(self._path(vid, entry.path), "rb") as handle:
-            _copy_verified(handle, dest, entry, buffer)
+            _copy_verified(handle, dest, entry)
 
     def delete_manifest(self, vid: str) -> None:
         try:
@@ -386,15 +405,8 @@ def _body(data: memoryview) -> bytes | bytearray:
     return data.tobytes()
 
 
-def _copy_verified(handle: BinaryIO, dest: str, entry: FileEntry, buffer: bytearray) -> None:
-    view = memoryview(buffer)
-    size, crc = 0, 0
-    with open(dest, "xb", buffering=0) as out:
-        while n := handle.readinto(view):
-            crc = crc_of(view[:n], crc)
-            out.write(view[:n])
-            size += n
-    _verify(entry, size, crc)
+def _copy_verified(handle: BinaryIO, dest: str, entry: FileEntry) -> None:
+    _verify(entry, *copy_verified(handle, dest, crc_of, _helper_thread("copy"), entry.size))
 
 
 def verify_reader(reader: StreamReader, entry: FileEntry) -> None:
