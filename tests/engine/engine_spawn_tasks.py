@@ -18,3 +18,19 @@ def spawned(total: int) -> list:
         if ctx.attempt == 1 and i == 1:
             os.kill(os.getpid(), signal.SIGKILL)  # lost after two committed writes
     return [start, ctx.attempt, os.getpid()]
+
+
+@task(isolation="process", system_retries=1)
+def after_torch(total: int) -> list:
+    """Run with torch loaded in the driver: the attempt comes from the fork server."""
+    import sys
+
+    ctx = current_context()
+    prev = ctx.checkpoint.read()
+    start = int(prev) if prev else 0
+    for i in range(start, total):
+        ctx.checkpoint.write(str(i + 1).encode())
+        if ctx.attempt == 1 and i == 1:
+            os.kill(os.getpid(), signal.SIGKILL)  # lost after two committed writes
+    seen = os.environ.get("TASKPOINT_TEST_MARKER", "")
+    return [start, ctx.attempt, os.getpid(), os.getppid(), "torch" in sys.modules, seen]

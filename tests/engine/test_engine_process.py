@@ -181,3 +181,100 @@ def test_an_error_raised_after_sigterm_counts_as_the_preemption():
     assert execution.status == "succeeded", execution.error
     assert execution.result == 42
     assert [a.status for a in execution.nodes[0].attempts] == ["preempted", "succeeded"]
+
+
+def test_with_torch_loaded_attempts_come_from_a_fork_server(monkeypatch):
+    """torch in the driver makes fork unsafe: importable tasks run in children of a fork server
+    that preloaded torch. They still resume lost attempts and see the driver's environment as
+    it is when each attempt starts (the server started earlier, with another one)."""
+    import pytest
+
+    pytest.importorskip("torch")
+    from engine_spawn_tasks import after_torch
+
+    from taskpoint.backends.process import start_method
+
+    assert start_method(after_torch) == "forkserver"
+    for marker in ("first", "second"):  # the second run reuses the server started by the first
+        monkeypatch.setenv("TASKPOINT_TEST_MARKER", marker)
+        execution = taskpoint.run(after_torch, total=4)
+        assert execution.status == "succeeded", execution.error
+        assert [a.status for a in execution.nodes[0].attempts] == ["lost", "succeeded"]
+        start, attempt, pid, ppid, torch_loaded, seen = execution.result
+        assert (start, attempt) == (2, 2)
+        assert pid != os.getpid() and ppid != os.getpid()  # forked by the server
+        assert torch_loaded and seen == marker
+
+
+DRIVER_WITH_TORCH = """
+import os, sys, time
+import torch  # noqa: F401  (loaded before the run: attempts come from the fork server)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import taskpoint
+from sleeper import sleeper
+if __name__ == "__main__":
+    taskpoint.run(sleeper, pidfile=sys.argv[1])
+"""
+
+SLEEPER = """
+import os, time
+from taskpoint import current_context, task
+
+@task(isolation="process")
+def sleeper(pidfile: str) -> None:
+    with open(pidfile + ".tmp", "w") as handle:
+        handle.write(str(os.getpid()))
+    os.rename(pidfile + ".tmp", pidfile)
+    deadline = time.monotonic() + 120
+    while not current_context().preempted and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if current_context().preempted:
+        open(pidfile + ".sigterm", "w").close()
+"""
+
+
+def test_a_fork_server_attempt_stops_when_its_driver_is_killed(tmp_path):
+    """The attempt's parent is the fork server, not the driver: SIGKILL the driver and the
+    attempt must still stop (the server exits with the driver, and its death signals the
+    attempt) instead of running on unobserved."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    pytest.importorskip("torch")
+    (tmp_path / "driver.py").write_text(DRIVER_WITH_TORCH)
+    (tmp_path / "sleeper.py").write_text(SLEEPER)
+    pidfile = tmp_path / "attempt.pid"
+    env = {**os.environ, "TASKPOINT_HOME": str(tmp_path / "home")}
+    driver = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), str(pidfile)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not pidfile.exists():
+            assert driver.poll() is None, "the driver ended before the attempt started"
+            assert time.monotonic() < deadline, "the attempt did not start"
+            time.sleep(0.05)
+        attempt = int(pidfile.read_text())
+        assert _parent_of(attempt) != driver.pid
+        driver.kill()
+        driver.wait()
+        deadline = time.monotonic() + 20
+        while _running(attempt):
+            assert time.monotonic() < deadline, f"attempt {attempt} outlived its driver"
+            time.sleep(0.05)
+        assert (tmp_path / "attempt.pid.sigterm").exists()  # stopped as a preemption
+    finally:
+        driver.kill()
+
+
+def _parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[1])
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
