@@ -10,12 +10,19 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
+# A suite started in the background (nohup, `cmd &` in a script) inherits SIGINT ignored, and so
+# does every driver it starts: the Ctrl-C tests would then wait in vain. A process with a handler
+# installed starts its children with the default disposition, so install Python's own.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 S3_BUCKET = "taskpoint-tests"
 S3_REGION = "us-east-1"
