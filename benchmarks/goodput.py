@@ -2,12 +2,14 @@
 without checkpoints and under flytekit's local execution.
 
     python -m benchmarks.goodput [--job-s 120] [--every 20] [--state-mib 256] [--ckpt-every 5]
-                                 [--flytekit-python PY] [--quick]
+                                 [--rounds 1] [--flytekit-python PY] [--quick]
 
 The job: ``--job-s`` seconds of steps (~0.1 s of torch matrix products each) over a state of
 ``--state-mib`` (4 fp32 tensors), with an async `TorchCheckpointer` save every ``--ckpt-every``
 s, run by ``taskpoint run`` as a task with ``isolation="process"``. Contenders, one after the
-other (each a few minutes; medians of several would take an hour, so each runs once):
+other (each a few minutes, so by default each runs once; ``--rounds N`` repeats failure-free,
+SIGTERM and SIGKILL N times in turn and reports the median of each round's ratio, which the
+machine's load drifting between two single runs moves less):
 
 - failure-free: the baseline time;
 - SIGTERM every ``--every`` s to the running attempt (a preemption: it saves at its next step,
@@ -336,6 +338,7 @@ def run(
     flytekit_python: str | None,
     root: str | None,
     which: frozenset[str] = ALL,
+    rounds: int = 1,
 ) -> tuple[list[Row], list[Outcome]]:
     workdir = tempfile.mkdtemp(prefix="taskpoint-bench-", dir=workdir_root(root))
     try:
@@ -357,20 +360,27 @@ def run(
             _report(out)
             return out
 
-        outs = {"free": contender("failure-free", None, True, None)}
-        t0 = outs["free"].elapsed
-        if "term" in which:
-            outs["term"] = contender(f"SIGTERM every {every:g} s", signal.SIGTERM, True, None)
-        if "kill" in which:
-            outs["kill"] = contender(f"SIGKILL every {every:g} s", signal.SIGKILL, True, None)
+        outs: dict[str, list[Outcome]] = {"free": [], "term": [], "kill": []}
+        for _ in range(rounds):
+            outs["free"].append(contender("failure-free", None, True, None))
+            if "term" in which:
+                sig = signal.SIGTERM
+                outs["term"].append(contender(f"SIGTERM every {every:g} s", sig, True, None))
+            if "kill" in which:
+                sig = signal.SIGKILL
+                outs["kill"].append(contender(f"SIGKILL every {every:g} s", sig, True, None))
+        t0 = statistics.median(o.elapsed for o in outs["free"])
         if "nock" in which:
-            outs["nock"] = contender(
-                f"no checkpoints, SIGKILL every {every:g} s", signal.SIGKILL, False, cap_x * t0
-            )
+            outs["nock"] = [
+                contender(
+                    f"no checkpoints, SIGKILL every {every:g} s", signal.SIGKILL, False, cap_x * t0
+                )
+            ]
         if "flyte" in which and flytekit_python:
             flyte = _flytekit(flytekit_python, workdir, steps, real_step, every, grace, t0)
-            outs["flyte"] = flyte
-            outcomes.append(flyte)
+            if flyte is not None:
+                outs["flyte"] = [flyte]
+                outcomes.append(flyte)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return _rows(outs, every, ckpt_every, steps, real_step), outcomes
@@ -417,15 +427,20 @@ def _report(out: Outcome) -> None:
 def _rows(
     outs: dict[str, Outcome], every: float, ckpt_every: float, steps: int, step_s: float
 ) -> list[Row]:
-    base = outs["free"]
-    t0 = base.elapsed
+    frees = outs["free"]
+    t0 = statistics.median(o.elapsed for o in frees)
     what = f"{steps} steps of {step_s * 1e3:.0f} ms, async save every {ckpt_every:g} s"
+    if len(frees) > 1:
+        what += f"; median of {len(frees)}: " + ", ".join(f"{o.elapsed:.1f}" for o in frees)
     rows = [Row("goodput: failure-free job", t0, None, "s", None, "(baseline)", None, what)]
     for key, label in (("term", "SIGTERM"), ("kill", "SIGKILL")):
-        if key not in outs:
+        runs = outs.get(key) or []
+        if not runs:
             continue
-        out = outs[key]
-        ratio = out.elapsed / t0
+        # Each run against the failure-free run of its own round (the load drifts over time).
+        ratios = [out.elapsed / free.elapsed for out, free in zip(runs, frees, strict=False)]
+        ratio = statistics.median(ratios)
+        out = runs[ratios.index(sorted(ratios)[(len(ratios) - 1) // 2])]  # the median run
         lost, restart = out.per_kill(step_s)
         note = (
             f"{len(out.kills)} {label}s; per kill: {lost:.2f} s of work lost, "
@@ -437,20 +452,23 @@ def _rows(
                 f"{ckpt_every:g} s / {t0:.0f} s = "
                 f"{1 + len(out.kills) * ckpt_every / t0:.2f} x"
             )
+        if len(runs) > 1:
+            note += "; ratios of the rounds: " + ", ".join(f"{r:.3f}" for r in ratios)
+        finished = all(r.finished for r in runs)
         rows.append(
             Row(
                 f"goodput: {label} every {every:g} s (vs failure-free)",
-                out.elapsed,
+                statistics.median(r.elapsed for r in runs),
                 t0,
                 "s",
                 ratio,
                 "<= 1.15 x baseline",
-                out.finished and ratio <= 1.15,
-                note if out.finished else f"{out.note}; {note}",
+                finished and ratio <= 1.15,
+                note if finished else f"{out.note}; {note}",
             )
         )
     if "nock" in outs:
-        nock = outs["nock"]
+        nock = outs["nock"][0]
         done = nock.final_step() / steps
         what = "finished" if nock.finished else f"{nock.note}; best attempt reached {done:.0%}"
         rows.append(
@@ -465,7 +483,7 @@ def _rows(
                 f"{len(nock.kills)} kills, {what}",
             )
         )
-    flyte = outs.get("flyte")
+    flyte = outs["flyte"][0] if "flyte" in outs else None
     if flyte is None:
         rows.append(
             Row(
@@ -525,6 +543,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
         default=",".join(sorted(ALL)),
         help="contenders besides failure-free: term,kill,nock,flyte",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="failure-free, SIGTERM, SIGKILL repeated N times"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.job_s, args.every, args.state_mib, args.ckpt_every = 4.0, 3.0, 8, 0.5
@@ -541,8 +562,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
         args.flytekit_python,
         args.dir,
         which,
+        args.rounds,
     )
-    print_table("goodput under preemption (one run each; wall time)", rows)
+    runs = "one run each" if args.rounds == 1 else f"medians of {args.rounds} rounds"
+    print_table(f"goodput under preemption ({runs}; wall time)", rows)
     trace = [vars(o) for o in outcomes]
     print(f"\nresults: {save_json('goodput', rows, vars(args), outcomes=trace)}")
     return rows
