@@ -188,8 +188,10 @@ def _wait_for(child: Any, receiver: Connection, guard: PreemptionGuard) -> Outco
         # Wake up now and then: a SIGTERM handled meanwhile does not interrupt this wait.
         ready = wait([receiver, child.sentinel], 0.5)
         left = guard.remaining()
-        overdue = left == 0.0 and guard.deadline is not None and (
-            time.monotonic() > guard.deadline + _GRACE_MARGIN
+        overdue = (
+            left == 0.0
+            and guard.deadline is not None
+            and (time.monotonic() > guard.deadline + _GRACE_MARGIN)
         )
         if not ready and not killed and overdue:
             log.warning(
