@@ -57,7 +57,9 @@ def write_large(fd: int, data: memoryview) -> None:
     write_all(fd, view[done:])
 
 
-def write_all(fd: int, view: memoryview) -> None:
+def write_all(fd: int, data: memoryview) -> None:
+    """Write all of ``data`` at the file's position (``os.write`` may write less)."""
+    view = data.cast("B") if data.format != "B" else data
     while view:
         written = os.write(fd, view[: 1 << 30])
         view = view[written:]
@@ -228,39 +230,58 @@ def copy_verified(
     raised once every write already handed over has finished with its buffer.
     """
     pieces = min(_COPY_DEPTH, max(1, -(-size_hint // _COPY_PIECE)))
-    if pieces == 1:
-        buffers = [memoryview(bytearray(min(_COPY_PIECE, max(size_hint, 1 << 16))))]
-    else:  # anonymous mappings: zero pages on first touch, not a memset of every buffer
-        import mmap
-
-        buffers = [memoryview(mmap.mmap(-1, _COPY_PIECE)) for _ in range(pieces)]
     total, value = 0, 0
-    with open(dest, "xb", buffering=0) as out:
-        fd = out.fileno()
-        if pieces == 1:  # nothing to overlap with
-            while n := handle.readinto(buffers[0]):
-                value = crc(buffers[0][:n], value)
-                write_all(fd, buffers[0][:n])
-                total += n
-            return total, value
-        _advise_sequential(handle)
-        pending: deque[Future[None]] = deque()
-        try:
-            for index in itertools.count():
-                if len(pending) == pieces:
-                    pending.popleft().result()  # its buffer is free again (or its error raised)
-                buffer = buffers[index % pieces]
-                n = handle.readinto(buffer)
-                if not n:
-                    break
+    if pieces == 1:  # nothing to overlap with
+        buffer = memoryview(bytearray(min(_COPY_PIECE, max(size_hint, 1 << 16))))
+        with open(dest, "xb", buffering=0) as out:
+            while n := handle.readinto(buffer):
                 value = crc(buffer[:n], value)
-                pending.append(executor.submit(_write_at, fd, buffer[:n], total))
+                write_all(out.fileno(), buffer[:n])
                 total += n
-        finally:
-            wait_all(pending)  # no write may still use ``fd`` or a buffer once we leave
-        for future in pending:
-            future.result()
+        return total, value
+    import mmap
+
+    # Anonymous mappings: zero pages on first touch, not a memset of every buffer.
+    buffers = [memoryview(mmap.mmap(-1, _COPY_PIECE)) for _ in range(pieces)]
+    # While piece N is read, the writes of the pieces-1 before it may still run: its buffer's
+    # previous write has finished.
+    with open(dest, "xb", buffering=0) as out, _Writes(executor, pieces - 1) as writes:
+        _advise_sequential(handle)
+        for index in itertools.count():
+            buffer = buffers[index % pieces]
+            n = handle.readinto(buffer)
+            if not n:
+                break
+            value = crc(buffer[:n], value)
+            writes.submit(_write_at, out.fileno(), buffer[:n], total)
+            total += n
     return total, value
+
+
+class _Writes:
+    """Writes handed to ``executor``, at most ``limit`` unfinished at once (``submit`` waits for
+    the oldest, raising its error). Leaving the block waits for all of them, so no write still
+    uses a descriptor or buffer the caller is about to close, and raises the first write error
+    unless an error is already on its way out."""
+
+    def __init__(self, executor: ThreadPoolExecutor, limit: int) -> None:
+        self._executor = executor
+        self._limit = limit
+        self._pending: deque[Future[None]] = deque()
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        if len(self._pending) == self._limit:
+            self._pending.popleft().result()
+        self._pending.append(self._executor.submit(fn, *args))
+
+    def __enter__(self) -> _Writes:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        wait_all(self._pending)
+        if exc_type is None:
+            for future in self._pending:
+                future.result()
 
 
 def _write_at(fd: int, view: memoryview, offset: int) -> None:
@@ -297,20 +318,15 @@ def copy_mapped(
         mapping.madvise(mmap.MADV_SEQUENTIAL)
         view = memoryview(mapping)
         piece = view[:0]
-        pending: deque[Future[None]] = deque()
         try:
-            for offset in range(0, size, _COPY_PIECE):
-                piece = view[offset : offset + _COPY_PIECE]
-                value = crc(piece, value)  # faults the piece in: the copy then finds it cached
-                if len(pending) == 2:
-                    pending.popleft().result()
-                pending.append(executor.submit(_copy_range, src, out.fileno(), piece, offset))
+            with _Writes(executor, 2) as writes:
+                for offset in range(0, size, _COPY_PIECE):
+                    piece = view[offset : offset + _COPY_PIECE]
+                    value = crc(piece, value)  # faults the piece in: the copy finds it cached
+                    writes.submit(_copy_range, src, out.fileno(), piece, offset)
         finally:
-            wait_all(pending)
             del piece
             view.release()  # the mapping cannot close while a view of it exists
-        for future in pending:
-            future.result()
     return value
 
 

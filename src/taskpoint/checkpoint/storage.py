@@ -25,6 +25,7 @@ from taskpoint.checkpoint.localio import (
     StreamReader,
     copy_mapped,
     copy_verified,
+    write_all,
     write_large,
 )
 from taskpoint.checkpoint.manifest import FileEntry
@@ -168,7 +169,7 @@ class LocalStore:
         try:
             for chunk in iter_source_chunks(src, buffer):
                 crc = crc_of(chunk, crc)
-                _write_all(fd, chunk)
+                write_all(fd, chunk)
                 size += len(chunk)
             os.fsync(fd)
         finally:
@@ -220,7 +221,7 @@ class LocalStore:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             try:
-                _write_all(fd, memoryview(manifest))
+                write_all(fd, memoryview(manifest))
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -244,9 +245,7 @@ class LocalStore:
     def open_reader(self, vid: str, entry: FileEntry) -> Iterator[StreamReader]:
         """A `StreamReader` over a payload file; a wrong size fails before anything is read."""
         with open(self._path(vid, entry.path), "rb", buffering=0) as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size != entry.size:
-                raise ChecksumMismatch(f"{entry.path}: size {size}, manifest says {entry.size}")
+            _check_size(handle, entry)
             reader = StreamReader(handle, entry.size, crc_of, _crc_executor())
             try:
                 yield reader
@@ -258,11 +257,9 @@ class LocalStore:
             if entry.size < MAPPED_COPY_MIN:
                 _copy_verified(handle, dest, entry)
                 return
-            size = os.fstat(handle.fileno()).st_size
-            if size != entry.size:  # checked before mapping: the mapping must not outrun it
-                raise ChecksumMismatch(f"{entry.path}: size {size}, manifest says {entry.size}")
-            crc = copy_mapped(handle.fileno(), dest, size, crc_of, _helper_thread("copy"))
-            _verify(entry, size, crc)
+            _check_size(handle, entry)  # before mapping: the mapping must not outrun the file
+            crc = copy_mapped(handle.fileno(), dest, entry.size, crc_of, _helper_thread("copy"))
+            _verify(entry, entry.size, crc)
 
     def delete_manifest(self, vid: str) -> None:
         _unlink_quiet(os.path.join(self.vdir, vid + MANIFEST_SUFFIX))
@@ -414,18 +411,18 @@ def verify_reader(reader: StreamReader, entry: FileEntry) -> None:
     _verify(entry, *reader.digest())
 
 
+def _check_size(handle: BinaryIO, entry: FileEntry) -> None:
+    """Fail before reading a local payload file whose size is not the manifest's."""
+    size = os.fstat(handle.fileno()).st_size
+    if size != entry.size:
+        raise ChecksumMismatch(f"{entry.path}: size {size}, manifest says {entry.size}")
+
+
 def _verify(entry: FileEntry, size: int, crc: int) -> None:
     if size != entry.size:
         raise ChecksumMismatch(f"{entry.path}: size {size}, manifest says {entry.size}")
     if crc != entry.crc32c:
         raise ChecksumMismatch(f"{entry.path}: checksum mismatch (file corrupted)")
-
-
-def _write_all(fd: int, data: memoryview) -> None:
-    view = data.cast("B") if data.format != "B" else data
-    while view:
-        written = os.write(fd, view[: 1 << 30])
-        view = view[written:]
 
 
 def _fsync_dir(path: str) -> None:
