@@ -360,15 +360,14 @@ def run(
             _report(out)
             return out
 
+        signals = [
+            (k, s) for k, s in (("term", signal.SIGTERM), ("kill", signal.SIGKILL)) if k in which
+        ]
         outs: dict[str, list[Outcome]] = {"free": [], "term": [], "kill": []}
         for _ in range(rounds):
             outs["free"].append(contender("failure-free", None, True, None))
-            if "term" in which:
-                sig = signal.SIGTERM
-                outs["term"].append(contender(f"SIGTERM every {every:g} s", sig, True, None))
-            if "kill" in which:
-                sig = signal.SIGKILL
-                outs["kill"].append(contender(f"SIGKILL every {every:g} s", sig, True, None))
+            for key, sig in signals:
+                outs[key].append(contender(f"{sig.name} every {every:g} s", sig, True, None))
         t0 = statistics.median(o.elapsed for o in outs["free"])
         if "nock" in which:
             outs["nock"] = [
@@ -425,7 +424,7 @@ def _report(out: Outcome) -> None:
 
 
 def _rows(
-    outs: dict[str, Outcome], every: float, ckpt_every: float, steps: int, step_s: float
+    outs: dict[str, list[Outcome]], every: float, ckpt_every: float, steps: int, step_s: float
 ) -> list[Row]:
     frees = outs["free"]
     t0 = statistics.median(o.elapsed for o in frees)
