@@ -14,6 +14,7 @@ import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +36,28 @@ _AWS_ENV = {
     "AWS_REGION": S3_REGION,
     "AWS_EC2_METADATA_DISABLED": "true",  # never wait on an instance-metadata lookup
 }
+
+
+@pytest.fixture
+def tp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private records home (blobs under it) and default engine settings for one test.
+
+    Suites that run the engine re-declare it autouse (``def tp_home(tp_home): return tp_home``)
+    and add what they need on top (a longer grace period, say).
+    """
+    from taskpoint.engine.events import Listener
+    from taskpoint.engine.settings import settings
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("TASKPOINT_HOME", str(home))
+    monkeypatch.delenv("TASKPOINT_STORAGE", raising=False)
+    monkeypatch.delenv("TASKPOINT_S3_ENDPOINT_URL", raising=False)
+    for name, value in (("home", None), ("storage", None), ("storage_options", None)):
+        monkeypatch.setattr(settings, name, value)
+    monkeypatch.setattr(settings, "backend", None)
+    monkeypatch.setattr(settings, "grace", 30.0)
+    monkeypatch.setattr(settings, "listener", Listener())
+    return home
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from taskpoint.engine.events import Listener
-from taskpoint.engine.settings import settings
 
 
 @dataclass
@@ -20,14 +18,9 @@ class Result:
 
 
 @pytest.fixture(autouse=True)
-def tp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("TASKPOINT_HOME", str(home))
-    monkeypatch.delenv("TASKPOINT_STORAGE", raising=False)
-    for name, value in (("home", None), ("storage", None), ("grace", 30.0)):
-        monkeypatch.setattr(settings, name, value)
-    monkeypatch.setattr(settings, "listener", Listener())
-    return home
+def tp_home(tp_home: Path) -> Path:
+    """This suite runs the engine in every test: the shared private home (tests/conftest.py)."""
+    return tp_home
 
 
 @pytest.fixture

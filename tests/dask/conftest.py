@@ -16,7 +16,6 @@ from dask_support import stop_process
 distributed = pytest.importorskip("distributed", reason="needs taskpoint[dask]")
 
 from taskpoint.backends.dask import DaskBackend  # noqa: E402
-from taskpoint.engine.events import Listener  # noqa: E402
 from taskpoint.engine.settings import settings  # noqa: E402
 
 HERE = Path(__file__).parent
@@ -26,17 +25,9 @@ WORKER_TTL = "5s"
 
 
 @pytest.fixture(autouse=True)
-def tp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("TASKPOINT_HOME", str(home))
-    monkeypatch.delenv("TASKPOINT_STORAGE", raising=False)
-    monkeypatch.delenv("TASKPOINT_S3_ENDPOINT_URL", raising=False)
-    for name, value in (("home", None), ("storage", None), ("grace", 30.0)):
-        monkeypatch.setattr(settings, name, value)
-    monkeypatch.setattr(settings, "storage_options", None)
-    monkeypatch.setattr(settings, "backend", None)
-    monkeypatch.setattr(settings, "listener", Listener())
-    return home
+def tp_home(tp_home: Path) -> Path:
+    """This suite runs the engine in every test: the shared private home (tests/conftest.py)."""
+    return tp_home
 
 
 @pytest.fixture

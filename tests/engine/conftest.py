@@ -7,21 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from taskpoint.engine.events import Listener
-from taskpoint.engine.settings import settings
 
 
 @pytest.fixture(autouse=True)
-def tp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own records home (blobs under it) and default engine settings."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("TASKPOINT_HOME", str(home))
-    monkeypatch.delenv("TASKPOINT_STORAGE", raising=False)
-    monkeypatch.setattr(settings, "home", None)
-    monkeypatch.setattr(settings, "storage", None)
-    monkeypatch.setattr(settings, "grace", 30.0)
-    monkeypatch.setattr(settings, "listener", Listener())
-    return home
+def tp_home(tp_home: Path) -> Path:
+    """This suite runs the engine in every test: the shared private home (tests/conftest.py)."""
+    return tp_home
 
 
 @pytest.fixture

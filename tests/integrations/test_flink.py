@@ -32,7 +32,6 @@ from pyflink.datastream.state import ValueStateDescriptor
 
 import taskpoint
 from taskpoint import Checkpoint, current_context, task
-from taskpoint.engine.events import Listener
 from taskpoint.engine.settings import settings
 from taskpoint.errors import TaskpointError
 from taskpoint.integrations.flink import FlinkCheckpointing
@@ -111,15 +110,10 @@ def running_counts(out: str, log: str) -> str:
 
 
 @pytest.fixture(autouse=True)
-def tp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("TASKPOINT_HOME", str(home))
-    monkeypatch.delenv("TASKPOINT_STORAGE", raising=False)
-    monkeypatch.setattr(settings, "home", None)
-    monkeypatch.setattr(settings, "storage", None)
+def tp_home(tp_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shared private home (tests/conftest.py), with a 90 s grace period."""
     monkeypatch.setattr(settings, "grace", 90.0)
-    monkeypatch.setattr(settings, "listener", Listener())
-    return home
+    return tp_home
 
 
 def read_rows(out: Path) -> dict[int, list[tuple[int, int, int]]]:

@@ -36,8 +36,6 @@ torch.set_num_threads(1)
 
 import taskpoint  # noqa: E402
 from taskpoint import Checkpoint, CheckpointError, RecoverableError, current_context, task  # noqa: E402
-from taskpoint.engine.events import Listener  # noqa: E402
-from taskpoint.engine.settings import settings  # noqa: E402
 from taskpoint.integrations.keras import TaskpointCallback  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(  # Keras' own np.array(tensor) calls, not ours
@@ -48,15 +46,9 @@ SAVE_EVERY = 5
 
 
 @pytest.fixture(autouse=True)
-def tp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("TASKPOINT_HOME", str(home))
-    monkeypatch.delenv("TASKPOINT_STORAGE", raising=False)
-    monkeypatch.setattr(settings, "home", None)
-    monkeypatch.setattr(settings, "storage", None)
-    monkeypatch.setattr(settings, "grace", 30.0)
-    monkeypatch.setattr(settings, "listener", Listener())
-    return home
+def tp_home(tp_home: Path) -> Path:
+    """This suite runs the engine in every test: the shared private home (tests/conftest.py)."""
+    return tp_home
 
 
 class Interrupt(Exception):

@@ -20,8 +20,6 @@ pl = pytest.importorskip("lightning.pytorch")
 
 import taskpoint  # noqa: E402
 from taskpoint import Checkpoint, RecoverableError, current_context, task  # noqa: E402
-from taskpoint.engine.events import Listener  # noqa: E402
-from taskpoint.engine.settings import settings  # noqa: E402
 from taskpoint.integrations.lightning import TaskpointCheckpoint  # noqa: E402
 from taskpoint.integrations.torch import ResumableSampler  # noqa: E402
 
@@ -34,15 +32,9 @@ STEPS = N_SAMPLES // BATCH * EPOCHS
 
 
 @pytest.fixture(autouse=True)
-def tp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("TASKPOINT_HOME", str(home))
-    monkeypatch.delenv("TASKPOINT_STORAGE", raising=False)
-    monkeypatch.setattr(settings, "home", None)
-    monkeypatch.setattr(settings, "storage", None)
-    monkeypatch.setattr(settings, "grace", 30.0)
-    monkeypatch.setattr(settings, "listener", Listener())
-    return home
+def tp_home(tp_home: Path) -> Path:
+    """This suite runs the engine in every test: the shared private home (tests/conftest.py)."""
+    return tp_home
 
 
 class Synthetic(torch.utils.data.Dataset):

@@ -39,8 +39,6 @@ from taskpoint import (
     current_context,
     task,
 )
-from taskpoint.engine.events import Listener
-from taskpoint.engine.settings import settings
 from taskpoint.integrations.sklearn import fit_incremental, fit_warm_start
 
 EPOCHS, N_BATCHES, BATCH = 3, 40, 25
@@ -50,15 +48,9 @@ FAULT_AT = (1, 12)  # the 53rd batch; the last save before it is after batch 50
 
 
 @pytest.fixture(autouse=True)
-def tp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("TASKPOINT_HOME", str(home))
-    monkeypatch.delenv("TASKPOINT_STORAGE", raising=False)
-    monkeypatch.setattr(settings, "home", None)
-    monkeypatch.setattr(settings, "storage", None)
-    monkeypatch.setattr(settings, "grace", 30.0)
-    monkeypatch.setattr(settings, "listener", Listener())
-    return home
+def tp_home(tp_home: Path) -> Path:
+    """This suite runs the engine in every test: the shared private home (tests/conftest.py)."""
+    return tp_home
 
 
 class Interrupt(Exception):

@@ -23,8 +23,6 @@ from pyspark.sql import functions as F
 
 import taskpoint
 from taskpoint import Checkpoint, RecoverableError, current_context, task
-from taskpoint.engine.events import Listener
-from taskpoint.engine.settings import settings
 from taskpoint.errors import CheckpointError
 from taskpoint.integrations.spark import restore_dataframe, save_dataframe
 
@@ -52,14 +50,9 @@ def spark():
 
 
 @pytest.fixture(autouse=True)
-def tp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("TASKPOINT_HOME", str(home))
-    monkeypatch.delenv("TASKPOINT_STORAGE", raising=False)
-    monkeypatch.setattr(settings, "home", None)
-    monkeypatch.setattr(settings, "storage", None)
-    monkeypatch.setattr(settings, "listener", Listener())
-    return home
+def tp_home(tp_home: Path) -> Path:
+    """This suite runs the engine in every test: the shared private home (tests/conftest.py)."""
+    return tp_home
 
 
 def graph_edges(spark: SparkSession):

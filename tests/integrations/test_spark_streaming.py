@@ -23,7 +23,6 @@ pytest.importorskip("pyspark")
 
 import taskpoint
 from taskpoint import task
-from taskpoint.engine.events import Listener
 from taskpoint.engine.settings import settings
 
 N_FILES = 12
@@ -120,16 +119,11 @@ def copy_lines(inbox: str, sink: str, log: str) -> list:
 
 
 @pytest.fixture(autouse=True)
-def tp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("TASKPOINT_HOME", str(home))
-    monkeypatch.delenv("TASKPOINT_STORAGE", raising=False)
-    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
-    monkeypatch.setattr(settings, "home", None)
-    monkeypatch.setattr(settings, "storage", None)
+def tp_home(tp_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shared private home (tests/conftest.py), with a 60 s grace period."""
     monkeypatch.setattr(settings, "grace", 60.0)
-    monkeypatch.setattr(settings, "listener", Listener())
-    return home
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
+    return tp_home
 
 
 def write_inbox(inbox: Path, seed: int) -> list[str]:

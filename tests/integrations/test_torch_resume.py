@@ -25,8 +25,6 @@ np = pytest.importorskip("numpy")
 
 import taskpoint  # noqa: E402
 from taskpoint import Checkpoint, RecoverableError, current_context, task  # noqa: E402
-from taskpoint.engine.events import Listener  # noqa: E402
-from taskpoint.engine.settings import settings  # noqa: E402
 from taskpoint.integrations.torch import ResumableSampler, TorchCheckpointer  # noqa: E402
 
 torch.set_num_threads(1)  # deterministic, fast on 2 cores, and safe to fork
@@ -36,16 +34,9 @@ STEPS = N_SAMPLES // BATCH * EPOCHS
 
 
 @pytest.fixture(autouse=True)
-def tp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private engine home per test (records and checkpoints under tmp_path)."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("TASKPOINT_HOME", str(home))
-    monkeypatch.delenv("TASKPOINT_STORAGE", raising=False)
-    monkeypatch.setattr(settings, "home", None)
-    monkeypatch.setattr(settings, "storage", None)
-    monkeypatch.setattr(settings, "grace", 30.0)
-    monkeypatch.setattr(settings, "listener", Listener())
-    return home
+def tp_home(tp_home: Path) -> Path:
+    """This suite runs the engine in every test: the shared private home (tests/conftest.py)."""
+    return tp_home
 
 
 # ------------------------------------------------------------------------------ the training job
