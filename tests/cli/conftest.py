@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 
-
 @dataclass
 class Result:
     code: int

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 
-
 @pytest.fixture(autouse=True)
 def tp_home(tp_home: Path) -> Path:
     """This suite runs the engine in every test: the shared private home (tests/conftest.py)."""

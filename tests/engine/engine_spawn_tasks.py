@@ -8,16 +8,23 @@ import signal
 from taskpoint import current_context, task
 
 
-@task(isolation="spawn", system_retries=1)
-def spawned(total: int) -> list:
+def _count_to(total: int) -> int:
+    """Checkpoint 1..total, resuming from the latest; the first attempt dies (SIGKILL) after two
+    committed writes. Returns the count it started from."""
     ctx = current_context()
     prev = ctx.checkpoint.read()
     start = int(prev) if prev else 0
     for i in range(start, total):
         ctx.checkpoint.write(str(i + 1).encode())
         if ctx.attempt == 1 and i == 1:
-            os.kill(os.getpid(), signal.SIGKILL)  # lost after two committed writes
-    return [start, ctx.attempt, os.getpid()]
+            os.kill(os.getpid(), signal.SIGKILL)
+    return start
+
+
+@task(isolation="spawn", system_retries=1)
+def spawned(total: int) -> list:
+    start = _count_to(total)
+    return [start, current_context().attempt, os.getpid()]
 
 
 @task(isolation="process", system_retries=1)
@@ -25,12 +32,7 @@ def after_torch(total: int) -> list:
     """Run with torch loaded in the driver: the attempt comes from the fork server."""
     import sys
 
-    ctx = current_context()
-    prev = ctx.checkpoint.read()
-    start = int(prev) if prev else 0
-    for i in range(start, total):
-        ctx.checkpoint.write(str(i + 1).encode())
-        if ctx.attempt == 1 and i == 1:
-            os.kill(os.getpid(), signal.SIGKILL)  # lost after two committed writes
+    start = _count_to(total)
     seen = os.environ.get("TASKPOINT_TEST_MARKER", "")
-    return [start, ctx.attempt, os.getpid(), os.getppid(), "torch" in sys.modules, seen]
+    attempt = current_context().attempt
+    return [start, attempt, os.getpid(), os.getppid(), "torch" in sys.modules, seen]

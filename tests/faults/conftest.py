@@ -12,7 +12,6 @@ import pytest
 from faults_stats import COUNTS, CURRENT, summary_lines, write_summary
 
 
-
 @pytest.fixture(autouse=True)
 def tp_home(tp_home: Path) -> Path:
     """This suite runs the engine in every test: the shared private home (tests/conftest.py)."""

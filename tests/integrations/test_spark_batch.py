@@ -11,7 +11,6 @@ import datetime as dt
 import decimal
 import os
 import random
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ pytest.importorskip("pyspark")
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from spark_support import local_session
 
 import taskpoint
 from taskpoint import Checkpoint, RecoverableError, current_context, task
@@ -33,18 +33,7 @@ N_NODES, N_EDGES, ITERATIONS, SAVE_EVERY = 300, 260, 6, 2
 
 @pytest.fixture(scope="module")
 def spark():
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("taskpoint-test-batch")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.default.parallelism", "2")
-        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
+    session = local_session("taskpoint-test-batch")
     yield session
     session.stop()
 

@@ -21,6 +21,8 @@ import pytest
 
 pytest.importorskip("pyspark")
 
+from spark_support import local_session
+
 import taskpoint
 from taskpoint import task
 from taskpoint.engine.settings import settings
@@ -32,22 +34,8 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def session():
-    """A small, quiet local[2] session (shared by the tasks and the test)."""
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    from pyspark.sql import SparkSession
-
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .appName("taskpoint-test")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.default.parallelism", "2")
-        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
+    """The session shared by the tasks and the test."""
+    return local_session("taskpoint-test")
 
 
 def note(path: str, line: str) -> None:
