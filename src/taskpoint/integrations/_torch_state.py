@@ -6,15 +6,23 @@ tensors, see ``_torch_format``), copies header and tensors into one of two stagi
 ``Checkpoint.write(..., copy=False)``: the checkpoint's writer thread writes it without another
 copy. Two buffers let one version be written while the next is staged; a save that finds both
 busy waits for the older write.
+
+An overlapped save (``defer``) copies only part of the state before it returns: the chosen CPU
+tensors (those only ``optimizer.step()`` changes) are copied on a background thread while the
+loop runs its next forward and backward; the caller waits for that copy (`wait_staged`) before
+it lets anything change them. Each deferred tensor's version counter is compared before and
+after its copy, so an in-place change in between fails the save instead of committing a state
+that never existed.
 """
 
 from __future__ import annotations
 
+import ctypes
 import random
 import threading
 import warnings
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from typing import Any, NamedTuple
 
@@ -63,17 +71,40 @@ class StagedWriter:
         self._saves = 0
         self._lock = threading.Lock()
         self._pin = torch.cuda.is_available()
+        self._staging: Future[Any] | None = None  # the background copy of an overlapped save
+        self._stager: ThreadPoolExecutor | None = None
 
-    def write(self, state: Any, step: int, blocking: bool) -> Any:
-        """Stage ``state`` (returns once every tensor is copied) and commit it as a version."""
+    def write(
+        self,
+        state: Any,
+        step: int,
+        blocking: bool,
+        defer: Callable[[torch.Tensor], bool] | None = None,
+    ) -> Any:
+        """Stage ``state`` and commit it as a version.
+
+        Returns once every tensor is copied, except, for an async write, the CPU tensors that
+        ``defer`` picks: those are copied on a background thread, and the caller must call
+        `wait_staged` before anything changes them.
+        """
         with self._lock:
+            self.wait_staged()
             encoded = fmt.encode(state)
             layout = fmt.plan(encoded)
             slot = self._free_slot()
             view = slot.ensure(layout.total, self._pin)
-            _stage(slot.buffer, view, encoded, layout)  # type: ignore[arg-type]
+            later = []
+            if defer is not None and not blocking:
+                later = [
+                    i
+                    for i, t in enumerate(encoded.tensors)
+                    if t.device.type == "cpu" and layout.entries[i][1] and defer(t)
+                ]
+            _stage(slot.buffer, view, encoded, layout, skip=frozenset(later))  # type: ignore[arg-type]
             slot.future, slot.order = None, self._saves
             self._saves += 1
+            if later:
+                return self._write_after_copy(slot, view, encoded, layout, later, step)
             try:
                 result = self.checkpoint.write(
                     view[: layout.total],
@@ -90,6 +121,65 @@ class StagedWriter:
             if not blocking:
                 slot.future = result
             return result
+
+    def _write_after_copy(
+        self,
+        slot: _Slot,
+        view: memoryview,
+        encoded: fmt.Encoded,
+        layout: fmt.Layout,
+        later: list[int],
+        step: int,
+    ) -> Future[Any]:
+        """Copy the tensors ``later`` names on the staging thread, then hand the buffer to the
+        checkpoint's writer; the returned future resolves when that write does."""
+        versions = [encoded.tensors[i]._version for i in later]
+        done: Future[Any] = Future()
+        slot.future = done
+        buffer = slot.buffer
+        assert buffer is not None
+
+        def copy_then_write() -> None:
+            try:
+                for i in later:
+                    start = layout.data_start + layout.entries[i][0]
+                    _copy_cpu(buffer, start, encoded.tensors[i])
+                now = [encoded.tensors[i]._version for i in later]
+                changed = [i for i, v, w in zip(later, versions, now, strict=True) if v != w]
+                if changed:
+                    shapes = ", ".join(str(tuple(encoded.tensors[i].shape)) for i in changed[:3])
+                    raise CheckpointError(
+                        f"checkpoint at step {step} not saved: {len(changed)} tensor(s) (shapes "
+                        f"{shapes}) changed in place while they were being copied. An overlapped "
+                        "save copies the optimizer's tensors until its next step(); change them "
+                        "only through optimizer.step(), or call wait_staged() before changing "
+                        "them yourself"
+                    )
+                written = self.checkpoint.write(
+                    view[: layout.total], step=step, metadata=METADATA, blocking=False, copy=False
+                )
+            except BaseException as exc:
+                if not isinstance(exc, CheckpointError):
+                    slot.buffer = slot.view = None  # the writer may still hold it
+                done.set_exception(exc)
+                raise
+            written.add_done_callback(lambda f: _settle(done, f))
+
+        if self._stager is None:
+            self._stager = ThreadPoolExecutor(1, thread_name_prefix="taskpoint-stage")
+        self._staging = self._stager.submit(copy_then_write)
+        return done
+
+    def wait_staged(self, *, report: bool = True) -> None:
+        """Wait for the background copy of an overlapped save. ``report``: re-raise its error
+        (once); without it an error stays for the next call that reports."""
+        staging = self._staging
+        if staging is None:
+            return
+        wait_futures([staging])
+        if report:
+            self._staging = None
+            staging.result()
 
     def _free_slot(self) -> _Slot:
         free = [s for s in self.slots if not s.busy()]
@@ -247,14 +337,42 @@ def _each_once(state: Any, count: int) -> bool:
     return True
 
 
+def _settle(target: Future[Any], source: Future[Any]) -> None:
+    exc = source.exception()
+    if exc is not None:
+        target.set_exception(exc)
+    else:
+        target.set_result(source.result())
+
+
+def _copy_cpu(buffer: torch.Tensor, start: int, tensor: torch.Tensor) -> None:
+    """Copy a CPU tensor's bytes into ``buffer`` at ``start`` on this (background) thread.
+
+    A contiguous tensor is copied by one ``memmove``, which releases the GIL and uses one core:
+    torch's ``copy_`` would spread it over its intra-op threads, on the cores the loop's own ops
+    are using at that moment."""
+    nbytes = tensor.numel() * tensor.element_size()
+    if tensor.is_contiguous():
+        ctypes.memmove(buffer.data_ptr() + start, tensor.data_ptr(), nbytes)
+        return
+    target = buffer[start : start + nbytes].view(tensor.dtype).view(tensor.shape)
+    with torch.no_grad():
+        target.copy_(tensor)
+
+
 def _stage(
-    buffer: torch.Tensor, view: memoryview, encoded: fmt.Encoded, layout: fmt.Layout
+    buffer: torch.Tensor,
+    view: memoryview,
+    encoded: fmt.Encoded,
+    layout: fmt.Layout,
+    skip: frozenset[int] = frozenset(),
 ) -> None:
     fmt.write_header(view, layout)
     cuda_devices = set()
     with torch.no_grad():
-        for t, (offset, nbytes) in zip(encoded.tensors, layout.entries, strict=True):
-            if nbytes == 0:
+        for i, t in enumerate(encoded.tensors):
+            offset, nbytes = layout.entries[i]
+            if nbytes == 0 or i in skip:
                 continue
             start = layout.data_start + offset
             target = buffer[start : start + nbytes].view(t.dtype).view(t.shape)
