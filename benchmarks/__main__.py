@@ -101,6 +101,7 @@ class Suite:
         self.rows[2] += tag(2, io.bench_async_large(workdir, a.async_mib << 20, a.repeats))
 
     def torch(self, workdir: str) -> None:
+        from benchmarks import loop_stall as ls
         from benchmarks import torch_state as ts
 
         a = self.args
@@ -109,11 +110,13 @@ class Suite:
         sync = ts.bench_sync(workdir, model, a.repeats, others=True)
         stall = sync.samples["sync_stall_s"]
         asyn = ts.bench_async(workdir, model, a.repeats, stall)
+        in_loop = ls.bench_loop_stall(workdir, model, a.repeats, steps=2 if a.quick else 10)
+        ts.torch.set_num_threads(1)
         rest = ts.bench_restore(workdir, model, a.repeats)
         self.rows[1] += tag(1, sync.rows)
-        self.rows[2] += tag(2, asyn.rows)
+        self.rows[2] += tag(2, asyn.rows + in_loop.rows)
         self.rows[4] += tag(4, rest.rows)
-        samples = {**sync.samples, **asyn.samples, **rest.samples}
+        samples = {**sync.samples, **asyn.samples, **in_loop.samples, **rest.samples}
         gib = ts.state_bytes(model) / (1 << 30)
         self.extra["torch_samples"] = samples
         self.extra["torch_sync_key"], self.extra["torch_gib"] = f"sync {gib:.3g} GiB", gib

@@ -37,6 +37,7 @@ def test_quick_suite_prints_the_table_and_writes_json(tmp_path):
     assert "metric" in table and "target" in table and "ratio" in table
     for number in TARGETS:  # one row at least per target of the issue
         assert f"\n{number} " in table, f"no row for target {number}:\n{table}"
+    assert "2 loop blocked per save, overlap=True" in table  # target 2 inside a training loop
     payload = json.loads((out / "benchmarks.json").read_text())
     rows = payload["rows"]
     assert {row["metric"].split()[0] for row in rows} == {str(n) for n in TARGETS}

@@ -25,19 +25,26 @@ torch.set_num_threads(1)
 
 @pytest.fixture
 def held_copy(monkeypatch):
-    """Holds every background tensor copy until ``release`` is set; counts the copies."""
+    """Holds every background copy chunk until ``release`` is set; records the bytes copied.
+    Also pretends a core is free (the CI machine may have one core)."""
     release = threading.Event()
-    copied: list[tuple[int, ...]] = []
-    real = _torch_state._copy_cpu
+    copied: list[int] = []
+    real = _torch_state._copy_chunk
 
-    def held(buffer, start, tensor):
+    def held(dst, src, nbytes):
         assert release.wait(30), "test never released the background copy"
-        real(buffer, start, tensor)
-        copied.append(tuple(tensor.shape))
+        real(dst, src, nbytes)
+        copied.append(nbytes)
 
-    monkeypatch.setattr(_torch_state, "_copy_cpu", held)
+    monkeypatch.setattr(_torch_state, "_copy_chunk", held)
+    monkeypatch.setattr(_torch_state, "spare_core", lambda: True)
+    monkeypatch.setattr("taskpoint.integrations.torch.spare_core", lambda: True)
     release.copied = copied  # type: ignore[attr-defined]
     return release
+
+
+def nbytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def trained(seed: int = 0, batchnorm: bool = False):
@@ -99,7 +106,7 @@ def test_next_step_waits_for_the_copy_and_the_saved_state_is_the_one_at_save(
         assert future.result().step == 7
         # Parameters (shared with the model's state) and both momentum buffers went through
         # the background copy.
-        assert sorted(held_copy.copied) == sorted([(64, 64), (64,)] * 2)
+        assert sum(held_copy.copied) == 2 * nbytes(model.parameters())
         assert not equal(snapshot(model, opt), at_save)  # the step did change them
         step, state = restored(cp)
     assert step == 7
@@ -151,9 +158,9 @@ def test_tensors_the_optimizer_does_not_own_are_copied_before_save_returns(
         ckpt.wait()
         step, state = restored(cp, batchnorm=True)
     assert step == 4 and equal(state, at_save)
-    # Linear and BatchNorm parameters with their momentum: 4 + 4 background copies; the three
-    # BatchNorm buffers were not among them.
-    assert len(held_copy.copied) == 8
+    # Linear and BatchNorm parameters with their momentum went through the background copy;
+    # the three BatchNorm buffers did not.
+    assert sum(held_copy.copied) == 2 * nbytes(model.parameters())
 
 
 def test_a_blocking_save_copies_everything_before_returning(tmp_path) -> None:
@@ -187,3 +194,69 @@ def test_the_step_hook_does_not_keep_the_checkpointer_alive(tmp_path) -> None:
         gc.collect()
         assert ref() is None
         train_step(model, opt, torch.randn(16, 64))  # the orphaned hook is harmless
+
+
+def test_the_loop_helps_with_the_copy_it_waits_for(tmp_path, monkeypatch) -> None:
+    """A 12 MiB parameter is copied in 8 MiB chunks; with the staging thread stuck on its first
+    chunk, the optimizer's step copies the rest itself and then waits only for that one."""
+    monkeypatch.setattr("taskpoint.integrations.torch.spare_core", lambda: True)
+    real = _torch_state._copy_chunk
+    main = threading.current_thread()
+    by_thread: list[tuple[bool, int]] = []
+    release = threading.Event()
+
+    def copy(dst, src, nbytes):
+        on_main = threading.current_thread() is main
+        if not on_main:
+            assert release.wait(30)
+        real(dst, src, nbytes)
+        by_thread.append((on_main, nbytes))
+
+    monkeypatch.setattr(_torch_state, "_copy_chunk", copy)
+    big = torch.nn.Parameter(torch.randn(3 << 20))  # 12 MiB
+    opt = torch.optim.SGD([big], lr=0.5)
+    with Checkpoint.open(tmp_path / "ckpt") as cp:
+        ckpt = TorchCheckpointer(cp, objects={"p": _Holder(big)}, optimizer=opt, overlap=True)
+        at_save = big.detach().clone()
+        ckpt.save(1)
+        big.grad = torch.ones_like(big)
+        threading.Timer(0.3, release.set).start()
+        opt.step()
+        ckpt.wait()
+        assert sorted(by_thread) == [(False, 8 << 20), (True, 4 << 20)]
+        fresh = _Holder(torch.zeros(3 << 20))
+        assert TorchCheckpointer(cp, objects={"p": fresh}, rng=False).restore() == 1
+    assert torch.equal(fresh.tensor, at_save)
+    assert not torch.equal(big.detach(), at_save)
+
+
+class _Holder:
+    """An object whose state is one tensor (shared, not copied, by state_dict)."""
+
+    def __init__(self, tensor) -> None:
+        self.tensor = tensor
+
+    def state_dict(self):
+        return {"t": self.tensor.detach()}
+
+    def load_state_dict(self, state) -> None:
+        with torch.no_grad():
+            self.tensor.copy_(state["t"])
+
+
+def test_without_a_spare_core_everything_is_copied_before_save_returns(
+    tmp_path, held_copy, monkeypatch
+) -> None:
+    monkeypatch.setattr("taskpoint.integrations.torch.spare_core", lambda: False)
+    model, opt = trained()
+    train_step(model, opt, torch.randn(16, 64))
+    with Checkpoint.open(tmp_path / "ckpt") as cp:
+        ckpt = TorchCheckpointer(cp, model=model, optimizer=opt, rng=False, overlap=True)
+        at_save = snapshot(model, opt)
+        ckpt.save(2)
+        with torch.no_grad():
+            model[0].weight.mul_(2.0)  # allowed: nothing is left to copy
+        ckpt.wait()
+        assert held_copy.copied == []
+        step, state = restored(cp)
+    assert step == 2 and equal(state, at_save)

@@ -18,6 +18,8 @@ that never existed.
 from __future__ import annotations
 
 import ctypes
+import functools
+import os
 import random
 import threading
 import warnings
@@ -73,6 +75,7 @@ class StagedWriter:
         self._pin = torch.cuda.is_available()
         self._staging: Future[Any] | None = None  # the background copy of an overlapped save
         self._stager: ThreadPoolExecutor | None = None
+        self._copy: _SharedCopy | None = None
 
     def write(
         self,
@@ -139,11 +142,21 @@ class StagedWriter:
         buffer = slot.buffer
         assert buffer is not None
 
+        copy = _SharedCopy(
+            [
+                job
+                for i in later
+                for job in _copy_jobs(
+                    buffer, layout.data_start + layout.entries[i][0], encoded.tensors[i]
+                )
+            ]
+        )
+
         def copy_then_write() -> None:
             try:
-                for i in later:
-                    start = layout.data_start + layout.entries[i][0]
-                    _copy_cpu(buffer, start, encoded.tensors[i])
+                copy.work()
+                if copy.error is not None:
+                    raise copy.error
                 now = [encoded.tensors[i]._version for i in later]
                 changed = [i for i, v, w in zip(later, versions, now, strict=True) if v != w]
                 if changed:
@@ -167,6 +180,7 @@ class StagedWriter:
 
         if self._stager is None:
             self._stager = ThreadPoolExecutor(1, thread_name_prefix="taskpoint-stage")
+        self._copy = copy
         self._staging = self._stager.submit(copy_then_write)
         return done
 
@@ -176,6 +190,8 @@ class StagedWriter:
         staging = self._staging
         if staging is None:
             return
+        if self._copy is not None:
+            self._copy.work()  # copy beside the staging thread rather than wait idle
         wait_futures([staging])
         if report:
             self._staging = None
@@ -345,19 +361,78 @@ def _settle(target: Future[Any], source: Future[Any]) -> None:
         target.set_result(source.result())
 
 
-def _copy_cpu(buffer: torch.Tensor, start: int, tensor: torch.Tensor) -> None:
-    """Copy a CPU tensor's bytes into ``buffer`` at ``start`` on this (background) thread.
+_CHUNK = 8 << 20
 
-    A contiguous tensor is copied by one ``memmove``, which releases the GIL and uses one core:
-    torch's ``copy_`` would spread it over its intra-op threads, on the cores the loop's own ops
+
+def spare_core() -> bool:
+    """True if torch's intra-op threads leave at least one usable core to a background copy."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return torch.get_num_threads() < cores
+
+
+def _copy_chunk(dst: int, src: int, nbytes: int) -> None:
+    # ctypes releases the GIL for the call: the loop's Python runs on meanwhile.
+    ctypes.memmove(dst, src, nbytes)
+
+
+def _copy_jobs(buffer: torch.Tensor, start: int, tensor: torch.Tensor) -> list[Callable[[], None]]:
+    """The copy of a CPU tensor's bytes into ``buffer`` at ``start``, as chunks any thread can run.
+
+    A contiguous tensor is copied by ``memmove`` of 8 MiB chunks, one core per thread: torch's
+    ``copy_`` would spread each chunk over its intra-op threads, on the cores the loop's own ops
     are using at that moment."""
     nbytes = tensor.numel() * tensor.element_size()
     if tensor.is_contiguous():
-        ctypes.memmove(buffer.data_ptr() + start, tensor.data_ptr(), nbytes)
-        return
+        dst, src = buffer.data_ptr() + start, tensor.data_ptr()
+        return [
+            functools.partial(_copy_chunk, dst + at, src + at, min(_CHUNK, nbytes - at))
+            for at in range(0, nbytes, _CHUNK)
+        ]
     target = buffer[start : start + nbytes].view(tensor.dtype).view(tensor.shape)
-    with torch.no_grad():
-        target.copy_(tensor)
+
+    def strided() -> None:
+        with torch.no_grad():
+            target.copy_(tensor)
+
+    return [strided]
+
+
+class _SharedCopy:
+    """Copy jobs any thread may take. The staging thread starts them; a thread that needs the
+    copy finished (the loop, at the optimizer's next step) takes the rest instead of idling."""
+
+    def __init__(self, jobs: list[Callable[[], None]]) -> None:
+        self._jobs = jobs
+        self._taken = 0
+        self._left = len(jobs)
+        self._lock = threading.Lock()
+        self._finished = threading.Event()
+        self.error: BaseException | None = None
+        if not jobs:
+            self._finished.set()
+
+    def work(self) -> None:
+        """Run jobs until none is left, then wait for those other threads are running. A job's
+        error stops the rest and is kept in ``error`` (for the staging thread to raise)."""
+        while not self._finished.is_set():
+            with self._lock:
+                if self._taken == len(self._jobs):
+                    break
+                job = self._jobs[self._taken]
+                self._taken += 1
+            try:
+                job()
+            except BaseException as exc:
+                self.error = self.error or exc
+                self._finished.set()
+            with self._lock:
+                self._left -= 1
+                if self._left == 0:
+                    self._finished.set()
+        self._finished.wait()
 
 
 def _stage(

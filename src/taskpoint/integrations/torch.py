@@ -57,7 +57,12 @@ import torch  # noqa: E402
 from taskpoint.errors import CheckpointError  # noqa: E402
 from taskpoint.integrations import _torch_format as fmt  # noqa: E402
 from taskpoint.integrations._torch_sampler import ResumableSampler  # noqa: E402
-from taskpoint.integrations._torch_state import StagedWriter, rng_state, set_rng_state  # noqa: E402
+from taskpoint.integrations._torch_state import (  # noqa: E402
+    StagedWriter,
+    rng_state,
+    set_rng_state,
+    spare_core,
+)
 
 if TYPE_CHECKING:
     from taskpoint.checkpoint import Checkpoint, CheckpointVersion
@@ -79,12 +84,17 @@ class TorchCheckpointer:
     ``overlap=True`` (needs ``optimizer``) shortens the stall of an async save further: the
     optimizer's CPU tensors (its parameters, which the model's state shares, and its state such
     as momentum) are copied on a background thread while the loop runs its next forward and
-    backward, and the optimizer's next ``step()`` waits for that copy. Everything else is copied
-    before ``save`` returns. It pays where the loop leaves a core idle during the copy; a loop
-    that keeps every core busy pays for the copy either way. The rule that comes with it: until
-    that next ``step()``, change those tensors only through it (or call `wait_staged` first). An
-    in-place change in between is caught (tensor version counters) and fails that save with
-    `CheckpointError`, raised by the next ``save``/``wait``; nothing wrong is committed.
+    backward, and the optimizer's next ``step()`` waits for (and helps with) what is left of it.
+    Everything else is copied before ``save`` returns. It pays where torch leaves a core free
+    (``torch.get_num_threads()`` below the usable cores): with every core busy, a copy beside
+    the loop slows it more than the copy takes on all cores, so then ``save`` copies everything
+    first, as without ``overlap``.
+    CUDA tensors are always copied before ``save`` returns (an async DMA).
+
+    The rule that comes with ``overlap``: until that next ``step()``, change those tensors only
+    through it (or call `wait_staged` first). An in-place change in between is caught (tensor
+    version counters) and fails that save with `CheckpointError`, raised by the next
+    ``save``/``wait``; nothing wrong is committed.
     """
 
     def __init__(
@@ -165,7 +175,9 @@ class TorchCheckpointer:
         if isinstance(step, bool) or not isinstance(step, int):
             raise TypeError(f"step must be an int, got {type(step).__name__}")
         defer = None
-        if self.overlap and not self.preempted:  # preempted: commit this one at once
+        # Preempted: commit this one at once. No spare core: a copy beside the loop would slow
+        # every torch op of the next steps by more than the copy takes on all cores now.
+        if self.overlap and not self.preempted and spare_core():
             owned = self._optimizer_storages()
             defer = lambda t: t.untyped_storage().data_ptr() in owned  # noqa: E731
         return self._writer.write(self._collect(step), step, blocking, defer)
