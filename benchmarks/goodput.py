@@ -446,11 +446,7 @@ def _rows(
             f"{restart:.2f} s from kill to the next attempt's first step"
         )
         if key == "kill":
-            note += (
-                f"; bound with saves every {ckpt_every:g} s: {len(out.kills)} x "
-                f"{ckpt_every:g} s / {t0:.0f} s = "
-                f"{1 + len(out.kills) * ckpt_every / t0:.2f} x"
-            )
+            note += "; " + _kill_floor(len(out.kills), every, ckpt_every, restart, t0)
         if len(runs) > 1:
             note += "; ratios of the rounds: " + ", ".join(f"{r:.3f}" for r in ratios)
         finished = all(r.finished for r in runs)
@@ -523,6 +519,34 @@ def _rows(
             )
         )
     return rows
+
+
+def _kill_floor(kills: int, every: float, ckpt_every: float, restart: float, t0: float) -> str:
+    """The least any checkpointer that saves every ``ckpt_every`` s of an attempt can reach.
+
+    A kill loses the work since the last save. With kills every ``every`` s, a multiple of
+    the save interval, every kill lands at the same point of the save cycle: an attempt that
+    starts ``restart`` s after a kill saves at restart + k x interval, so the work lost is
+    (every - restart) mod interval, and lost work plus restart is exactly one interval,
+    whatever the restart takes (while it is shorter than the interval). Otherwise the kills
+    fall anywhere in the cycle: half an interval lost on average, plus the restart."""
+    cycles = every / ckpt_every
+    if abs(cycles - round(cycles)) < 1e-9 and restart < ckpt_every:
+        per_kill = ckpt_every
+        why = (
+            f"kills every {every:g} s, a multiple of the save interval, each cost work lost "
+            f"+ restart = one interval"
+        )
+    else:
+        per_kill = ckpt_every / 2 + restart
+        why = (
+            f"each kill costs half a save interval on average plus the restart "
+            f"({restart:.2f} s here)"
+        )
+    return (
+        f"floor for any checkpointer saving every {ckpt_every:g} s: {why}: 1 + {kills} x "
+        f"{per_kill:.2f} s / {t0:.0f} s = {1 + kills * per_kill / t0:.2f} x"
+    )
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
