@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from taskpoint import Checkpoint  # noqa: E402
-from taskpoint.errors import CheckpointError  # noqa: E402
+from taskpoint.errors import CheckpointError, Preempted  # noqa: E402
 from taskpoint.integrations import _torch_state  # noqa: E402
 from taskpoint.integrations.torch import TorchCheckpointer  # noqa: E402
 
@@ -260,3 +260,47 @@ def test_without_a_spare_core_everything_is_copied_before_save_returns(
         assert held_copy.copied == []
         step, state = restored(cp)
     assert step == 2 and equal(state, at_save)
+
+
+class _PreemptedAfterCommit:
+    """A checkpoint that, once ``preempted`` is set, commits each write and then raises
+    `Preempted`, as a task's checkpoint does after SIGTERM."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.preempted = False
+
+    def write(self, data, **options):
+        result = self.inner.write(data, **options)
+        if self.preempted:
+            if not options.get("blocking", True):
+                result.result()
+            raise Preempted("test: preempted after committing")
+        return result
+
+    def wait(self, timeout=None) -> None:
+        self.inner.wait(timeout)
+
+
+def test_a_preemption_during_the_background_copy_still_commits_the_next_save(
+    tmp_path, held_copy
+) -> None:
+    """SIGTERM lands while an overlapped save is copying: its write commits and raises
+    Preempted on the staging thread. The loop's next save (the one it makes on seeing the
+    preemption) must still commit, and Preempted must reach the loop."""
+    model, opt = trained()
+    x = torch.randn(16, 64)
+    train_step(model, opt, x)
+    with Checkpoint.open(tmp_path / "ckpt") as cp:
+        preempting = _PreemptedAfterCommit(cp)
+        ckpt = TorchCheckpointer(preempting, model=model, optimizer=opt, rng=False, overlap=True)
+        ckpt.save(1)
+        preempting.preempted = True  # SIGTERM while step 1 is still being copied
+        held_copy.set()
+        train_step(model, opt, x)
+        at_second = snapshot(model, opt)
+        with pytest.raises(Preempted):
+            ckpt.save(2, blocking=True)
+        assert [v.step for v in cp.versions()][-2:] == [1, 2]
+        step, state = restored(cp)
+    assert step == 2 and equal(state, at_second)

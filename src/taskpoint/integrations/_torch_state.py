@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from taskpoint.errors import CheckpointError
+from taskpoint.errors import CheckpointError, Preempted
 from taskpoint.integrations import _torch_format as fmt
 
 METADATA = {"format": "taskpoint.torch/1"}
@@ -91,7 +91,10 @@ class StagedWriter:
         `wait_staged` before anything changes them.
         """
         with self._lock:
-            self.wait_staged()
+            try:
+                self.wait_staged()
+            except Preempted:
+                pass  # the earlier save did commit; this one commits too, then raises again
             encoded = fmt.encode(state)
             layout = fmt.plan(encoded)
             slot = self._free_slot()
@@ -194,7 +197,7 @@ class StagedWriter:
             self._copy.work()  # copy beside the staging thread rather than wait idle
         wait_futures([staging])
         if report:
-            self._staging = None
+            self._staging = self._copy = None
             staging.result()
 
     def _free_slot(self) -> _Slot:
