@@ -446,7 +446,7 @@ def _rows(
             f"{restart:.2f} s from kill to the next attempt's first step"
         )
         if key == "kill":
-            note += "; " + _kill_floor(len(out.kills), every, ckpt_every, restart, t0)
+            note += "; " + _kill_expectation(len(out.kills), every, ckpt_every, restart, t0)
         if len(runs) > 1:
             note += "; ratios of the rounds: " + ", ".join(f"{r:.3f}" for r in ratios)
         finished = all(r.finished for r in runs)
@@ -521,31 +521,28 @@ def _rows(
     return rows
 
 
-def _kill_floor(kills: int, every: float, ckpt_every: float, restart: float, t0: float) -> str:
-    """The least any checkpointer that saves every ``ckpt_every`` s of an attempt can reach.
+def _kill_expectation(kills: int, every: float, ckpt_every: float, restart: float, t0: float) -> str:
+    """What any checkpointer that saves every ``ckpt_every`` s of an attempt can expect.
 
     A kill loses the work since the last save. With kills every ``every`` s, a multiple of
     the save interval, every kill lands at the same point of the save cycle: an attempt that
-    starts ``restart`` s after a kill saves at restart + k x interval, so the work lost is
-    (every - restart) mod interval, and lost work plus restart is exactly one interval,
-    whatever the restart takes (while it is shorter than the interval). Otherwise the kills
-    fall anywhere in the cycle: half an interval lost on average, plus the restart."""
+    starts ``restart`` s after a kill saves at restart + k x interval, so it loses
+    (every - restart) mod interval of work, and work lost plus restart is about one interval
+    whatever the restart takes. With kills at random points of the cycle it would be half an
+    interval on average, plus the restart; half an interval alone is the lower bound."""
     cycles = every / ckpt_every
+    text = ""
     if abs(cycles - round(cycles)) < 1e-9 and restart < ckpt_every:
-        per_kill = ckpt_every
-        why = (
-            f"kills every {every:g} s, a multiple of the save interval, each cost work lost "
-            f"+ restart = one interval"
+        text = (
+            f"kills every {every:g} s, a multiple of the {ckpt_every:g} s save interval, each "
+            f"cost about one interval (work lost + restart): expected ~"
+            f"{1 + kills * ckpt_every / t0:.2f} x; "
         )
-    else:
-        per_kill = ckpt_every / 2 + restart
-        why = (
-            f"each kill costs half a save interval on average plus the restart "
-            f"({restart:.2f} s here)"
-        )
-    return (
-        f"floor for any checkpointer saving every {ckpt_every:g} s: {why}: 1 + {kills} x "
-        f"{per_kill:.2f} s / {t0:.0f} s = {1 + kills * per_kill / t0:.2f} x"
+    half = ckpt_every / 2
+    return text + (
+        f"at random points of the save cycle {half:g} s + restart per kill: "
+        f"{1 + kills * (half + restart) / t0:.2f} x, and {1 + kills * half / t0:.2f} x "
+        "with no restart at all"
     )
 
 
