@@ -439,14 +439,15 @@ def _rows(
         # Each run against the failure-free run of its own round (the load drifts over time).
         ratios = [out.elapsed / free.elapsed for out, free in zip(runs, frees, strict=False)]
         ratio = statistics.median(ratios)
-        out = runs[ratios.index(sorted(ratios)[(len(ratios) - 1) // 2])]  # the median run
+        median_round = ratios.index(sorted(ratios)[(len(ratios) - 1) // 2])
+        out, own_t0 = runs[median_round], frees[median_round].elapsed  # the median run
         lost, restart = out.per_kill(step_s)
         note = (
             f"{len(out.kills)} {label}s; per kill: {lost:.2f} s of work lost, "
             f"{restart:.2f} s from kill to the next attempt's first step"
         )
         if key == "kill":
-            note += "; " + _kill_expectation(len(out.kills), every, ckpt_every, restart, t0)
+            note += "; " + _kill_expectation(len(out.kills), every, ckpt_every, restart, own_t0)
         if len(runs) > 1:
             note += "; ratios of the rounds: " + ", ".join(f"{r:.3f}" for r in ratios)
         finished = all(r.finished for r in runs)
@@ -521,7 +522,9 @@ def _rows(
     return rows
 
 
-def _kill_expectation(kills: int, every: float, ckpt_every: float, restart: float, t0: float) -> str:
+def _kill_expectation(
+    kills: int, every: float, ckpt_every: float, restart: float, t0: float
+) -> str:
     """What any checkpointer that saves every ``ckpt_every`` s of an attempt can expect.
 
     A kill loses the work since the last save. With kills every ``every`` s, a multiple of
