@@ -37,7 +37,6 @@ def held_copy(monkeypatch):
         copied.append(nbytes)
 
     monkeypatch.setattr(_torch_state, "_copy_chunk", held)
-    monkeypatch.setattr(_torch_state, "spare_core", lambda: True)
     monkeypatch.setattr("taskpoint.integrations.torch.spare_core", lambda: True)
     release.copied = copied  # type: ignore[attr-defined]
     return release
