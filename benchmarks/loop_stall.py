@@ -38,6 +38,7 @@ import torch
 from benchmarks.common import Row, print_table, rotate, save_json, workdir_root
 from benchmarks.torch_state import Outcome, StateModel, state_bytes
 from taskpoint import Checkpoint
+from taskpoint.integrations._torch_state import usable_cores
 from taskpoint.integrations.torch import TorchCheckpointer
 
 
@@ -79,8 +80,7 @@ def bench_loop_stall(
     workdir: str, model: torch.nn.Module, repeats: int, steps: int, step_ms: float = 50.0
 ) -> Outcome:
     out = Outcome()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
+    cores = usable_cores()
     threads_before = torch.get_num_threads()
     mib = state_bytes(model) >> 20
     try:

@@ -71,13 +71,13 @@ def checkpoint(samples: dict[str, Any], sync_key: str, gib: float, out: Path) ->
         colors.append(COLORS["other2"])
         # overlap=True, measured inside the training loop (benchmarks.loop_stall) with a
         # core left free: save() plus the wait in the next optimizer.step()
-        in_loop = [k for k in samples if k.startswith("loop_") and k.endswith("_threads")]
-        free = [
-            k for k in in_loop if int(k.split("_")[1]) < max(int(x.split("_")[1]) for x in in_loop)
-        ]
-        if free and "overlap blocked" in samples[free[0]]:
+        in_loop = sorted(
+            (int(k.split("_")[1]), k) for k in samples if k.startswith("loop_") and "_threads" in k
+        )
+        fewest = samples[in_loop[0][1]] if len(in_loop) > 1 else {}
+        if "overlap blocked" in fewest:
             labels.append("taskpoint overlap\n(in a loop, core free)")
-            values.append(samples[free[0]]["overlap blocked"] * 1e3)
+            values.append(fewest["overlap blocked"] * 1e3)
             colors.append(COLORS["taskpoint"])
         _bars(axes[1], labels, values, colors, "{:.0f}")
         axes[1].set_title("time the loop is blocked per save (ms)", fontsize=9)

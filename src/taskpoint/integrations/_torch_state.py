@@ -73,9 +73,8 @@ class StagedWriter:
         self._saves = 0
         self._lock = threading.Lock()
         self._pin = torch.cuda.is_available()
-        self._staging: Future[Any] | None = None  # the background copy of an overlapped save
+        self._staging: _SharedCopy | None = None  # the background copy of an overlapped save
         self._stager: ThreadPoolExecutor | None = None
-        self._copy: _SharedCopy | None = None
 
     def write(
         self,
@@ -183,8 +182,8 @@ class StagedWriter:
 
         if self._stager is None:
             self._stager = ThreadPoolExecutor(1, thread_name_prefix="taskpoint-stage")
-        self._copy = copy
-        self._staging = self._stager.submit(copy_then_write)
+        copy.future = self._stager.submit(copy_then_write)
+        self._staging = copy
         return done
 
     def wait_staged(self, *, report: bool = True) -> None:
@@ -193,12 +192,11 @@ class StagedWriter:
         staging = self._staging
         if staging is None:
             return
-        if self._copy is not None:
-            self._copy.work()  # copy beside the staging thread rather than wait idle
-        wait_futures([staging])
+        staging.work()  # copy beside the staging thread rather than wait idle
+        wait_futures([staging.future])
         if report:
-            self._staging = self._copy = None
-            staging.result()
+            self._staging = None
+            staging.future.result()
 
     def _free_slot(self) -> _Slot:
         free = [s for s in self.slots if not s.busy()]
@@ -367,13 +365,23 @@ def _settle(target: Future[Any], source: Future[Any]) -> None:
 _CHUNK = 8 << 20
 
 
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def spare_core() -> bool:
     """True if torch's intra-op threads leave at least one usable core to a background copy."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return torch.get_num_threads() < cores
+    return torch.get_num_threads() < usable_cores()
+
+
+def _slot_view(buffer: torch.Tensor, start: int, like: torch.Tensor) -> torch.Tensor:
+    """The bytes of ``buffer`` from ``start`` as a tensor of ``like``'s dtype and shape."""
+    nbytes = like.numel() * like.element_size()
+    return buffer[start : start + nbytes].view(like.dtype).view(like.shape)
 
 
 def _copy_chunk(dst: int, src: int, nbytes: int) -> None:
@@ -394,7 +402,7 @@ def _copy_jobs(buffer: torch.Tensor, start: int, tensor: torch.Tensor) -> list[C
             functools.partial(_copy_chunk, dst + at, src + at, min(_CHUNK, nbytes - at))
             for at in range(0, nbytes, _CHUNK)
         ]
-    target = buffer[start : start + nbytes].view(tensor.dtype).view(tensor.shape)
+    target = _slot_view(buffer, start, tensor)
 
     def strided() -> None:
         with torch.no_grad():
@@ -408,6 +416,7 @@ class _SharedCopy:
     copy finished (the loop, at the optimizer's next step) takes the rest instead of idling."""
 
     def __init__(self, jobs: list[Callable[[], None]]) -> None:
+        self.future: Future[None] = Future()  # the staging thread's whole run (copy, then write)
         self._jobs = jobs
         self._taken = 0
         self._left = len(jobs)
@@ -452,8 +461,7 @@ def _stage(
             offset, nbytes = layout.entries[i]
             if nbytes == 0 or i in skip:
                 continue
-            start = layout.data_start + offset
-            target = buffer[start : start + nbytes].view(t.dtype).view(t.shape)
+            target = _slot_view(buffer, layout.data_start + offset, t)
             if t.is_cuda:
                 cuda_devices.add(t.device)
                 target.copy_(t, non_blocking=True)  # pinned target: an async DMA
