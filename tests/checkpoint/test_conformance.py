@@ -342,8 +342,16 @@ def test_new_instance_of_same_attempt_continues_the_sequence(backend):
 # ----------------------------------------------------------------------------- retention
 
 
+def _kept(backend, ids: list[str]) -> set[str]:
+    """What a scope holding exactly ``ids`` stores: payload and manifest, and on an object
+    store the exclusive reservation of each id."""
+    extra = [".writer"] if backend.name != "local" else []
+    return {vid + suffix for vid in ids for suffix in ["", ".manifest.json", *extra]}
+
+
 def test_retention_keeps_two_by_default(backend):
-    cp = backend.open()
+    # no grace: retired payloads go at once on every store (local disk never needs one)
+    cp = backend.open(retire_grace=0)
     assert cp.keep == 2
     for i in range(5):
         cp.write(f"v{i}".encode())
@@ -351,26 +359,45 @@ def test_retention_keeps_two_by_default(backend):
     # the older versions are gone from storage, manifest and payload both (payloads are
     # deleted on the writer thread: wait() waits for that housekeeping too)
     cp.wait()
-    assert backend.entries() == {
-        "0001-000004",
-        "0001-000004" + ".manifest.json",
-        "0001-000005",
-        "0001-000005" + ".manifest.json",
-    }
+    assert backend.entries() == _kept(backend, ["0001-000004", "0001-000005"])
     assert cp.read() == b"v4"
 
 
 @pytest.mark.parametrize("keep", [1, 3])
 def test_retention_keeps_n(backend, keep):
-    cp = backend.open(keep=keep)
+    cp = backend.open(keep=keep, retire_grace=0)
     for i in range(keep + 3):
         cp.write(f"v{i}".encode())
     versions = cp.versions()
     assert [v.seq for v in versions] == list(range(4, keep + 4))
     cp.wait()
-    assert backend.entries() == {v.id for v in versions} | {
-        v.id + ".manifest.json" for v in versions
-    }
+    assert backend.entries() == _kept(backend, [v.id for v in versions])
+
+
+def test_object_store_keeps_retired_payloads_for_the_grace_period(backend):
+    if backend.name == "local":
+        pytest.skip("local disk protects readers with a lock: retired payloads go at once")
+    cp = backend.open(keep=1)
+    assert cp.retire_grace == 60
+    cp.write(b"old")
+    cp.write(b"new")
+    cp.wait()
+    entries = backend.entries()
+    # uncommitted (no manifest) at once, payload still there for readers that listed it
+    assert "0001-000001.manifest.json" not in entries and "0001-000001" in entries
+    assert any(e.startswith("0001-000001.retired.") for e in entries)
+    assert [v.id for v in cp.versions()] == ["0001-000002"]
+    # a scope whose grace has passed (0 here) sweeps it, markers and all, on its next write
+    later = backend.open(attempt=2, keep=1, retire_grace=0)
+    later.write(b"newest")
+    later.wait()
+    assert backend.entries() == _kept(backend, ["0002-000001"])
+
+
+@pytest.mark.parametrize("grace", [-1, float("nan"), float("inf"), "1", True])
+def test_retire_grace_must_be_seconds(backend, grace):
+    with pytest.raises(ValueError, match="retire_grace"):
+        backend.open(retire_grace=grace)
 
 
 @pytest.mark.parametrize("keep", [0, -1, 1.5, True, None])

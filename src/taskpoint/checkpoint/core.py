@@ -4,20 +4,27 @@ The commit protocol (DESIGN.md): each version's payload goes under its own immut
 ``v/<attempt:04d>-<seq:06d>/``; the manifest ``v/<id>.manifest.json`` is created last and
 exclusively, so its existence means "committed". Latest = highest committed ``(attempt, seq)``.
 Readers verify checksums and fall back to the previous intact version with a warning.
+
+Readers in other processes (DESIGN.md, "Retention and readers across processes"): a reader holds
+the version it reads (a shared lock on local disk; on an object store retention keeps a retired
+payload for ``retire_grace`` seconds), and one whose version was retired under it anyway rescans
+and reads the newer one. It never returns ``None`` while a listing shows a committed version.
 """
 
 from __future__ import annotations
 
 import atexit
+import errno
+import io
 import json
 import logging
 import os
 import shutil
 import tempfile
 import threading
+import time
 import warnings
 import weakref
-from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -27,6 +34,7 @@ from typing import IO, Any, TypeVar, Union
 from taskpoint.checkpoint.localio import StreamReader
 from taskpoint.checkpoint.manifest import FileEntry, Manifest, ManifestError, parse_manifest
 from taskpoint.checkpoint.payload import Payload, bytes_payload, path_payload, stream_payload
+from taskpoint.checkpoint.safeopen import NotARegularFile
 from taskpoint.checkpoint.staging import new_staging_dir, sweep_staging
 from taskpoint.checkpoint.storage import (
     CHUNK,
@@ -45,9 +53,11 @@ log = logging.getLogger("taskpoint.checkpoint")
 T = TypeVar("T")
 Store = Union[LocalStore, FsspecStore]  # noqa: UP007 - runtime alias
 
-# Versions being read in this process, by (scope url, id): retention never deletes these.
-_reading: Counter[tuple[str, str]] = Counter()
-_reading_lock = threading.Lock()
+# How long a retired version's payload stays on an object store (which has no locks) for readers
+# that listed it before it was retired. Local disk needs none: readers hold a lock.
+DEFAULT_RETIRE_GRACE = 60.0
+# How long a reader keeps rescanning while the versions it picks are retired under it.
+READ_PATIENCE = 120.0
 _open_scopes: weakref.WeakSet[Checkpoint] = weakref.WeakSet()
 
 
@@ -63,11 +73,15 @@ class _Job:
 class Checkpoint:
     """A checkpoint scope. Create it with `Checkpoint.open`."""
 
-    def __init__(self, store: Store, url: str, attempt: int, keep: int) -> None:
+    def __init__(
+        self, store: Store, url: str, attempt: int, keep: int, retire_grace: float = 0.0
+    ) -> None:
         self._store = store
         self.url = url
         self.attempt = attempt
         self.keep = keep
+        self.retire_grace = retire_grace
+        self._reserved: set[str] = set()  # ids this scope object reserved (its own writes)
         self._commit_lock = threading.Lock()
         self._next_seq: int | None = None
         self._buffer: bytearray | None = None
@@ -85,11 +99,15 @@ class Checkpoint:
         keep: int = 2,
         storage_options: dict[str, Any] | None = None,
         timeout: float | None = None,
+        retire_grace: float | None = None,
     ) -> Checkpoint:
         """Open (creating if needed) the checkpoint scope at ``url``.
 
         ``attempt`` is the writer's attempt number (1-based): its versions sort after those of
         lower attempts. ``keep`` is how many committed versions retention keeps (>= 1).
+        ``retire_grace`` (object stores only; default 60 s) is how long the payload of a version
+        retention retired stays for readers in other processes that listed it before; on local
+        disk readers hold a lock instead and payloads go at once.
         ``timeout`` bounds each request to a remote (async fsspec, e.g. ``s3://``) store, its
         retries included, in seconds: past it the write or read fails with `CheckpointError`.
         Without it only the filesystem's own timeouts apply, and s3fs's do not cover an upload
@@ -103,13 +121,20 @@ class Checkpoint:
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
         ):
             raise ValueError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
+        if retire_grace is not None and (
+            isinstance(retire_grace, bool)
+            or not isinstance(retire_grace, int | float)
+            or not 0 <= retire_grace < float("inf")
+        ):
+            raise ValueError(f"retire_grace must be seconds >= 0 or None, got {retire_grace!r}")
         if not isinstance(url, str | os.PathLike):
             raise TypeError(f"Checkpoint.open() takes a path or URL, not {type(url).__name__}")
         url = os.fspath(url)
         with _storage_errors(url, "open the checkpoint scope"):
             store = _make_store(url, storage_options or {}, timeout)
             store.ensure()
-        scope = cls(store, url, attempt, keep)
+        grace = 0.0 if store.is_local else DEFAULT_RETIRE_GRACE
+        scope = cls(store, url, attempt, keep, grace if retire_grace is None else retire_grace)
         _open_scopes.add(scope)
         return scope
 
@@ -264,26 +289,46 @@ class Checkpoint:
         return target
 
     def _use_latest(self, use: Callable[[Manifest], T], only: str | None = None) -> T | None:
-        """Apply ``use`` to the newest intact committed version; fall back on corruption."""
+        """Apply ``use`` to the newest intact committed version; fall back on damage.
+
+        ``None`` only when a listing shows no committed version at all. A version retired by
+        another process while this one read it makes it rescan (a newer one exists, or retention
+        would not have retired it) until ``READ_PATIENCE`` runs out, then `CheckpointError`.
+        """
         problems: list[str] = []
-        for _ in range(5):  # rescan when a version vanishes under us (retention elsewhere)
+        damaged: set[str] = set()
+        deadline = time.monotonic() + READ_PATIENCE
+        rescans = 0
+        while True:
             listing = self._scan()
-            ids = listing.committed if only is None else [v for v in listing.committed if v == only]
-            if only is not None and not ids:
+            if only is not None and only not in listing.committed:
                 raise CheckpointError(
                     f"no committed checkpoint version {only!r} at {self.url}; "
                     f"committed: {', '.join(reversed(listing.committed)) or 'none'}"
                 )
+            ids = [only] if only is not None else listing.committed
             vanished = False
             for vid in ids:
+                if vid in damaged:
+                    continue
                 outcome = self._try_version(vid, use, problems)
                 if outcome is _VANISHED:
                     vanished = True
                     break
-                if outcome is not _UNUSABLE:
-                    return outcome  # type: ignore[return-value]
+                if outcome is _UNUSABLE:
+                    damaged.add(vid)
+                    continue
+                return outcome  # type: ignore[no-any-return]
             if not vanished:
                 break
+            rescans += 1
+            if time.monotonic() > deadline:
+                raise CheckpointError(
+                    f"could not read a checkpoint at {self.url}: the versions it picked were "
+                    f"retired while it read them, {rescans} times in {READ_PATIENCE:.0f} s "
+                    "(another writer of this scope commits and retires faster than this reader "
+                    "reads); raise that writer's keep=, or its retire_grace= on an object store"
+                )
         if problems:
             raise CheckpointCorruptError(
                 f"no intact committed checkpoint at {self.url}: " + "; ".join(problems), problems
@@ -291,28 +336,23 @@ class Checkpoint:
         return None
 
     def _try_version(self, vid: str, use: Callable[[Manifest], T], problems: list[str]) -> Any:
-        key = (self.url, vid)
-        with _reading_lock:
-            _reading[key] += 1
-        try:
-            with _storage_errors(self.url, f"read checkpoint version {vid}"):
-                try:
-                    manifest = parse_manifest(self._store.read_manifest(vid), vid)
-                except FileNotFoundError:
-                    return _VANISHED
-                except ManifestError as exc:
-                    return self._unusable(vid, f"manifest: {exc}", problems)
-                try:
+        """``use`` the version, or say why not: `_VANISHED` (retired since the listing) or
+        `_UNUSABLE` (damaged: warned). Errors of the storage itself are raised."""
+        with _storage_errors(self.url, f"read checkpoint version {vid}"):
+            try:
+                with self._store.holding(vid):
+                    raw = self._store.read_manifest(vid)
+                    try:
+                        manifest = parse_manifest(raw, vid)
+                    except Exception as exc:  # any failure to parse untrusted bytes is damage
+                        return self._unusable(vid, f"manifest: {_describe(exc)}", problems)
                     return use(manifest)
-                except (ChecksumMismatch, FileNotFoundError, ManifestError) as exc:
-                    if vid not in self._scan().committed:
-                        return _VANISHED  # retention removed it while we read: not corruption
-                    return self._unusable(vid, _describe(exc), problems)
-        finally:
-            with _reading_lock:
-                _reading[key] -= 1
-                if not _reading[key]:
-                    del _reading[key]
+            except Exception as exc:
+                if not _is_damage(exc):
+                    raise
+                if vid not in self._scan().committed:
+                    return _VANISHED  # retention removed it while we read: not damage
+                return self._unusable(vid, _describe(exc), problems)
 
     def _unusable(self, vid: str, why: str, problems: list[str]) -> object:
         problems.append(f"version {vid}: {why}")
@@ -361,11 +401,7 @@ class Checkpoint:
     ) -> CheckpointVersion | Future[CheckpointVersion | None]:
         """Commit a file (keeps its name), a directory (its whole tree) or a binary stream."""
         step, metadata = _check_step_metadata(step, metadata)
-        if not isinstance(src, str | os.PathLike) and not hasattr(src, "read"):
-            raise TypeError(
-                f"Checkpoint.save() takes a file or directory path or a binary stream, "
-                f"not {type(src).__name__}; use write() for bytes"
-            )
+        _check_save_source(src)
         # An async save copies its source into staging first: a full disk fails it here.
         with _storage_errors(self.url, "snapshot the checkpoint source"):
             staging = None if blocking else self._staging_root()
@@ -417,16 +453,17 @@ class Checkpoint:
         try:
             with _storage_errors(self.url, f"write checkpoint version {vid}"):
                 try:
-                    for rel in payload.dirs:
-                        store.make_dir(vid, rel)
-                    for src in payload.sources:
-                        manifest.files.append(store.write_source(vid, src, self._buffer))
-                    for rel, target in payload.links.items():
-                        store.make_link(vid, rel, target)
-                    manifest.dirs, manifest.links = payload.dirs, payload.links
-                    store.seal(vid)
-                    committing = True
-                    store.commit(vid, manifest.dumps())
+                    with store.holding(vid):  # no sweep in any process deletes it meanwhile
+                        for rel in payload.dirs:
+                            store.make_dir(vid, rel)
+                        for src in payload.sources:
+                            manifest.files.append(store.write_source(vid, src, self._buffer))
+                        for rel, target in payload.links.items():
+                            store.make_link(vid, rel, target)
+                        manifest.dirs, manifest.links = payload.dirs, payload.links
+                        store.seal(vid)
+                        committing = True
+                        store.commit(vid, manifest.dumps())
                 except FileNotFoundError as exc:  # not a missing version: one being written
                     raise CheckpointError(
                         f"could not write checkpoint version {vid} at {self.url}: "
@@ -438,7 +475,8 @@ class Checkpoint:
                 # A store without atomic writes may hold a partial manifest (a full disk): it
                 # would pass for a committed version. Not when another writer's won the race.
                 _quietly(lambda: store.delete_manifest(vid))
-            _quietly(lambda: store.delete_payload(vid))  # free the space now; sweep would later
+            # Our own reserved prefix (never another writer's): free the space now.
+            _quietly(lambda: store.delete_payload(vid, [f"{vid}.writer"]))
             raise
         return manifest.to_version()
 
@@ -451,6 +489,7 @@ class Checkpoint:
             seq, self._next_seq = self._next_seq, self._next_seq + 1
             vid = format_version_id(self.attempt, seq)
             if self._store.reserve(vid):
+                self._reserved.add(vid)
                 return vid, seq
 
     # ----------------------------------------------------------------- retention and sweeping
@@ -458,18 +497,16 @@ class Checkpoint:
         """Keep the newest ``keep`` committed versions; sweep leftovers of dead writes."""
         try:
             listing = self._scan()
-            with _reading_lock:
-                busy = {vid for (url, vid) in _reading if url == self.url}
-            doomed = []
-            for vid in listing.committed[self.keep :]:
-                if vid not in busy:
-                    self._store.delete_manifest(vid)  # uncommit now: readers skip it at once
-                    doomed.append(vid)
-            doomed += [v for v in listing.payloads - set(listing.committed) if self._is_dead(v)]
+            retired = listing.committed[self.keep :]
+            for vid in retired:
+                # Uncommit now: new readers skip it at once.
+                self._store.retire(vid, grace=self.retire_grace > 0)
+            doomed = self._doomed(listing, retired)
             if doomed:
                 # Deleting a big payload takes a while (~0.15 s per GiB on ext4): not on the
                 # caller's path. Payloads without a manifest are ignored by readers meanwhile.
-                self._writer.defer(lambda: self._delete_payloads(doomed))
+                markers = listing.markers
+                self._writer.defer(lambda: self._delete_payloads(doomed, markers))
             for name in listing.temps:
                 if self._is_dead(name[1:].split(".", 1)[0]):
                     self._store.delete_temp(name)
@@ -479,19 +516,44 @@ class Checkpoint:
         except Exception as exc:
             log.warning("checkpoint retention at %s failed: %s", self.url, exc)
 
-    def _delete_payloads(self, ids: list[str]) -> None:
+    def _doomed(self, listing: Listing, retired: list[str]) -> list[str]:
+        """Payloads to delete: retired ones (local: now, under a lock; object stores: once
+        their grace has passed) and the uncommitted leftovers of dead writes."""
+        committed = set(listing.committed)
+        now_ms = time.time() * 1000
+        doomed = []
+        for vid in sorted(listing.known_ids() - committed):
+            if vid in listing.retired:
+                if now_ms - listing.retired[vid] >= self.retire_grace * 1000:
+                    doomed.append(vid)
+            elif self._is_dead(vid):
+                doomed.append(vid)
+        if self.retire_grace == 0:  # always so on local disk
+            doomed += [v for v in retired if v not in doomed]
+        return doomed
+
+    def _delete_payloads(self, ids: list[str], markers: dict[str, list[str]]) -> None:
         for vid in ids:
-            self._store.delete_payload(vid)
+            self._store.delete_payload(vid, markers.get(vid, []))
 
     def _is_dead(self, vid: str) -> bool:
-        """An uncommitted prefix is garbage if an earlier attempt, or we ourselves, left it."""
+        """An uncommitted prefix is garbage if an earlier attempt left it, or we did.
+
+        On local disk an own-attempt prefix below our sequence is ours or a crashed writer's
+        (a live writer holds its prefix's lock, which the delete respects); an object store has
+        no locks, so there only the ids this scope object reserved count as ours.
+        """
         parsed = parse_version_id(vid)
         if parsed is None:
             return False
         attempt, seq = parsed
-        return attempt < self.attempt or (
-            attempt == self.attempt and self._next_seq is not None and seq < self._next_seq - 1
-        )
+        if attempt < self.attempt:
+            return True
+        if attempt > self.attempt or self._next_seq is None:
+            return False
+        if self._store.is_local:
+            return seq < self._next_seq - 1
+        return vid in self._reserved and seq < self._next_seq - 1
 
     def _staging_root(self) -> str:
         """Where async snapshots are copied: beside the store when local (a rename commits)."""
@@ -525,7 +587,7 @@ def _intact(reader: StreamReader, entry: FileEntry) -> bool:
 
 
 def _ids(listing: Listing) -> Iterator[tuple[int, int]]:
-    for vid in [*listing.committed, *listing.payloads]:
+    for vid in listing.known_ids():
         parsed = parse_version_id(vid)
         if parsed is not None:
             yield parsed
@@ -569,6 +631,40 @@ def _storage_errors(url: str, action: str) -> Iterator[None]:
         raise CheckpointError(f"could not {action} at {url}: {_describe(exc)}") from exc
 
 
+# I/O errors of the machine or the connection, not of a version's content: raised, never taken
+# for damage (falling back to an older version on a full disk would lose work for nothing).
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EIO,
+    errno.ENOMEM,
+    errno.EROFS,
+    errno.EMFILE,
+    errno.ENFILE,
+    errno.EACCES,
+    errno.EPERM,
+}
+
+
+def _is_damage(exc: BaseException) -> bool:
+    """Is ``exc``, raised while reading or materialising a version, damage to that version?
+
+    Bad content shows as checksum/size mismatches, a non-regular or missing file, a manifest
+    that describes an impossible tree (a name that is both a file and a directory, a path too
+    long to create) or values that break the code that uses them. Connection failures, time-outs
+    and a full or read-only disk are not: they are raised as storage errors.
+    """
+    if isinstance(exc, ChecksumMismatch | NotARegularFile | ManifestError | FileNotFoundError):
+        return True
+    if isinstance(exc, TimeoutError | ConnectionError | MemoryError | TaskpointError):
+        return False
+    if isinstance(exc, OSError):
+        return exc.errno is not None and exc.errno not in _ENVIRONMENT_ERRNOS
+    return isinstance(
+        exc, ValueError | TypeError | KeyError | IndexError | RecursionError | OverflowError
+    )
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc) or repr(exc)
     return f"{type(exc).__name__}: {text}"
@@ -592,8 +688,31 @@ def _inside(root: str, rel: str) -> str:
     dest = os.path.join(root, *rel.split("/"))
     parent = os.path.realpath(os.path.dirname(dest))
     if os.path.commonpath([parent, root]) != root:
-        raise CheckpointError(f"refusing to restore {rel!r}: it would be written outside {root}")
+        raise ManifestError(f"refusing to restore {rel!r}: it would be written outside {root}")
     return dest
+
+
+def _check_save_source(src: object) -> None:
+    """A path, or a stream that reads bytes; anything else fails here, not in the writer."""
+    if isinstance(src, str | os.PathLike):
+        return
+    accepted = "a file or directory path (str or os.PathLike) or a binary stream opened 'rb'"
+    if isinstance(src, bytes | bytearray | memoryview):
+        raise TypeError(
+            f"Checkpoint.save() takes {accepted}, not {type(src).__name__}; use write() for bytes"
+        )
+    read = getattr(src, "read", None)
+    if isinstance(src, type) or not callable(read):
+        raise TypeError(f"Checkpoint.save() takes {accepted}, not {_kind_of(src)}")
+    if isinstance(src, io.TextIOBase) or "b" not in getattr(src, "mode", "b"):
+        raise TypeError(
+            f"Checkpoint.save() takes {accepted}, not a text stream ({_kind_of(src)}); "
+            "open the file with 'rb', or encode the text and use write()"
+        )
+
+
+def _kind_of(value: object) -> str:
+    return f"the class {value.__name__}" if isinstance(value, type) else type(value).__name__
 
 
 def _check_links_inside(root: str, manifest: Manifest) -> None:
@@ -627,9 +746,6 @@ def _quietly(action: Callable[[], object]) -> None:
 def _after_fork_in_child() -> None:
     """Locks held by the parent's threads stay held in a forked child, and the parent's staging
     dir is the parent's: the child makes its own (else its close() would delete the parent's)."""
-    global _reading_lock
-    _reading_lock = threading.Lock()
-    _reading.clear()
     for scope in list(_open_scopes):
         scope._commit_lock = threading.Lock()
         scope._staging = None

@@ -193,6 +193,11 @@ class StreamReader:
             last.result()
 
     def _read_piece(self, view: memoryview) -> int:
+        # Never past one byte beyond the stated size: enough to tell a longer file, and a
+        # planted endless file is not read without bound.
+        view = view[: max(0, self.size + 1 - self._pos)]
+        if not view:
+            return 0
         try:
             n = self._handle.readinto(view) or 0
         except BaseException as exc:
@@ -225,7 +230,9 @@ def copy_verified(
 ) -> tuple[int, int]:
     """Copy ``handle`` to the new file ``dest`` (which must not exist); return (bytes, crc32c).
 
-    Files of at most one piece are copied in the calling thread; larger ones overlap reading
+    At most ``size_hint + 1`` bytes are read: a source longer than stated shows as one byte too
+    many, and an endless one is not copied until the disk fills. Files of at most one piece
+    are copied in the calling thread; larger ones overlap reading
     (and checksumming) with writing on ``executor``. A read or write error stops the copy and is
     raised once every write already handed over has finished with its buffer.
     """
@@ -234,7 +241,7 @@ def copy_verified(
     if pieces == 1:  # nothing to overlap with
         buffer = memoryview(bytearray(min(_COPY_PIECE, max(size_hint, 1 << 16))))
         with open(dest, "xb", buffering=0) as out:
-            while n := handle.readinto(buffer):
+            while n := handle.readinto(buffer[: max(0, size_hint + 1 - total)]):
                 value = crc(buffer[:n], value)
                 write_all(out.fileno(), buffer[:n])
                 total += n
@@ -249,7 +256,7 @@ def copy_verified(
         _advise_sequential(handle)
         for index in itertools.count():
             buffer = buffers[index % pieces]
-            n = handle.readinto(buffer)
+            n = handle.readinto(buffer[: max(0, size_hint + 1 - total)])
             if not n:
                 break
             value = crc(buffer[:n], value)

@@ -30,14 +30,15 @@ def open_in_store(base: str, parts: list[str]) -> BinaryIO:
     symlink anywhere, or a last entry that is not a regular file, raises `NotARegularFile`
     (a missing one raises `FileNotFoundError`). The returned file is unbuffered and blocking.
     """
+    rel = "/".join(parts)
     fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     for part in parts[:-1]:
-        fd = _step(fd, part, _DIR_FLAGS, base)  # closes the parent's fd, also when it fails
-    fd = _step(fd, parts[-1], _FILE_FLAGS, base)
+        fd = _step(fd, part, _DIR_FLAGS, rel)  # closes the parent's fd, also when it fails
+    fd = _step(fd, parts[-1], _FILE_FLAGS, rel)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise NotARegularFile(f"{'/'.join(parts)} in {base} is not a regular file")
+            raise NotARegularFile(f"{rel} is not a regular file")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb", buffering=0)
     except BaseException:
@@ -45,12 +46,15 @@ def open_in_store(base: str, parts: list[str]) -> BinaryIO:
         raise
 
 
-def _step(dir_fd: int, name: str, flags: int, base: str) -> int:
+def _step(dir_fd: int, name: str, flags: int, rel: str) -> int:
     try:
         return os.open(name, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", rel) from None
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # a symlink (O_NOFOLLOW) or a file where a dir was
-            raise NotARegularFile(f"{name!r} under {base} is a link or not a directory") from exc
+        # ELOOP: a symlink (O_NOFOLLOW); ENOTDIR: a file where a directory should be.
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise NotARegularFile(f"{rel}: {name!r} is a link or not a directory") from exc
         raise
     finally:
         os.close(dir_fd)

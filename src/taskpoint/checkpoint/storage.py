@@ -9,14 +9,26 @@ Layout under a scope root::
     v/<id>/...payload...        immutable once written
     v/<id>.manifest.json        written last and exclusively: its existence = committed
     v/.<id>.manifest.*.tmp      a local manifest being written (swept if left behind)
+    v/<id>.writer               object stores: the id's reservation, created exclusively
+    v/<id>.retired.<ms>         object stores: retired at <ms> (Unix ms); payload kept for a grace
+
+Two writers never share a payload prefix: on local disk ``mkdir`` reserves an id, on an object
+store an exclusive ``<id>.writer`` object does. Readers and writers of a local version hold a
+shared ``flock`` on its payload directory, and its payload is deleted only under an exclusive one,
+so no process deletes what another still reads or writes. An object store has no locks: retention
+marks a version retired and deletes its payload only after a grace period, long enough for any
+reader that listed it to finish.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import shutil
+import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -30,6 +42,7 @@ from taskpoint.checkpoint.localio import (
 )
 from taskpoint.checkpoint.manifest import FileEntry
 from taskpoint.checkpoint.payload import Source
+from taskpoint.checkpoint.safeopen import NotARegularFile, open_in_store, read_bounded
 from taskpoint.checkpoint.version import parse_version_id
 
 if TYPE_CHECKING:
@@ -38,6 +51,9 @@ if TYPE_CHECKING:
 
 CHUNK = 8 << 20  # big chunks: few syscalls, and the checksum releases the GIL per chunk
 MANIFEST_SUFFIX = ".manifest.json"
+WRITER_SUFFIX = ".writer"
+RETIRED_MARK = ".retired."
+MANIFEST_READ_LIMIT = 64 << 20  # a manifest larger than this is damage, not something to load
 _helper_pools: dict[str, tuple[int, ThreadPoolExecutor]] = {}
 
 
@@ -80,11 +96,18 @@ _crc_fn: Any = None
 
 @dataclass
 class Listing:
-    """One look at ``v/``: committed ids (newest first), payload prefixes and stray temp files."""
+    """One look at ``v/``: committed ids (newest first), payload prefixes, stray temp files, and
+    (object stores) reservation and retirement markers by id."""
 
     committed: list[str] = field(default_factory=list)
     payloads: set[str] = field(default_factory=set)
     temps: list[str] = field(default_factory=list)
+    markers: dict[str, list[str]] = field(default_factory=dict)  # id -> marker names
+    retired: dict[str, int] = field(default_factory=dict)  # id -> retired at (Unix ms)
+
+    def known_ids(self) -> set[str]:
+        """Every id in use in any way: the next reservation starts after all of them."""
+        return {*self.committed, *self.payloads, *self.markers}
 
 
 def classify(names: list[str]) -> Listing:
@@ -98,8 +121,21 @@ def classify(names: list[str]) -> Listing:
                 listing.committed.append(vid)
         elif parse_version_id(name) is not None:
             listing.payloads.add(name)
+        else:
+            _classify_marker(listing, name)
     listing.committed.sort(key=parse_version_id, reverse=True)  # type: ignore[arg-type]
     return listing
+
+
+def _classify_marker(listing: Listing, name: str) -> None:
+    vid, dot, rest = name.partition(".")
+    if not dot or parse_version_id(vid) is None:
+        return  # a foreign name: ignored
+    if "." + rest == WRITER_SUFFIX:
+        listing.markers.setdefault(vid, []).append(name)
+    elif ("." + rest).startswith(RETIRED_MARK) and rest[len(RETIRED_MARK) - 1 :].isdigit():
+        listing.markers.setdefault(vid, []).append(name)
+        listing.retired[vid] = int(rest[len(RETIRED_MARK) - 1 :])
 
 
 def iter_source_chunks(src: Source, buffer: bytearray) -> Any:
@@ -231,20 +267,23 @@ class LocalStore:
         _fsync_dir(self.vdir)
 
     def read_manifest(self, vid: str) -> bytes:
-        with open(os.path.join(self.vdir, vid + MANIFEST_SUFFIX), "rb") as handle:
-            return handle.read()
+        with open_in_store(self.vdir, [vid + MANIFEST_SUFFIX]) as handle:
+            return read_bounded(handle, MANIFEST_READ_LIMIT)
+
+    def has_manifest(self, vid: str) -> bool:
+        return os.path.lexists(os.path.join(self.vdir, vid + MANIFEST_SUFFIX))
 
     def read_file(self, vid: str, entry: FileEntry) -> bytes:
-        # FileIO.readall sizes one bytes object from fstat: a single copy from the page cache.
-        with open(self._path(vid, entry.path), "rb", buffering=0) as handle:
-            data = handle.read()
+        with self._open_payload(vid, entry) as handle:
+            _check_size(handle, entry)
+            data = read_bounded(handle, entry.size) if entry.size else handle.read(1)
         _verify(entry, len(data), crc_of(data))
         return data
 
     @contextmanager
     def open_reader(self, vid: str, entry: FileEntry) -> Iterator[StreamReader]:
         """A `StreamReader` over a payload file; a wrong size fails before anything is read."""
-        with open(self._path(vid, entry.path), "rb", buffering=0) as handle:
+        with self._open_payload(vid, entry) as handle:
             _check_size(handle, entry)
             reader = StreamReader(handle, entry.size, crc_of, _crc_executor())
             try:
@@ -253,25 +292,75 @@ class LocalStore:
                 reader.settle()  # no checksum may still read the caller's buffers
 
     def copy_out(self, vid: str, entry: FileEntry, dest: str) -> None:
-        with open(self._path(vid, entry.path), "rb", buffering=0) as handle:
+        with self._open_payload(vid, entry) as handle:
+            _check_size(handle, entry)  # before mapping: the mapping must not outrun the file
             if entry.size < MAPPED_COPY_MIN:
                 _copy_verified(handle, dest, entry)
                 return
-            _check_size(handle, entry)  # before mapping: the mapping must not outrun the file
             crc = copy_mapped(handle.fileno(), dest, entry.size, crc_of, _helper_thread("copy"))
             _verify(entry, entry.size, crc)
+
+    def _open_payload(self, vid: str, entry: FileEntry) -> BinaryIO:
+        """Open a payload file as a regular file reached through no link, without blocking."""
+        return open_in_store(self.vdir, [vid, *entry.path.split("/")])
+
+    @contextmanager
+    def holding(self, vid: str) -> Iterator[None]:
+        """Hold a shared lock on the version's payload directory while reading or writing it:
+        no process deletes a payload while another holds it (`delete_payload` locks it
+        exclusively). A directory that is gone, or locked for deletion, reads as missing."""
+        try:
+            fd = os.open(os.path.join(self.vdir, vid), _DIR_LOCK_FLAGS)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise NotARegularFile(f"payload {vid} is a link or not a directory") from exc
+            raise
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FileNotFoundError(errno.ENOENT, f"payload {vid} is being deleted") from None
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def retire(self, vid: str, grace: bool = False) -> None:
+        """Uncommit: new readers skip it at once; its payload goes when nobody holds it."""
+        self.delete_manifest(vid)
 
     def delete_manifest(self, vid: str) -> None:
         _unlink_quiet(os.path.join(self.vdir, vid + MANIFEST_SUFFIX))
 
-    def delete_payload(self, vid: str) -> None:
-        shutil.rmtree(os.path.join(self.vdir, vid), ignore_errors=True)
+    def delete_payload(self, vid: str, markers: list[str] | None = None) -> bool:
+        """Delete an uncommitted payload unless a reader or writer holds it (False then)."""
+        path = os.path.join(self.vdir, vid)
+        try:
+            fd = os.open(path, _DIR_LOCK_FLAGS)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            _unlink_quiet(path)  # not a directory (planted): just the entry itself
+            return True
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # someone reads or writes it: a later sweep takes it
+            if self.has_manifest(vid):
+                return False  # committed after the caller listed it: never delete that
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
+        return True
 
     def delete_temp(self, name: str) -> None:
         _unlink_quiet(os.path.join(self.vdir, name))
 
     def _path(self, vid: str, rel: str) -> str:
         return os.path.join(self.vdir, vid, *rel.split("/"))
+
+
+_DIR_LOCK_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class FsspecStore:
@@ -320,7 +409,16 @@ class FsspecStore:
         return classify([p.rstrip("/").rsplit("/", 1)[-1] for p in paths])
 
     def reserve(self, vid: str) -> bool:
-        return True  # object stores have no exclusive mkdir; the manifest commit is exclusive
+        """Object stores have no exclusive mkdir: an exclusive ``<id>.writer`` object (a
+        conditional PUT on S3) gives the id, and so its payload prefix, to one writer only."""
+        try:
+            self._call("pipe_file", f"{self.vdir}/{vid}{WRITER_SUFFIX}", b"", mode="create")
+        except FileExistsError:
+            return False
+        return True
+
+    def holding(self, vid: str) -> Any:
+        return nullcontext()  # no locks: retention keeps retired payloads for a grace period
 
     def write_source(self, vid: str, src: Source, buffer: bytearray) -> FileEntry:
         dest = self._path(vid, src.path)
@@ -354,12 +452,26 @@ class FsspecStore:
         self._call("pipe_file", f"{self.vdir}/{vid}{MANIFEST_SUFFIX}", manifest, mode="create")
 
     def read_manifest(self, vid: str) -> bytes:
-        return self._call("cat_file", f"{self.vdir}/{vid}{MANIFEST_SUFFIX}")
+        return self._cat_bounded(f"{self.vdir}/{vid}{MANIFEST_SUFFIX}", MANIFEST_READ_LIMIT)
+
+    def has_manifest(self, vid: str) -> bool:
+        return bool(self._call("exists", f"{self.vdir}/{vid}{MANIFEST_SUFFIX}"))
 
     def read_file(self, vid: str, entry: FileEntry) -> bytes:
-        data = self._call("cat_file", self._path(vid, entry.path))
+        data = self._cat_bounded(self._path(vid, entry.path), entry.size)
         _verify(entry, len(data), crc_of(data))
         return data
+
+    def _cat_bounded(self, path: str, limit: int) -> bytes:
+        """The object's bytes, refusing one larger than ``limit``: a planted huge object is
+        never fetched whole. (A ranged GET of an empty object fails on S3: ask its size first.)
+        """
+        size = self._call("info", path)["size"]
+        if size > limit:
+            raise ChecksumMismatch(
+                f"{path.rsplit('/', 1)[-1]}: size {size}, expected at most {limit}"
+            )
+        return self._call("cat_file", path, start=0, end=size) if size else b""
 
     @contextmanager
     def open_reader(self, vid: str, entry: FileEntry) -> Iterator[StreamReader]:
@@ -373,17 +485,30 @@ class FsspecStore:
         with self.fs.open(self._path(vid, entry.path), "rb") as handle:
             _copy_verified(handle, dest, entry)
 
-    def delete_manifest(self, vid: str) -> None:
-        try:
-            self._call("rm_file", f"{self.vdir}/{vid}{MANIFEST_SUFFIX}")
-        except FileNotFoundError:
-            pass
+    def retire(self, vid: str, grace: bool = True) -> None:
+        """Mark the version retired (now), then uncommit it. Readers that listed it may still
+        be reading: its payload is deleted only once the grace period has passed (without a
+        grace the caller deletes it at once, and no mark is needed)."""
+        if grace:
+            stamp = int(time.time() * 1000)
+            self._call("pipe_file", f"{self.vdir}/{vid}{RETIRED_MARK}{stamp}", b"")
+        self.delete_manifest(vid)
 
-    def delete_payload(self, vid: str) -> None:
+    def delete_manifest(self, vid: str) -> None:
+        self.delete_temp(f"{vid}{MANIFEST_SUFFIX}")
+
+    def delete_payload(self, vid: str, markers: list[str] | None = None) -> bool:
+        """Delete an uncommitted payload, then its markers (a crash between leaves markers
+        only, which the next sweep deletes)."""
+        if self.has_manifest(vid):
+            return False  # committed after the caller listed it: never delete that
         try:
             self._call("rm", f"{self.vdir}/{vid}", recursive=True)
         except FileNotFoundError:
             pass
+        for name in markers or []:
+            self.delete_temp(name)
+        return True
 
     def delete_temp(self, name: str) -> None:
         try:
@@ -403,6 +528,7 @@ def _body(data: memoryview) -> bytes | bytearray:
 
 
 def _copy_verified(handle: BinaryIO, dest: str, entry: FileEntry) -> None:
+    # copy_verified reads at most entry.size + 1 bytes: enough to tell a longer file.
     _verify(entry, *copy_verified(handle, dest, crc_of, _helper_thread("copy"), entry.size))
 
 
