@@ -32,7 +32,13 @@ from pathlib import Path
 from typing import IO, Any, TypeVar, Union
 
 from taskpoint.checkpoint.localio import StreamReader
-from taskpoint.checkpoint.manifest import FileEntry, Manifest, ManifestError, parse_manifest
+from taskpoint.checkpoint.manifest import (
+    FileEntry,
+    Manifest,
+    ManifestError,
+    check_metadata_shape,
+    parse_manifest,
+)
 from taskpoint.checkpoint.payload import Payload, bytes_payload, path_payload, stream_payload
 from taskpoint.checkpoint.safeopen import NotARegularFile
 from taskpoint.checkpoint.staging import new_staging_dir, sweep_staging
@@ -172,14 +178,17 @@ class Checkpoint:
 
     def _iter_manifests(self, ids: list[str]) -> Iterator[CheckpointVersion]:
         for vid in ids:
-            try:
-                with _storage_errors(self.url, f"read manifest {vid}"):
-                    yield parse_manifest(self._store.read_manifest(vid), vid).to_version()
-            except ManifestError as exc:
-                self._warn(vid, f"manifest unusable: {exc}")
-            except CheckpointError as exc:
-                if not isinstance(exc.__cause__, FileNotFoundError):
-                    raise  # deleted by retention since the listing: skip it
+            with _storage_errors(self.url, f"read manifest {vid}"):
+                try:
+                    version = parse_manifest(self._store.read_manifest(vid), vid).to_version()
+                except FileNotFoundError:
+                    continue  # retired since the listing: skip it
+                except Exception as exc:
+                    if not _is_damage(exc):
+                        raise
+                    self._warn(vid, f"manifest unusable: {_describe(exc)}")
+                    continue
+            yield version
 
     # ----------------------------------------------------------------- reading
     def read(self) -> bytes | None:
@@ -677,9 +686,13 @@ def _check_step_metadata(
         raise TypeError(f"step must be an int or None, got {type(step).__name__}")
     metadata = dict(metadata or {})
     try:
-        json.dumps(metadata)
-    except (TypeError, ValueError) as exc:
+        text = json.dumps(metadata)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise TypeError(f"checkpoint metadata must be JSON-serialisable: {exc}") from None
+    try:  # what readers would refuse must not be committed
+        check_metadata_shape(text.encode())
+    except ManifestError as exc:
+        raise ValueError(f"checkpoint metadata is too large or too deep: {exc}") from None
     return step, metadata
 
 

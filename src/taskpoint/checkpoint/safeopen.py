@@ -61,8 +61,25 @@ def _step(dir_fd: int, name: str, flags: int, rel: str) -> int:
 
 
 def read_bounded(handle: BinaryIO, limit: int) -> bytes:
-    """Read the whole file, refusing one longer than ``limit`` bytes (never reads past it)."""
-    data = handle.read(limit + 1)
-    if len(data) > limit:
+    """Read the whole file, refusing one longer than ``limit`` bytes (never reads past it).
+
+    The buffer grows with what is actually read (a regular file's size from ``fstat`` sizes it
+    up front): ``read(limit + 1)`` would allocate the whole limit for every small manifest.
+    """
+    try:
+        expected = os.fstat(handle.fileno()).st_size
+    except (AttributeError, OSError, ValueError):
+        expected = 0
+    pieces, total = [], 0
+    while total <= limit:
+        piece = handle.read(min(limit + 1 - total, max(expected + 1 - total, _PIECE)))
+        if not piece:
+            break
+        pieces.append(piece)
+        total += len(piece)
+    if total > limit:
         raise NotARegularFile(f"file is longer than {limit} bytes")
-    return data
+    return b"".join(pieces) if len(pieces) != 1 else pieces[0]
+
+
+_PIECE = 64 << 10

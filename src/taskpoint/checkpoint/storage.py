@@ -40,6 +40,7 @@ from taskpoint.checkpoint.localio import (
     write_all,
     write_large,
 )
+from taskpoint.checkpoint.manifest import MAX_MANIFEST_BYTES as MANIFEST_READ_LIMIT
 from taskpoint.checkpoint.manifest import FileEntry
 from taskpoint.checkpoint.payload import Source
 from taskpoint.checkpoint.safeopen import NotARegularFile, open_in_store, read_bounded
@@ -53,7 +54,6 @@ CHUNK = 8 << 20  # big chunks: few syscalls, and the checksum releases the GIL p
 MANIFEST_SUFFIX = ".manifest.json"
 WRITER_SUFFIX = ".writer"
 RETIRED_MARK = ".retired."
-MANIFEST_READ_LIMIT = 64 << 20  # a manifest larger than this is damage, not something to load
 _helper_pools: dict[str, tuple[int, ThreadPoolExecutor]] = {}
 
 
