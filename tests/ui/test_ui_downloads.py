@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import json
 import shutil
 import tarfile
 import tracemalloc
@@ -69,7 +70,7 @@ def test_large_version_streams_without_holding_it_in_memory(ui_home, ui_server):
     assert peak < 6 << 20, f"the 16 MiB download peaked at {peak / 2**20:.1f} MiB of Python memory"
 
 
-def test_corrupt_payload_aborts_the_download_instead_of_serving_wrong_bytes(ui_home, tmp_path):
+def test_corrupt_payload_is_refused_before_any_byte_is_sent(ui_home, tmp_path):
     # A copy of the store, read through --storage (so the shared home stays intact).
     storage = tmp_path / "blobs"
     shutil.copytree(ui_home.path / "blobs", storage)
@@ -77,18 +78,36 @@ def test_corrupt_payload_aborts_the_download_instead_of_serving_wrong_bytes(ui_h
     scope = Path(blobs.checkpoint_url(str(storage), seed, "use_checkpoint#1"))
     (scope / "v" / "0003-000004" / "data").write_bytes(b"99")  # same size, wrong checksum
     with serving(ui_home.path, storage=str(storage)) as server:
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        path = f"/api/executions/{seed}/nodes/use_checkpoint%231/checkpoints/0003-000004.tar"
-        conn.request("GET", path)
-        response = conn.getresponse()
-        assert response.status == 200  # headers go first; the body is then cut short
-        with pytest.raises(http.client.IncompleteRead):
-            response.read()
-        conn.close()
-        # An intact version of the same copy still downloads.
         url = f"{base_url(server)}/api/executions/{seed}/nodes/use_checkpoint%231/checkpoints"
+        # Its only file fails verification before the response starts: an error, no tar.
+        refused = get(f"{url}/0003-000004.tar")
+        assert refused.status == 502
+        assert "does not match its manifest checksum" in refused.json()["error"]
+        # An intact version of the same copy still downloads.
         with tar_of(get(f"{url}/0003-000003.tar")) as tar:
             assert tar.extractfile("0003-000003/data").read() == b"11"
+
+
+def test_corrupt_later_file_aborts_the_download_instead_of_serving_wrong_bytes(ui_home, tmp_path):
+    storage = tmp_path / "blobs"
+    shutil.copytree(ui_home.path / "blobs", storage)
+    eid = ui_home.ids["pipeline"]
+    scope = Path(blobs.checkpoint_url(str(storage), eid, "prepare#1"))
+    manifest = json.loads((scope / "v" / "0001-000002.manifest.json").read_bytes())
+    first, *_, last = [f["path"] for f in manifest["files"]]
+    damaged = scope / "v" / "0001-000002" / last
+    size = damaged.stat().st_size
+    damaged.write_bytes((b"LEAK" * size)[:size])  # same size, wrong checksum
+    with serving(ui_home.path, storage=str(storage)) as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("GET", f"/api/executions/{eid}/nodes/prepare%231/checkpoints/0001-000002.tar")
+        response = conn.getresponse()
+        assert response.status == 200  # the first file was intact: the archive started
+        with pytest.raises(http.client.IncompleteRead) as cut:
+            response.read()
+        conn.close()
+    assert b"LEAK" not in cut.value.partial  # nothing of the damaged file was sent
+    assert f"0001-000002/{first}".encode() in cut.value.partial
 
 
 def test_the_view_writes_nothing_to_the_records_or_the_store(ui_home, ui_server):

@@ -17,6 +17,7 @@ from taskpoint.cli.render import (
 )
 from taskpoint.engine.execution import Execution, load_execution
 from taskpoint.errors import ExecutionNotFound
+from taskpoint.records.preview import preview_text
 
 
 def _console():
@@ -33,7 +34,7 @@ def _table(*columns: str):
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in columns:
-        if column in ("ERROR", "INPUTS"):
+        if column in ("ERROR", "INPUTS", "OUTPUT"):
             table.add_column(column, overflow="ellipsis", no_wrap=True, max_width=70)
         else:
             table.add_column(column, no_wrap=True)
@@ -75,7 +76,7 @@ def list_command(as_json: bool, limit: int) -> None:
             styled(e.effective_status),
             local_time(e.created),
             duration(e.started, e.ended),
-            e.inputs or "",
+            _escape(e.inputs or ""),  # a bounded preview (records/preview.py), shown as text
         )
     _console().print(table)
 
@@ -84,7 +85,10 @@ def list_command(as_json: bool, limit: int) -> None:
 @click.argument("execution_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the execution as one JSON object.")
 def show_command(execution_id: str, as_json: bool) -> None:
-    """Show an execution: its nodes, every attempt and the checkpoints they started from."""
+    """Show an execution: its nodes, every attempt and the checkpoints they started from.
+
+    The result and outputs shown are the previews stored when they were produced: nothing is
+    unpickled (a planted pickle in the storage cannot run code here)."""
     execution = load_execution(records_for_reading(), execution_id)
     if as_json:
         from taskpoint.engine.browse import all_checkpoints
@@ -100,20 +104,23 @@ def _print_execution(e: Execution) -> None:
     console.print(f"inputs: {e.inputs}", markup=False)
     console.print(f"created {local_time(e.created)}, ran {duration(e.started, e.ended)}")
     if e.status == "succeeded":
-        console.print(f"result: {e.result!r}", markup=False)
+        console.print(f"result: {preview_text(e.result_preview)}", markup=False)
     elif e.error:
         where = f" in node {e.failed_node}" if e.failed_node else ""
         console.print(f"error{where}: {e.error}", markup=False)
-    table = _table("NODE", "ATTEMPT", "STATUS", "FROM CHECKPOINT", "TO CHECKPOINT", "TOOK", "ERROR")
+    columns = ("NODE", "ATTEMPT", "STATUS", "FROM CHECKPOINT", "TO CHECKPOINT", "TOOK", "ERROR")
+    table = _table(*columns, "OUTPUT")
     for node in e.nodes:
+        output = preview_text(node.output_preview) if node.status == "succeeded" else ""
         table.add_row(
-            f"[bold]{node.key}[/bold]",
+            f"[bold]{_escape(node.key)}[/bold]",
             "",
             styled(node.status),
             "",
             "",
             duration(node.started, node.ended),
             "",
+            _escape(output),
         )
         for a in node.attempts:
             table.add_row(
@@ -124,6 +131,7 @@ def _print_execution(e: Execution) -> None:
                 a.checkpoint_at_end or "-",
                 duration(a.started, a.ended),
                 _escape(a.error or ""),
+                "",
             )
     console.print(table)
 

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from taskpoint.engine.execution import Execution, Node
+from taskpoint.records.preview import preview_text, preview_value
 
 
 def iso(ts: float | None) -> str | None:
@@ -43,15 +44,6 @@ def size(n: int | None) -> str:
     return f"{n} B"
 
 
-def jsonable(value: Any) -> Any:
-    """``value`` if JSON can carry it as is, else its ``repr``."""
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-    return value
-
-
 def version_dict(v: Any) -> dict[str, Any]:
     return {
         "id": v.id,
@@ -65,10 +57,14 @@ def version_dict(v: Any) -> dict[str, Any]:
 
 
 def node_dict(node: Node, checkpoints: list[Any]) -> dict[str, Any]:
+    done = node.status == "succeeded"
     return {
         "key": node.key,
         "task": node.task,
         "status": node.status,
+        # The stored preview (the value as JSON, or its bounded repr): never unpickled.
+        "output": preview_value(node.output_preview) if done else None,
+        "output_preview": preview_text(node.output_preview) if done else None,
         "error": node.error,
         "started": iso(node.started),
         "ended": iso(node.ended),
@@ -90,11 +86,14 @@ def node_dict(node: Node, checkpoints: list[Any]) -> dict[str, Any]:
 
 
 def execution_dict(execution: Execution, checkpoints: dict[str, list[Any]]) -> dict[str, Any]:
+    done = execution.status == "succeeded"
     return {
         "id": execution.id,
         "name": execution.name,
         "status": execution.status,
-        "result": jsonable(execution.result),
+        # The stored preview (the value as JSON, or its bounded repr): never unpickled.
+        "result": preview_value(execution.result_preview) if done else None,
+        "result_preview": preview_text(execution.result_preview) if done else None,
         "error": execution.error,
         "failed_node": execution.failed_node,
         "inputs": json.loads(execution.inputs) if execution.inputs else None,

@@ -7,7 +7,8 @@ Layout under the storage URL::
     <storage>/<execution id>/nodes/<node dir>/output.pkl
     <storage>/<execution id>/nodes/<node dir>/checkpoints/      (a Checkpoint scope)
 
-Small outputs are kept in the records database instead (see ``engine/node.py``). Local paths
+Small outputs are kept in the records database instead (see ``engine/node.py``); bounded
+previews of all of them are kept in the records for the read-only views. Local paths
 take a direct ``os`` path (write to a temp name, then rename). Blobs are not fsynced: a node
 whose output is lost or unreadable is simply run again on resume.
 """
@@ -81,6 +82,9 @@ def put_pickle(url: str, value: Any) -> None:
 
 
 def get_pickle(url: str) -> Any:
-    # Only blobs the engine itself wrote are unpickled (inputs, outputs, results), never
-    # checkpoint content.
+    """Unpickle a stored input, output or result: **only** for a run that needs the value
+    (``resume``, a downstream node). Whoever can write the blob store can make this run code,
+    as with any pickle-based engine; read-only views (``list``, ``show``, ``checkpoints``, the
+    web view) never call it and show the previews stored in the records instead. Checkpoint
+    content is never unpickled."""
     return pickle.loads(get_bytes(url))

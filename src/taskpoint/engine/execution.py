@@ -1,4 +1,10 @@
-"""``Execution``: what ``run``/``resume`` return and ``taskpoint show`` prints (from records)."""
+"""``Execution``: what ``run``/``resume`` return and ``taskpoint show`` prints (from records).
+
+Loading an execution never unpickles anything (DESIGN.md, trust boundaries): ``show``,
+``checkpoints`` and the web view get the bounded previews stored in the records
+(``result_preview``, each node's ``output_preview``; see `taskpoint.records.preview`). Only a
+run that needs the value unpickles it: `stored_result` (``resume`` of a succeeded execution).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,6 @@ from typing import Any
 
 from taskpoint.errors import ExecutionFailed, Preempted
 from taskpoint.records import AttemptRecord, ExecutionRecord, NodeRecord, Records
-
-_UNSET: Any = object()
 
 
 @dataclass
@@ -34,6 +38,7 @@ class Node:
     started: float | None
     ended: float | None
     error: str | None
+    output_preview: str | None = None  # JSON text, see taskpoint.records.preview
 
 
 @dataclass
@@ -41,7 +46,9 @@ class Execution:
     """One run of a workflow (or of a lone task) and how it went.
 
     ``status`` is ``succeeded | failed | preempted | aborted | running | interrupted``;
-    ``result`` is the return value when it succeeded; ``error`` is ``"Type: message"`` otherwise.
+    ``result`` is the return value when it succeeded (as returned by ``run``/``resume``; an
+    execution loaded from the records for display has ``None`` there and ``result_preview``
+    instead); ``error`` is ``"Type: message"`` otherwise.
     """
 
     id: str
@@ -58,6 +65,7 @@ class Execution:
     storage: str
     traceback: str | None = field(default=None, repr=False)
     exception: BaseException | None = field(default=None, repr=False)
+    result_preview: str | None = None  # JSON text, see taskpoint.records.preview
 
     @property
     def succeeded(self) -> bool:
@@ -87,13 +95,13 @@ def load_execution(
     records: Records,
     id_or_rec: str | ExecutionRecord,
     *,
-    result: Any = _UNSET,
+    result: Any = None,
     exception: BaseException | None = None,
 ) -> Execution:
+    """The execution as recorded. ``result`` is what a run returned (the live value); without
+    it the result is ``None``: nothing is unpickled here, `result_preview` shows it."""
     rec = id_or_rec if isinstance(id_or_rec, ExecutionRecord) else records.get_execution(id_or_rec)
     status = rec.effective_status
-    if result is _UNSET:
-        result = _stored_result(rec)
     attempts: dict[str, list[Attempt]] = {}
     for a in records.attempts(rec.id):
         attempts.setdefault(a.node_key, []).append(_attempt(a, status))
@@ -116,10 +124,13 @@ def load_execution(
         storage=rec.storage,
         traceback=rec.traceback,
         exception=exception,
+        result_preview=rec.result_preview if rec.status == "succeeded" else None,
     )
 
 
-def _stored_result(rec: ExecutionRecord) -> Any:
+def stored_result(rec: ExecutionRecord) -> Any:
+    """Unpickle a succeeded execution's stored result. Only for a run that needs the value
+    (``resume``): whoever can write the blob store can make this run code."""
     if rec.status != "succeeded" or not rec.result_ref:
         return None
     from taskpoint.engine import blobs
@@ -161,4 +172,5 @@ def _node(n: NodeRecord, attempts: list[Attempt], execution_status: str) -> Node
         started=n.started,
         ended=n.ended,
         error=error,
+        output_preview=n.output_preview,
     )

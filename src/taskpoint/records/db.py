@@ -101,8 +101,17 @@ def _migrate(conn: sqlite3.Connection) -> None:
         )
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for statement in schema.ALL:
-            conn.execute(statement)
+        # Read again under the write lock: another process may have migrated meanwhile.
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > schema.SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"schema version {version} is newer than this taskpoint")
+        if version == 0:  # a new database: created at the current version
+            for statement in schema.ALL:
+                conn.execute(statement)
+        else:  # an older one: each step adds what its version brought
+            for step in range(version + 1, schema.SCHEMA_VERSION + 1):
+                for statement in schema.MIGRATIONS.get(step, ()):
+                    conn.execute(statement)
         conn.execute(f"PRAGMA user_version={schema.SCHEMA_VERSION}")
     except BaseException:
         conn.execute("ROLLBACK")

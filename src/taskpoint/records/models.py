@@ -30,6 +30,7 @@ class ExecutionRecord:
     driver_pid: int | None
     driver_host: str | None
     driver_token: str | None
+    result_preview: str | None = None  # JSON text (records/preview.py); None in older records
 
     @property
     def driver_alive(self) -> bool:
@@ -60,6 +61,7 @@ class NodeRecord:
     error_message: str | None
     started: float | None
     ended: float | None
+    output_preview: str | None = None  # JSON text (records/preview.py); None in older records
 
 
 @dataclass

@@ -26,10 +26,15 @@ class AttemptEnd:
     checkpoint_at_end: str | None = None
     output: bytes | None = None  # a small pickled output, kept in the row
     output_ref: str | None = None  # or where a large one was stored
+    output_preview: str | None = None  # a bounded preview of the output, for read-only views
     pid: int | None = None  # set when only known at the end (the child of a process attempt)
 
 
 class Records:
+    # The columns its readers select (a read-only reader of an older database narrows them).
+    execution_columns = schema.EXECUTION_COLUMNS
+    node_columns = schema.NODE_COLUMNS
+
     def __init__(self, home: str | os.PathLike[str]) -> None:
         self.db: Database = open_database(home)
         self.path = self.db.path
@@ -80,7 +85,7 @@ class Records:
         with self.db.transaction() as c:
             c.execute(
                 "UPDATE executions SET status=?, result_ref=?, error_type=?, error_message=?, "
-                "traceback=?, failed_node=?, ended=? WHERE id=?",
+                "traceback=?, failed_node=?, ended=?, result_preview=NULL WHERE id=?",
                 (
                     status,
                     result_ref,
@@ -103,15 +108,23 @@ class Records:
                     ),
                 )
 
+    def set_result_preview(self, execution_id: str, preview: str) -> None:
+        """Store the bounded preview of a succeeded execution's result (records/preview.py)."""
+        with self.db.transaction() as c:
+            c.execute(
+                "UPDATE executions SET result_preview=? WHERE id=? AND status='succeeded'",
+                (preview, execution_id),
+            )
+
     def get_execution(self, id_or_prefix: str) -> ExecutionRecord:
         """The execution with this id, or the only one whose id starts with it."""
         rows = self.db.query(
-            f"SELECT {schema.EXECUTION_COLUMNS} FROM executions WHERE id=?", (id_or_prefix,)
+            f"SELECT {self.execution_columns} FROM executions WHERE id=?", (id_or_prefix,)
         )
         if not rows and id_or_prefix:
             pattern = id_or_prefix.replace("%", "").replace("_", "") + "%"
             rows = self.db.query(
-                f"SELECT {schema.EXECUTION_COLUMNS} FROM executions WHERE id LIKE ? LIMIT 2",
+                f"SELECT {self.execution_columns} FROM executions WHERE id LIKE ? LIMIT 2",
                 (pattern,),
             )
             if len(rows) > 1:
@@ -127,7 +140,7 @@ class Records:
         return ExecutionRecord(*rows[0])
 
     def list_executions(self, limit: int | None = None) -> list[ExecutionRecord]:
-        sql = f"SELECT {schema.EXECUTION_COLUMNS} FROM executions ORDER BY created DESC, rowid DESC"
+        sql = f"SELECT {self.execution_columns} FROM executions ORDER BY created DESC, rowid DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [ExecutionRecord(*row) for row in self.db.query(sql)]
@@ -136,7 +149,7 @@ class Records:
 
     def nodes(self, execution_id: str) -> list[NodeRecord]:
         rows = self.db.query(
-            f"SELECT {schema.NODE_COLUMNS} FROM nodes WHERE execution_id=? ORDER BY rowid",
+            f"SELECT {self.node_columns} FROM nodes WHERE execution_id=? ORDER BY rowid",
             (execution_id,),
         )
         return [NodeRecord(*row) for row in rows]
@@ -204,12 +217,13 @@ class Records:
                 ),
             )
             c.execute(
-                "UPDATE nodes SET status=?, output=?, output_ref=?, error_type=?, error_message=?, "
-                "ended=? WHERE execution_id=? AND key=?",
+                "UPDATE nodes SET status=?, output=?, output_ref=?, output_preview=?, "
+                "error_type=?, error_message=?, ended=? WHERE execution_id=? AND key=?",
                 (
                     end.node_status,
                     end.output,
                     end.output_ref,
+                    end.output_preview,
                     end.error_type,
                     end.error_message,
                     now if node_done else None,

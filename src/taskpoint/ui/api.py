@@ -3,10 +3,15 @@
 - ``/api/executions``: the rows of ``taskpoint list --json`` (``id, name, status, created, ended,
   failed_node``) plus ``started``, ``duration_s``, ``attempts``, ``inputs``.
 - ``/api/executions/<id>``: ``taskpoint show --json`` (built by the CLI's own
-  `execution_dict`) plus ``traceback`` (execution and each attempt), ``max_attempts`` and
-  ``work`` (see `work.py`) per node, and the server's ``now``.
+  `execution_dict`) plus ``traceback`` (execution and each attempt), ``max_attempts``,
+  ``work`` (see `work.py`) and ``damaged_checkpoints`` per node, and the server's ``now``.
 - ``/api/executions/<id>/checkpoints`` and ``.../nodes/<key>/checkpoints``: ``taskpoint
-  checkpoints EXEC [NODE] --json``.
+  checkpoints EXEC [NODE] --json``, plus ``damaged_checkpoints`` per node.
+
+``damaged_checkpoints`` lists the committed versions whose manifest could not be read, parsed or
+used, as ``{"id", "reason"}`` (and one with ``"id": null`` when the scope itself could not be
+listed): one damaged version never breaks a page. The result, the inputs and the node outputs
+shown are the previews stored in the records; nothing is ever unpickled here.
 
 Lookups are exact: an execution id must be a recorded id (no prefix matching), a node key one of
 that execution's nodes, a version one listed as committed in that node's scope.
@@ -14,21 +19,18 @@ that execution's nodes, a version one listed as committed in that node's scope.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from typing import Any
 
-from taskpoint.cli.render import execution_dict, iso, jsonable, local_time, version_dict
+from taskpoint.cli.render import execution_dict, iso, local_time, version_dict
 from taskpoint.engine.execution import Execution, load_execution
 from taskpoint.records import ExecutionRecord
 from taskpoint.ui.readonly import ReadOnlyRecords
-from taskpoint.ui.scopes import ReadOnlyScope
+from taskpoint.ui.scopes import ReadOnlyScope, ScopeListing
 from taskpoint.ui.work import work_series
 
 STATUSES = ("running", "succeeded", "failed", "preempted", "aborted", "interrupted")
 MAX_LIMIT = 1000
-_MISSING = object()
 
 
 class NotFound(LookupError):
@@ -40,8 +42,6 @@ class Api:
 
     def __init__(self, storage: str | None = None) -> None:
         self.storage = storage
-        self._results: OrderedDict[str, Any] = OrderedDict()  # succeeded results never change
-        self._lock = threading.Lock()
 
     # -- executions ------------------------------------------------------------------------------
 
@@ -61,15 +61,16 @@ class Api:
     def execution(self, records: ReadOnlyRecords | None, execution_id: str) -> dict[str, Any]:
         execution = self._load(records, execution_id)
         now = time.time()
-        versions = {n.key: self._scope(execution, n.key).versions() for n in execution.nodes}
-        doc = execution_dict(execution, versions)
+        listings = {n.key: self._scope(execution, n.key).listing() for n in execution.nodes}
+        doc = execution_dict(execution, {k: v.versions for k, v in listings.items()})
         doc["traceback"] = execution.traceback
         doc["now"] = iso(now)
         for node, node_doc in zip(execution.nodes, doc["nodes"], strict=True):
             node_doc["max_attempts"] = node.max_attempts
             for attempt, attempt_doc in zip(node.attempts, node_doc["attempts"], strict=True):
                 attempt_doc["traceback"] = attempt.traceback
-            node_doc["work"] = work_series(node.attempts, versions[node.key], now)
+            node_doc["damaged_checkpoints"] = _damaged(listings[node.key])
+            node_doc["work"] = work_series(node.attempts, listings[node.key].versions, now)
         return doc
 
     def checkpoints(
@@ -82,8 +83,14 @@ class Api:
             keys = [self.node_key(execution, node)]
         nodes = []
         for key in keys:
-            versions = self._scope(execution, key).versions()
-            nodes.append({"key": key, "checkpoints": [version_dict(v) for v in versions]})
+            listing = self._scope(execution, key).listing()
+            nodes.append(
+                {
+                    "key": key,
+                    "checkpoints": [version_dict(v) for v in listing.versions],
+                    "damaged_checkpoints": _damaged(listing),
+                }
+            )
         return {"id": execution.id, "nodes": nodes}
 
     # -- lookups ---------------------------------------------------------------------------------
@@ -108,21 +115,14 @@ class Api:
         rec = records.execution_exact(execution_id) if records is not None else None
         if rec is None or records is None:
             raise NotFound(f"no execution {execution_id!r}")
-        if rec.status != "succeeded" or not rec.result_ref:
-            return load_execution(records, rec)
-        # A succeeded execution's result never changes: unpickle it once, not on every poll.
-        key = f"{rec.id}\0{rec.result_ref}"
-        with self._lock:
-            cached = self._results.get(key, _MISSING)
-        if cached is not _MISSING:
-            return load_execution(records, rec, result=cached)
-        execution = load_execution(records, rec)
-        execution.result = jsonable(execution.result)  # what the JSON shows: value or repr
-        with self._lock:
-            self._results[key] = execution.result
-            while len(self._results) > 256:
-                self._results.popitem(last=False)
-        return execution
+        return load_execution(records, rec)  # previews only: nothing is unpickled
+
+
+def _damaged(listing: ScopeListing) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = [{"id": d.version_id, "reason": d.reason} for d in listing.damaged]
+    if listing.error is not None:
+        rows.append({"id": None, "reason": listing.error})
+    return rows
 
 
 def _list_row(e: ExecutionRecord, status: str, attempts: int, now: float) -> dict[str, Any]:

@@ -47,11 +47,16 @@ class ReadOnlyRecords(Records):
     def __init__(self, db_path: Path) -> None:  # no super().__init__: that opens read-write
         self.db = _ReadOnlyDatabase(db_path)  # type: ignore[assignment]
         self.path = db_path
+        # A database written by an older taskpoint is read as it is (never migrated from here):
+        # columns added since then read as NULL.
+        ((version,),) = self.db.query("PRAGMA user_version")
+        self.execution_columns = schema.columns_for(schema.EXECUTION_COLUMNS, version)
+        self.node_columns = schema.columns_for(schema.NODE_COLUMNS, version)
 
     def execution_exact(self, execution_id: str) -> ExecutionRecord | None:
         """The execution whose id is exactly ``execution_id`` (no prefix matching)."""
         rows = self.db.query(
-            f"SELECT {schema.EXECUTION_COLUMNS} FROM executions WHERE id=?", (execution_id,)
+            f"SELECT {self.execution_columns} FROM executions WHERE id=?", (execution_id,)
         )
         return ExecutionRecord(*rows[0]) if rows else None
 

@@ -31,7 +31,7 @@ from taskpoint.errors import TaskpointError
 from taskpoint.ui import assets, auth
 from taskpoint.ui.api import MAX_LIMIT, STATUSES, Api, NotFound
 from taskpoint.ui.readonly import RecordsSource
-from taskpoint.ui.tarstream import archive_name, write_version_tar
+from taskpoint.ui.tarstream import VersionTar, archive_name
 
 log = logging.getLogger("taskpoint.ui")
 _TOKEN_RE = re.compile(r"token=[^&\s'\"]*")
@@ -49,6 +49,10 @@ SECURITY_HEADERS = {
 
 class BadRequest(ValueError):
     """A malformed request (answered with 400)."""
+
+
+class DamagedDownload(Exception):
+    """A checkpoint version that cannot be sent as it is in the store (answered with 502)."""
 
 
 class UiServer(ThreadingHTTPServer):
@@ -106,6 +110,8 @@ class UiHandler(BaseHTTPRequestHandler):
             self._json({"error": str(exc)}, HTTPStatus.NOT_FOUND)
         except BadRequest as exc:
             self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
+        except DamagedDownload as exc:
+            self._json({"error": str(exc)}, HTTPStatus.BAD_GATEWAY)
         except TaskpointError as exc:
             log.warning("%s: %s", path, exc)
             self._json({"error": str(exc)}, HTTPStatus.BAD_GATEWAY)
@@ -188,27 +194,40 @@ class UiHandler(BaseHTTPRequestHandler):
             scope = self.server.api.scope(execution, node)
         if version_id not in scope.committed_ids():
             raise NotFound(f"node {node} has no committed checkpoint version {version_id!r}")
-        manifest = scope.manifest(version_id)
-        if manifest is None:
-            raise NotFound(f"checkpoint version {version_id} is gone or unusable")
-        filename = archive_name(execution.id, blobs.node_dir(node), version_id)
-        self.send_response(HTTPStatus.OK)
-        self._headers(
-            {
-                "Content-Type": "application/x-tar",
-                "Content-Disposition": f'attachment; filename="{filename}"',
-                "Transfer-Encoding": "chunked",
-                "Cache-Control": "no-store",
-            }
-        )
-        out = _ChunkedWriter(self.wfile)
         try:
-            write_version_tar(manifest, scope.open_file, out)
+            archive = VersionTar(scope.manifest(version_id), scope.open_file)
+        except FileNotFoundError:
+            raise NotFound(f"checkpoint version {version_id} is gone") from None
+        except Exception as exc:  # a damaged manifest (DamagedVersion) or a date out of range
+            raise DamagedDownload(f"checkpoint version {version_id} is damaged: {exc}") from None
+        filename = archive_name(execution.id, blobs.node_dir(node), version_id)
+        out = _ChunkedWriter(self.wfile)
+
+        def started() -> None:  # called once the first file is verified
+            out.started = True
+            self.send_response(HTTPStatus.OK)
+            self._headers(
+                {
+                    "Content-Type": "application/x-tar",
+                    "Content-Disposition": f'attachment; filename="{filename}"',
+                    "Transfer-Encoding": "chunked",
+                    "Cache-Control": "no-store",
+                }
+            )
+
+        try:
+            archive.write(out, started)
             out.finish()
         except Exception as exc:
-            # Headers are sent: the only honest signal left is to end the connection without
-            # the final chunk, which every HTTP client reports as an incomplete download.
-            log.warning("download of %s/%s/%s aborted: %s", execution.id, node, version_id, exc)
+            where = f"{execution.id}/{node}/{version_id}"
+            log.warning("download of %s refused or aborted: %s", where, exc)
+            if not out.started:  # nothing sent yet: say what is wrong
+                raise DamagedDownload(
+                    f"checkpoint version {version_id} cannot be downloaded: {exc}"
+                ) from None
+            # Headers and verified files are sent: the only honest signal left is to end the
+            # connection without the final chunk, which every HTTP client reports as an
+            # incomplete download.
             self.close_connection = True
 
     # -- responses -------------------------------------------------------------------------------
@@ -259,6 +278,7 @@ class _ChunkedWriter:
 
     def __init__(self, wfile: Any) -> None:
         self.wfile = wfile
+        self.started = False  # whether the response's status and headers went out
 
     def write(self, data: bytes) -> int:
         if data:

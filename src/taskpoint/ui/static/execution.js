@@ -33,8 +33,9 @@
         field("storage", el("span", { class: "mono" }, doc.storage))),
     ];
     if (doc.status === "succeeded") {
+      // The preview stored when the result was produced (nothing is unpickled to show it).
       parts.push(el("div", { class: "result" }, "result: ",
-        el("span", { class: "mono" }, JSON.stringify(doc.result))));
+        el("span", { class: "mono" }, doc.result_preview ?? JSON.stringify(doc.result))));
     } else if (doc.error) {
       parts.push(el("div", { class: "error-line" },
         doc.failed_node ? `error in node ${doc.failed_node}: ` : "error: ", doc.error));
@@ -89,9 +90,19 @@
       })));
   }
 
+  function damagedList(node) {
+    const damaged = node.damaged_checkpoints || [];
+    if (!damaged.length) return null;
+    return el("ul", { class: "damaged", "data-node": node.key }, ...damaged.map((d) =>
+      el("li", { class: "error-line", "data-version": d.id ?? "" },
+        d.id ? el("span", { class: "mono" }, d.id) : "listing", " damaged: ", d.reason)));
+  }
+
   function checkpointsTable(doc, node) {
     if (!node.checkpoints.length) {
-      return el("p", { class: "muted" }, "No committed checkpoint is retained for this node.");
+      return el("p", { class: "muted" }, (node.damaged_checkpoints || []).length
+        ? "No usable committed checkpoint is retained for this node."
+        : "No committed checkpoint is retained for this node.");
     }
     const base = `${api}/nodes/${encodeURIComponent(node.key)}/checkpoints/`;
     return el("table", { class: "grid checkpoints", "data-node": node.key },
@@ -115,8 +126,10 @@
         el("h3", {}, node.key, " ", statusPill(node.status),
           el("span", { class: "muted" }, ` task ${node.task}`)),
         node.error ? el("div", { class: "error-line" }, node.error) : null,
+        node.output_preview != null ? el("div", { class: "result" }, "output: ",
+          el("span", { class: "mono output" }, node.output_preview)) : null,
         el("h4", {}, "Attempts"), attemptsTable(node),
-        el("h4", {}, "Checkpoints"), checkpointsTable(doc, node))));
+        el("h4", {}, "Checkpoints"), checkpointsTable(doc, node), damagedList(node))));
   }
 
   function workHint(doc) {
