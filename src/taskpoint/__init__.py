@@ -6,6 +6,7 @@ from taskpoint.engine import Execution, map, resume, run, task, workflow
 from taskpoint.errors import (
     CheckpointCorruptError,
     CheckpointError,
+    CheckpointMissingError,
     ExecutionFailed,
     Preempted,
     RecoverableError,
@@ -18,6 +19,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointCorruptError",
     "CheckpointError",
+    "CheckpointMissingError",
     "CheckpointVersion",
     "Execution",
     "ExecutionFailed",

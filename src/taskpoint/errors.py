@@ -25,6 +25,44 @@ class CheckpointCorruptError(CheckpointError):
         self.problems: list[str] = list(problems or [])
 
 
+class CheckpointMissingError(CheckpointError):
+    """The records say a node committed checkpoint versions, but its scope holds none.
+
+    Raised (as the failure of the node's next attempt, which never starts) instead of letting
+    the node silently start from zero: the scope was deleted, the storage is not the one that
+    holds it, or a lifecycle rule expired it. ``expected`` lists the recorded version ids,
+    newest first. A deliberate restart from zero is ``taskpoint resume EXEC --from-scratch``
+    or ``@task(on_missing_checkpoints="restart")``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        execution_id: str | None = None,
+        node: str | None = None,
+        expected: list[str] | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
+        self.node = node
+        self.expected: list[str] = list(expected or [])
+        self.url = url
+
+    def __reduce__(self):  # keyword-only attributes survive a trip between processes
+        fields = (str(self), self.execution_id, self.node, self.expected, self.url)
+        return (_rebuild_missing, fields)
+
+
+def _rebuild_missing(
+    message: str, execution_id: str | None, node: str | None, expected: list[str], url: str | None
+) -> CheckpointMissingError:
+    return CheckpointMissingError(
+        message, execution_id=execution_id, node=node, expected=expected, url=url
+    )
+
+
 # --- engine errors -------------------------------------------------------------------------------
 
 

@@ -148,11 +148,16 @@ def _check_intact(cp: Checkpoint, kind: str, step: int, size: int, scratch: Path
 
 
 def _uncommitted(disk: SmallDisk, name: str) -> list[str]:
-    """Entries under the scope's ``v/`` that belong to no committed version."""
+    """Entries under the scope's ``v/`` that belong to no committed version (an object store
+    keeps a committed version's exclusive reservation, ``<id>.writer``, beside it)."""
     vdir = disk.path / name / "v"
     names = os.listdir(vdir)
     committed = {n.removesuffix(".manifest.json") for n in names if n.endswith(".manifest.json")}
-    return sorted(n for n in names if n.removesuffix(".manifest.json") not in committed)
+    return sorted(
+        n
+        for n in names
+        if n.removesuffix(".manifest.json").removesuffix(".writer") not in committed
+    )
 
 
 def _assert_names_enospc(exc: BaseException) -> None:

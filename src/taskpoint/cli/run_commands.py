@@ -87,8 +87,15 @@ def run_command(ctx: click.Context, as_json: bool, argv: tuple[str, ...], **back
 @cli.command("resume")
 @click.argument("execution_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the execution as one JSON object.")
+@click.option(
+    "--from-scratch",
+    is_flag=True,
+    help="Start a node whose recorded checkpoints are missing from the storage from zero, on "
+    "purpose (by default it fails with CheckpointMissingError). Checkpoints still there are "
+    "used.",
+)
 @with_backend_options(storage=False)
-def resume_command(execution_id: str, as_json: bool, **backend: Any) -> int:
+def resume_command(execution_id: str, as_json: bool, from_scratch: bool, **backend: Any) -> int:
     """Continue an execution: succeeded nodes are not run again, the unfinished node resumes
     from its latest checkpoint. A succeeded execution just prints its result."""
     from taskpoint.cli.app import records_for_reading
@@ -100,7 +107,7 @@ def resume_command(execution_id: str, as_json: bool, **backend: Any) -> int:
             click.echo(f"execution {rec.id} already succeeded; nothing to run", err=True)
         return report(resume(rec.id), as_json)
     with configured(**backend):
-        return execute(lambda: resume(rec.id), as_json)
+        return execute(lambda: resume(rec.id, from_scratch=from_scratch), as_json)
 
 
 def execute(start: Callable[[], Execution], as_json: bool) -> int:

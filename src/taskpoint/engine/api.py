@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -11,11 +10,12 @@ from typing import Any
 
 from taskpoint.engine import blobs
 from taskpoint.engine.driver import Run
-from taskpoint.engine.execution import Execution, load_execution
+from taskpoint.engine.execution import Execution, load_execution, stored_result
 from taskpoint.engine.settings import settings
 from taskpoint.engine.task import Target
 from taskpoint.errors import TaskpointError
 from taskpoint.records import ExecutionRecord, Records
+from taskpoint.records.preview import inputs_preview, make_preview
 
 log = logging.getLogger("taskpoint")
 
@@ -40,17 +40,21 @@ def run(fn: Target, /, *args: Any, **kwargs: Any) -> Execution:
     rec.inputs_ref = _store_inputs(fn, arguments, storage, rec.id)
     records.create_execution(rec)
     _targets[rec.id] = fn
-    return Run(records, rec, settings, resumed=False).execute(fn, arguments)
+    return _with_preview(records, Run(records, rec, settings, resumed=False).execute(fn, arguments))
 
 
-def resume(execution_id: str) -> Execution:
+def resume(execution_id: str, *, from_scratch: bool = False) -> Execution:
     """Continue an execution that did not succeed: succeeded nodes return their stored outputs
     without running, the unfinished node starts from its latest checkpoint. A succeeded
-    execution is returned as it is, with its result, and nothing runs."""
+    execution is returned as it is, with its result, and nothing runs.
+
+    A node whose records show committed checkpoints that its storage no longer holds fails with
+    ``CheckpointMissingError`` rather than starting from zero; ``from_scratch=True`` restarts
+    such nodes from zero on purpose (each one is logged)."""
     records = Records(settings.resolved_home())
     rec = records.get_execution(execution_id)
     if rec.status == "succeeded":
-        return load_execution(records, rec)
+        return load_execution(records, rec, result=stored_result(rec))  # a run needs the value
     if rec.status == "running" and rec.driver_alive:
         raise TaskpointError(
             f"execution {rec.id} is still running (driver pid {rec.driver_pid} on "
@@ -70,7 +74,17 @@ def resume(execution_id: str) -> Execution:
         raise TaskpointError(f"the stored inputs of execution {rec.id} are missing: {exc}") from exc
     records.restart_execution(rec.id)
     rec = records.get_execution(rec.id)
-    return Run(records, rec, settings, resumed=True).execute(target, arguments)
+    resumed = Run(records, rec, settings, resumed=True, from_scratch=from_scratch)
+    return _with_preview(records, resumed.execute(target, arguments))
+
+
+def _with_preview(records: Records, execution: Execution) -> Execution:
+    """Store the bounded preview of a succeeded execution's result: `show` and the web view
+    show it, and never unpickle the result (DESIGN.md, trust boundaries)."""
+    if execution.status == "succeeded":
+        execution.result_preview = make_preview(execution.result)
+        records.set_result_preview(execution.id, execution.result_preview)
+    return execution
 
 
 def _store_inputs(fn: Target, arguments: dict[str, Any], storage: str, execution_id: str) -> Any:
@@ -110,7 +124,7 @@ def _new_record(
         module=module_name,
         file=os.path.abspath(file) if file else None,
         qualname=fn.fn.__qualname__,
-        inputs=json.dumps(arguments, default=repr),
+        inputs=inputs_preview(arguments),
         inputs_ref=None,
         storage=storage,
         status="running",

@@ -41,6 +41,7 @@ class Run:
         settings: Settings,
         *,
         resumed: bool,
+        from_scratch: bool = False,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.records = records
@@ -52,6 +53,9 @@ class Run:
         self.listener = settings.listener
         self.guard = PreemptionGuard(settings.grace)
         self.resumed = resumed
+        # `resume --from-scratch`: a node whose recorded checkpoints are missing from the
+        # storage starts from zero (logged) instead of failing with CheckpointMissingError.
+        self.from_scratch = from_scratch
         self.sleep = sleep or time.sleep
         self.counters: dict[str, int] = {}
         self.previous = {n.key: n for n in records.nodes(rec.id)} if resumed else {}

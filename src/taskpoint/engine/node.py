@@ -13,8 +13,9 @@ from taskpoint.engine.attempt import AttemptJob, Outcome
 from taskpoint.engine.events import AttemptInfo
 from taskpoint.engine.retry import AttemptState, RetryPolicy
 from taskpoint.engine.task import Task
-from taskpoint.errors import Preempted, TaskpointError
+from taskpoint.errors import CheckpointMissingError, Preempted, TaskpointError
 from taskpoint.records import AttemptEnd, NodeRecord
+from taskpoint.records.preview import make_preview
 
 if TYPE_CHECKING:
     from taskpoint.engine.driver import Run
@@ -72,19 +73,10 @@ class NodeRun:
     # -- one attempt -----------------------------------------------------------------------------
 
     def _attempt(self, n: int) -> tuple[AttemptInfo, Outcome]:
-        checkpoint = None
-        start_version = None
+        checkpoint, start_version, missing = None, None, None
         if n > 1 or self.run.resumed:
             # Only a retry or a resume can find checkpoints: a fresh node's scope is new.
-            checkpoint = self._open_checkpoint(n)
-            start_version = checkpoint.latest()
-            if start_version is not None and start_version.attempt >= n:
-                # Records lost an attempt that committed (e.g. a crash right after): never
-                # reuse an attempt number, or versions could collide.
-                checkpoint.close()
-                self._record_unrecorded(n, start_version.attempt)
-                n = start_version.attempt + 1
-                checkpoint = self._open_checkpoint(n)
+            checkpoint, start_version, n, missing = self._find_start(n)
         info = AttemptInfo(
             execution_id=self.run.execution_id,
             node=self.key,
@@ -106,6 +98,10 @@ class NodeRun:
             checkpoint_at_start=start_version.id if start_version else None,
             defer=not isolated,  # a forked or remote attempt takes long enough: record it now
         )
+        if missing is not None:
+            # Never started: a configuration problem, not the task's, so no retry either.
+            checkpoint.close()
+            return info, Outcome.from_error("failed", missing)
         self.run.listener.attempt_started(info)
         if isolated and checkpoint is not None:
             checkpoint.close()  # the child or worker opens its own
@@ -116,6 +112,59 @@ class NodeRun:
         if isolated and outcome.status in ("lost", "aborted"):  # it could not say what it left
             outcome.checkpoint_at_end = self._latest(n)
         return info, outcome
+
+    def _find_start(self, n: int) -> tuple[Any, Any, int, CheckpointMissingError | None]:
+        """The open scope, the version attempt ``n`` starts from, the attempt number to use,
+        and the error that stops it when recorded checkpoints are missing from the scope."""
+        checkpoint = self._open_checkpoint(n)
+        start_version = checkpoint.latest()
+        if start_version is None and n > 1:
+            return checkpoint, None, n, self._missing_checkpoints(checkpoint, n)
+        if start_version is not None and start_version.attempt >= n:
+            # Records lost an attempt that committed (e.g. a crash right after): never
+            # reuse an attempt number, or versions could collide.
+            checkpoint.close()
+            self._record_unrecorded(n, start_version.attempt)
+            n = start_version.attempt + 1
+            checkpoint = self._open_checkpoint(n)
+        return checkpoint, start_version, n, None
+
+    def _missing_checkpoints(self, checkpoint: Any, n: int) -> CheckpointMissingError | None:
+        """The error that stops attempt ``n`` when the records say earlier attempts committed
+        versions but the scope holds none; ``None`` when nothing is missing, or when the task
+        or the resume chose to restart from zero (logged)."""
+        expected = _recorded_versions(self.run.records, self.run.execution_id, self.key)
+        if not expected or checkpoint.prev_exists():
+            return None  # committed manifests that do not parse: the reads report the damage
+        shown = expected[0] + (f" (also {', '.join(expected[1:4])})" if expected[1:] else "")
+        where = f"node {self.key} of execution {self.run.execution_id}"
+        if self.run.from_scratch or self.task.on_missing_checkpoints == "restart":
+            chosen = (
+                "`taskpoint resume --from-scratch`"
+                if self.run.from_scratch
+                else 'on_missing_checkpoints="restart"'
+            )
+            log.warning(
+                "taskpoint: %s: recorded checkpoint version %s is missing from %s; attempt %d "
+                "restarts from scratch on purpose (%s)",
+                where, shown, self.checkpoint_url, n, chosen,
+            )  # fmt: skip
+            return None
+        eid = self.run.execution_id
+        return CheckpointMissingError(
+            f"{where}: its records say checkpoint version {shown} was committed, but no committed "
+            f"version is in {self.checkpoint_url}; attempt {n} was not started, so as not to "
+            "restart it from zero. Likely causes: the checkpoint scope was deleted; the storage "
+            f"recorded with the execution ({self.run.storage}) or its options (--storage-option, "
+            "TASKPOINT_S3_ENDPOINT_URL, credentials) now lead to another store; a bucket "
+            "lifecycle rule expired the checkpoints. Bring them back and resume again, or "
+            f"restart the node from zero on purpose: `taskpoint resume {eid} --from-scratch` "
+            '(or @task(on_missing_checkpoints="restart")).',
+            execution_id=eid,
+            node=self.key,
+            expected=expected,
+            url=self.checkpoint_url,
+        )
 
     def _record_unrecorded(self, first: int, last: int) -> None:
         """Attempts that committed checkpoints but whose start was never recorded (their driver
@@ -165,14 +214,16 @@ class NodeRun:
             )
             self._record_end(info, failure, "failed")
             self._stop(failure, "failed")
+        # Read-only views show this bounded preview and never unpickle the output.
+        preview = make_preview(outcome.value)
         if len(data) <= INLINE_OUTPUT_MAX:
             # Small outputs ride in the attempt's end transaction: one write, atomic with the
             # status, and no file per node on the hot path.
-            self._record_end(info, outcome, "succeeded", output=data)
+            self._record_end(info, outcome, "succeeded", output=data, output_preview=preview)
         else:
             ref = f"{self.url}/output.pkl"
             blobs.put_bytes(ref, data)
-            self._record_end(info, outcome, "succeeded", output_ref=ref)
+            self._record_end(info, outcome, "succeeded", output_ref=ref, output_preview=preview)
         return outcome.value
 
     def _record_end(
@@ -183,6 +234,7 @@ class NodeRun:
         *,
         output: bytes | None = None,
         output_ref: str | None = None,
+        output_preview: str | None = None,
     ) -> None:
         end_version = outcome.checkpoint_at_end
         self.run.records.attempt_ended(
@@ -198,6 +250,7 @@ class NodeRun:
                 checkpoint_at_end=end_version.id if end_version else None,
                 output=output,
                 output_ref=output_ref,
+                output_preview=output_preview,
                 pid=outcome.pid,
             ),
         )
@@ -224,3 +277,15 @@ class NodeRun:
             ) from error
         self.run.failures.append((self.key, error, outcome.error_type, outcome.error_message))
         raise error
+
+
+def _recorded_versions(records: Any, execution_id: str, key: str) -> list[str]:
+    """Checkpoint version ids the node's recorded attempts started from or ended at, newest
+    first (ids sort by (attempt, seq)). One indexed lookup: retries of tasks that write no
+    checkpoint ask it every time."""
+    rows = records.db.query(
+        "SELECT checkpoint_at_start, checkpoint_at_end FROM attempts "
+        "WHERE execution_id=? AND node_key=?",
+        (execution_id, key),
+    )
+    return sorted({vid for row in rows for vid in row if vid}, reverse=True)

@@ -23,6 +23,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 # (slower; for libraries that break in a forked child, e.g. OpenMP/CUDA after first use; the
 # task must be defined at module level of an importable module or of the `taskpoint run` file).
 ISOLATIONS = ("inline", "process", "spawn")
+# What a retry or resume does when the records say the node committed checkpoints but its scope
+# holds none (deleted, another storage, expired): "fail" the node with CheckpointMissingError, or
+# "restart" it from zero on purpose (the engine logs that it did).
+ON_MISSING_CHECKPOINTS = ("fail", "restart")
 
 
 class Target:
@@ -126,6 +130,7 @@ class Task(Target):
         retry_delay: float = 0.0,
         isolation: str = "inline",
         keep: int = 2,
+        on_missing_checkpoints: str = "fail",
     ) -> None:
         super().__init__(fn)
         retry_on = _check_option_types(
@@ -141,12 +146,18 @@ class Task(Target):
             )
         if keep < 1:
             raise ValueError(f"task {self.name!r}: keep must be >= 1, got {keep}")
+        if on_missing_checkpoints not in ON_MISSING_CHECKPOINTS:
+            raise ValueError(
+                f"task {self.name!r}: on_missing_checkpoints must be one of "
+                f"{ON_MISSING_CHECKPOINTS}, got {on_missing_checkpoints!r}"
+            )
         self.retries = retries
         self.retry_on = retry_on
         self.system_retries = system_retries
         self.retry_delay = retry_delay
         self.isolation = isolation
         self.keep = keep
+        self.on_missing_checkpoints = on_missing_checkpoints
 
     @property
     def max_attempts(self) -> int:
@@ -222,11 +233,16 @@ def task(
     retry_delay: float = 0.0,
     isolation: str = "inline",
     keep: int = 2,
+    on_missing_checkpoints: str = "fail",
 ) -> Callable[[F], F]: ...
 def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Make ``fn`` a task: retried on ``RecoverableError``/``retry_on`` up to ``retries`` times
     and on preemption or a lost worker up to ``system_retries`` times, each retry starting from
     the latest checkpoint. Usable bare (``@task``) or called (``@task(retries=3)``).
+
+    A retry or resume whose records show committed checkpoints that the storage no longer holds
+    fails the node with ``CheckpointMissingError``; ``on_missing_checkpoints="restart"`` starts
+    it from zero instead (as ``taskpoint resume EXEC --from-scratch`` does for one resume).
     """
     if fn is not None:
         return Task(fn, **options)
