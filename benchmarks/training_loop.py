@@ -124,11 +124,11 @@ class HelperProcessWriter:
 
 def _helper_main(conn: Any, buffer: torch.Tensor, path: str) -> None:
     from taskpoint.checkpoint.localio import write_large
-    from taskpoint.checkpoint.storage import _crc_executor, crc_of
+    from taskpoint.checkpoint.storage import crc_executor, crc_of
 
     view = memoryview(buffer.numpy())
     while (n := conn.recv()) is not None:
-        crc = _crc_executor().submit(crc_of, view[:n])
+        crc = crc_executor().submit(crc_of, view[:n])
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             write_large(fd, view[:n])
@@ -197,7 +197,7 @@ def run(
         per_step = Step._time(step, 5)
         n = max(10, round(block_s / per_step))
         cp = Checkpoint.open(os.path.join(workdir, "loop"), keep=1)
-        ckpt = TorchCheckpointer(cp, model=model, rng=False)
+        ckpt = TorchCheckpointer(checkpoint=cp, model=model, rng=False)
         ckpt.save(0, blocking=True)  # allocate the two staging buffers before measuring
         ckpt.save(0, blocking=True)
         savers: dict[str, Any] = {"plain": None, "ckpt": ckpt}

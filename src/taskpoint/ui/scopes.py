@@ -20,8 +20,7 @@ from typing import Any, BinaryIO
 
 from taskpoint.checkpoint import CheckpointVersion
 from taskpoint.checkpoint.manifest import FileEntry, Manifest, ManifestError, parse_manifest
-from taskpoint.checkpoint.safeopen import open_in_store
-from taskpoint.checkpoint.storage import FsspecStore, LocalStore
+from taskpoint.checkpoint.storage import make_store
 from taskpoint.engine import blobs
 
 log = logging.getLogger("taskpoint.ui")
@@ -49,9 +48,16 @@ class ScopeListing:
 class ReadOnlyScope:
     """The checkpoint scope of one node of one execution, opened for reading only."""
 
-    def __init__(self, storage: str, execution_id: str, node_key: str) -> None:
+    def __init__(
+        self,
+        storage: str,
+        execution_id: str,
+        node_key: str,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
         self.url = blobs.checkpoint_url(storage, execution_id, node_key)
-        self._store = _make_store(self.url)
+        # The checkpoint layer's own factory; nothing here calls ``ensure()``, which creates.
+        self._store = make_store(self.url, storage_options or {})
 
     def committed_ids(self) -> list[str]:
         """Committed version ids, oldest first (a scope nobody wrote to has none)."""
@@ -99,22 +105,6 @@ class ReadOnlyScope:
         """Open one payload file of a parsed manifest for reading (paths were validated).
 
         On local disk no component below ``v/`` may be a link and the file must be a regular
-        one (`open_in_store` refuses a link, a FIFO, a device, a directory); the caller still
+        one (the store refuses a link, a FIFO, a device, a directory); the caller still
         verifies the bytes against the manifest before sending any (see tarstream.py)."""
-        store = self._store
-        if isinstance(store, LocalStore):
-            return open_in_store(store.vdir, [version_id, *entry.path.split("/")])
-        return store.fs.open(f"{store.vdir}/{version_id}/{entry.path}", "rb")
-
-
-def _make_store(url: str) -> LocalStore | FsspecStore:
-    """Like the checkpoint layer's own factory, minus ``ensure()`` (which creates ``v/``)."""
-    if "://" not in url or url.startswith("file://"):
-        return LocalStore(url.removeprefix("file://"))
-    from fsspec.core import url_to_fs
-
-    fs: Any
-    fs, root = url_to_fs(url)
-    if type(fs).__name__ == "LocalFileSystem":
-        return LocalStore(root)
-    return FsspecStore(fs, root)
+        return self._store.open_file(version_id, entry)

@@ -1,0 +1,101 @@
+"""Retention: keep the newest ``keep`` committed versions, delete what nobody can use.
+
+Retiring a version deletes its manifest first (uncommit: new readers skip it at once); its payload
+goes later. On local disk that is as soon as no process holds it (readers and writers hold a
+shared lock on it, the delete takes an exclusive one); on an object store, which has no locks, only
+after ``retire_grace`` seconds, measured from the ``<id>.retired.<ms>`` mark, so a reader in another
+process that listed it can finish. The sweep also deletes the leftovers of dead writes (earlier
+attempts', or this writer's own) and is safe to run from any process: it never deletes a payload
+whose manifest exists, nor one another live writer holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from taskpoint.checkpoint.staging import sweep_staging
+from taskpoint.checkpoint.storage import Listing, Store
+from taskpoint.checkpoint.version import parse_version_id
+
+log = logging.getLogger("taskpoint.checkpoint")
+
+
+class Retention:
+    """Retention and sweeping for one writer (one `Checkpoint` scope object)."""
+
+    def __init__(self, store: Store, url: str, attempt: int, keep: int, grace: float) -> None:
+        self._store = store
+        self.url = url
+        self.attempt = attempt
+        self.keep = keep
+        self.retire_grace = grace
+        self.reserved: set[str] = set()  # ids this writer reserved (its own writes)
+        self.swept = False  # the first run also sweeps leftovers of killed writers
+        self._next_seq: int | None = None
+
+    def run(self, next_seq: int | None, defer: Callable[[Callable[[], None]], None]) -> None:
+        """Keep the newest ``keep`` committed versions; sweep leftovers of dead writes.
+        ``next_seq`` is the writer's next sequence number; ``defer`` runs a slow delete on the
+        writer thread. Failures are logged, never raised: a write that committed succeeded."""
+        self._next_seq = next_seq
+        try:
+            listing = self._store.scan()
+            retired = listing.committed[self.keep :]
+            for vid in retired:
+                # Uncommit now: new readers skip it at once.
+                self._store.retire(vid, grace=self.retire_grace > 0)
+            doomed = self._doomed(listing, retired)
+            if doomed:
+                # Deleting a big payload takes a while (~0.15 s per GiB on ext4): not on the
+                # caller's path. Payloads without a manifest are ignored by readers meanwhile.
+                markers = listing.markers
+                defer(lambda: self._delete_payloads(doomed, markers))
+            for name in listing.temps:
+                if self._is_dead(name[1:].split(".", 1)[0]):
+                    self._store.delete_temp(name)
+            if not self.swept:
+                self.swept = True
+                sweep_staging(self._store.staging_root, self.attempt)
+        except Exception as exc:
+            log.warning("checkpoint retention at %s failed: %s", self.url, exc)
+
+    def _doomed(self, listing: Listing, retired: list[str]) -> list[str]:
+        """Payloads to delete: retired ones (local: now, under a lock; object stores: once
+        their grace has passed) and the uncommitted leftovers of dead writes."""
+        committed = set(listing.committed)
+        now_ms = time.time() * 1000
+        doomed = []
+        for vid in sorted(listing.known_ids() - committed):
+            if vid in listing.retired:
+                if now_ms - listing.retired[vid] >= self.retire_grace * 1000:
+                    doomed.append(vid)
+            elif self._is_dead(vid):
+                doomed.append(vid)
+        if self.retire_grace == 0:  # always so on local disk
+            doomed += [v for v in retired if v not in doomed]
+        return doomed
+
+    def _delete_payloads(self, ids: list[str], markers: dict[str, list[str]]) -> None:
+        for vid in ids:
+            self._store.delete_payload(vid, markers.get(vid, []))
+
+    def _is_dead(self, vid: str) -> bool:
+        """An uncommitted prefix is garbage if an earlier attempt left it, or we did.
+
+        On local disk an own-attempt prefix below our sequence is ours or a crashed writer's
+        (a live writer holds its prefix's lock, which the delete respects); an object store has
+        no locks, so there only the ids this scope object reserved count as ours.
+        """
+        parsed = parse_version_id(vid)
+        if parsed is None:
+            return False
+        attempt, seq = parsed
+        if attempt < self.attempt:
+            return True
+        if attempt > self.attempt or self._next_seq is None:
+            return False
+        if self._store.is_local:
+            return seq < self._next_seq - 1
+        return vid in self.reserved and seq < self._next_seq - 1
