@@ -705,3 +705,22 @@ def test_save_stream_with_only_read(backend):
     cp = backend.open()
     cp.save(ReadOnly(content))  # type: ignore[arg-type]
     assert cp.read() == content
+
+
+# ----------------------------------------------------------------------------- read-only
+
+
+def test_readonly_scope_creates_nothing_and_refuses_writes(backend, tmp_path):
+    if backend.name == "local":
+        missing = tmp_path / "never-written"
+        ro = Checkpoint.open(missing, readonly=True)
+        assert ro.latest() is None and ro.read() is None and ro.versions() == []
+        assert not missing.exists()  # not even the scope's directory
+    backend.open().write(b"committed")
+    reader = backend.open(readonly=True)
+    assert reader.read() == b"committed"
+    with pytest.raises(CheckpointError, match="read-only"):
+        reader.write(b"nope")
+    with pytest.raises(CheckpointError, match="read-only"):
+        reader.save(tmp_path)  # an empty directory is a valid source
+    assert [v.id for v in reader.versions()] == ["0001-000001"]
