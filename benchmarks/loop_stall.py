@@ -102,9 +102,9 @@ def _measure(
     loop = Loop(model, step_ms)
     plain_cp = Checkpoint.open(os.path.join(workdir, "loop-plain"), keep=1)
     overlap_cp = Checkpoint.open(os.path.join(workdir, "loop-overlap"), keep=1)
-    plain = TorchCheckpointer(plain_cp, model=model, optimizer=loop.opt, rng=False)
+    plain = TorchCheckpointer(checkpoint=plain_cp, model=model, optimizer=loop.opt, rng=False)
     overlap = TorchCheckpointer(
-        overlap_cp, model=model, optimizer=loop.opt, rng=False, overlap=True
+        checkpoint=overlap_cp, model=model, optimizer=loop.opt, rng=False, overlap=True
     )
     state = model.state_dict()
     prealloc = {k: torch.empty_like(v) for k, v in state.items()}

@@ -121,7 +121,7 @@ def bench_sync(workdir: str, model: torch.nn.Module, repeats: int, others: bool)
     size = state_bytes(model)
     gib = size / (1 << 30)
     cp = Checkpoint.open(os.path.join(workdir, f"sync-{size}"), keep=1)
-    ckpt = TorchCheckpointer(cp, model=model, rng=False)
+    ckpt = TorchCheckpointer(checkpoint=cp, model=model, rng=False)
     raw_path = os.path.join(workdir, "raw.bin")
     views = byte_views(model)
     step = iter(range(1, 1 << 30))
@@ -198,7 +198,7 @@ def bench_async(workdir: str, model: torch.nn.Module, repeats: int, sync_stall: 
     tensors, and against the sync stall; DCP async_save side by side."""
     size = state_bytes(model)
     cp = Checkpoint.open(os.path.join(workdir, f"async-{size}"), keep=1)
-    ckpt = TorchCheckpointer(cp, model=model, rng=False)
+    ckpt = TorchCheckpointer(checkpoint=cp, model=model, rng=False)
     state = model.state_dict()
     prealloc = {k: torch.empty_like(v) for k, v in state.items()}
     step = iter(range(1, 1 << 30))
@@ -321,7 +321,7 @@ def bench_restore(workdir: str, model: torch.nn.Module, repeats: int) -> Outcome
     gib = size / (1 << 30)
     url = os.path.join(workdir, f"restore-{size}")
     with Checkpoint.open(url, keep=1) as cp:
-        TorchCheckpointer(cp, model=model, rng=False).save(1, blocking=True)
+        TorchCheckpointer(checkpoint=cp, model=model, rng=False).save(1, blocking=True)
         version = cp.latest()
     assert version is not None
     payload = os.path.join(url, "v", version.id, "data")
@@ -331,7 +331,7 @@ def bench_restore(workdir: str, model: torch.nn.Module, repeats: int) -> Outcome
     def ours() -> float:
         drop_cache(payload)
         start = time.perf_counter()
-        TorchCheckpointer(cp2, model=target, rng=False).restore()
+        TorchCheckpointer(checkpoint=cp2, model=target, rng=False).restore()
         return time.perf_counter() - start
 
     def engine_part() -> float:

@@ -7,7 +7,7 @@
 ``running_counts`` counts records per key in Flink keyed state over a bounded, slowed-down
 sequence and appends every ``(key, count, record)`` it emits to CSV files. ``--preempt-at N``
 sends SIGTERM to the first attempt once N records reached the sink, as a spot/preemptible
-machine would: `FlinkCheckpointing` stops the job with a savepoint, commits it into the task's
+machine would: `FlinkCheckpointer` stops the job with a savepoint, commits it into the task's
 checkpoint, and the engine starts attempt 2, which restores it. ``check`` shows that each key's
 final count equals its number of records and that, thanks to the savepoint, no record reached
 the sink twice. (A crash instead of a preemption resumes from the newest Flink checkpoint saved;
@@ -53,12 +53,12 @@ def running_counts(records: int, out: str, preempt_at: int) -> str:
     from pyflink.common import Types, WatermarkStrategy
     from pyflink.datastream.connectors.number_seq import NumberSequenceSource
 
-    from taskpoint.integrations.flink import FlinkCheckpointing
+    from taskpoint.integrations.flink import FlinkCheckpointer
 
     attempt = current_context().attempt
     Path(out).mkdir(parents=True, exist_ok=True)
-    with FlinkCheckpointing(interval_ms=500) as flink:
-        print(f"attempt {attempt}: restored {flink.restored}", flush=True)
+    with FlinkCheckpointer(every_ms=500) as flink:
+        print(f"attempt {attempt}: resumed {flink.resumed} (step {flink.resumed_step})", flush=True)
         env = flink.environment({"parallelism.default": "2"})
         numbers = env.from_source(
             NumberSequenceSource(0, records - 1), WatermarkStrategy.no_watermarks(), "numbers"

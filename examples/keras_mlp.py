@@ -4,7 +4,7 @@
     taskpoint run examples/keras_mlp.py pipeline --epochs 3 --fail-at-batch -1   # never fails
 
 The first attempt raises ``RecoverableError`` at training batch 45 (in epoch 2). The engine retries
-the task in a fresh process; ``TaskpointCallback`` restores what it saved after batch 40 (weights,
+the task in a fresh process; ``KerasCheckpointer`` restores what it saved after batch 40 (weights,
 Adam state, learning-rate schedule position, dropout seeds, RNG states, metrics) and ``fit``
 continues with batch 41 of epoch 2. The printed weight digest is the same as a run that never
 failed. Kill the attempt's process instead (``kill -9``) and it is retried the same way.
@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from taskpoint import RecoverableError, current_context, task, workflow
-from taskpoint.integrations.keras import TaskpointCallback
+from taskpoint.integrations.keras import KerasCheckpointer
 
 BATCHES_PER_EPOCH = 30
 
@@ -65,7 +65,7 @@ def train(epochs: int, fail_at_batch: int) -> str:
     schedule = keras.optimizers.schedules.ExponentialDecay(1e-2, decay_steps=20, decay_rate=0.9)
     model.compile(keras.optimizers.Adam(schedule), "binary_crossentropy", metrics=["accuracy"])
     x, y = make_data()
-    checkpointing = TaskpointCallback(save_every_n_batches=10)
+    checkpointing = KerasCheckpointer(every_n_steps=10)
     history = model.fit(
         x,
         y,
@@ -75,8 +75,8 @@ def train(epochs: int, fail_at_batch: int) -> str:
         callbacks=[checkpointing, FailOnce(fail_at_batch)],
         verbose=0,
     )
-    if checkpointing.resumed_from:
-        print(f"resumed from {checkpointing.resumed_from}")
+    if checkpointing.resumed_step is not None:
+        print(f"resumed from {checkpointing.resumed}")
     digest = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in model.get_weights()))
     return f"loss {history.history['loss'][-1]:.6f}, weights sha256 {digest.hexdigest()[:16]}"
 

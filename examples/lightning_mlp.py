@@ -3,7 +3,7 @@
     taskpoint run examples/lightning_mlp.py pipeline --epochs 3 --fail-at-step 70
 
 The first attempt raises a RecoverableError at step 70 (mid-epoch 2). The engine retries the task;
-`TaskpointCheckpoint` finds the latest checkpoint and ``fit`` continues from step 70 without a
+`LightningCheckpointer` finds the latest checkpoint and ``fit`` continues from step 70 without a
 ``ckpt_path``: same weights, optimizer, scheduler, loop counters, RNG states and data order as an
 uninterrupted fit, so the printed digest equals the one of ``--fail-at-step 0``.
 Needs ``pip install 'taskpoint[lightning]'``.
@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from taskpoint import RecoverableError, current_context, task, workflow
-from taskpoint.integrations.lightning import TaskpointCheckpoint
+from taskpoint.integrations.lightning import LightningCheckpointer
 from taskpoint.integrations.torch import ResumableSampler
 
 
@@ -37,7 +37,7 @@ class MLP(pl.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        # Runs after TaskpointCheckpoint saved this step's checkpoint.
+        # Runs after LightningCheckpointer saved this step's checkpoint.
         if current_context().attempt == 1 and self.global_step == self.fail_at_step:
             raise RecoverableError(f"simulated failure at step {self.global_step}")
 
@@ -51,7 +51,7 @@ class MLP(pl.LightningModule):
 
 
 @task(retries=2)
-def fit(epochs: int, fail_at_step: int, save_every: int = 10) -> str:
+def fit(epochs: int, fail_at_step: int, every_n_steps: int = 10) -> str:
     torch.set_num_threads(1)
     pl.seed_everything(0, verbose=False)
     g = torch.Generator().manual_seed(1234)
@@ -68,7 +68,7 @@ def fit(epochs: int, fail_at_step: int, save_every: int = 10) -> str:
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[TaskpointCheckpoint(every_n_train_steps=save_every)],
+        callbacks=[LightningCheckpointer(every_n_steps=every_n_steps)],
     )
     trainer.fit(model, loader)
     digest = hashlib.sha256()

@@ -48,7 +48,7 @@ def train_sgd(epochs: int, fail_at_batch: int) -> float:
             yield X_TRAIN[rows], Y_TRAIN[rows]
 
     clf = SGDClassifier(random_state=0)
-    fit_incremental(clf, batches, epochs=epochs, classes=[0, 1, 2], save_every=10)
+    fit_incremental(clf, batches, epochs=epochs, classes=[0, 1, 2], every_n_steps=10)
     return round(float(clf.score(X_TEST, Y_TEST)), 6)
 
 

@@ -8,7 +8,7 @@
 per micro-batch, writing each batch's updated counts with ``idempotent_foreach_batch``. Its first
 attempt kills its own process with SIGKILL in the middle of batch ``--crash-at-batch`` (a crash,
 not an exception: nothing gets to clean up). The engine retries it in a new process;
-`StreamingCheckpoint` restores the query's checkpoint from the last micro-batch it saved, the
+`SparkStreamCheckpointer` restores the query's checkpoint from the last micro-batch it saved, the
 batches after it run again (their output replaces the first run's), and the final counts equal a
 plain Python count of the files. Files go under ``--root`` (default
 ``.taskpoint/examples/spark-streaming`` in the current directory).
@@ -58,7 +58,7 @@ def make_inbox(root: str, files: int) -> str:
 def count_words(inbox: str, outbox: str, crash_at_batch: int) -> dict:
     from pyspark.sql import functions as F
 
-    from taskpoint.integrations.spark import StreamingCheckpoint, idempotent_foreach_batch
+    from taskpoint.integrations.spark import SparkStreamCheckpointer, idempotent_foreach_batch
 
     spark = spark_session()  # inside the task: every attempt has its own JVM
     attempt = current_context().attempt
@@ -70,8 +70,8 @@ def count_words(inbox: str, outbox: str, crash_at_batch: int) -> dict:
             print(f"attempt 1: crashing (SIGKILL) in batch {batch_id}", flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
 
-    with StreamingCheckpoint(spark) as stream:
-        print(f"attempt {attempt}: resuming after batch {stream.restored_batch}", flush=True)
+    with SparkStreamCheckpointer(spark) as stream:
+        print(f"attempt {attempt}: resuming after batch {stream.resumed_step}", flush=True)
         words = (
             spark.readStream.option("maxFilesPerTrigger", 1)
             .text(inbox)

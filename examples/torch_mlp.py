@@ -28,7 +28,7 @@ def make_data(n: int = 800) -> TensorDataset:
 
 
 @task(retries=2)
-def train(epochs: int, fail_at_step: int, save_every: int = 10) -> str:
+def train(epochs: int, fail_at_step: int, every_n_steps: int = 10) -> str:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     ctx = current_context()
@@ -42,7 +42,11 @@ def train(epochs: int, fail_at_step: int, save_every: int = 10) -> str:
     # The loader gets its own generator so iter(loader) does not draw from the global RNG.
     loader = DataLoader(data, batch_size=16, sampler=sampler, generator=torch.Generator())
     ckpt = TorchCheckpointer(
-        model=model, optimizer=optimizer, scheduler=scheduler, objects={"sampler": sampler}
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        objects={"sampler": sampler},
+        every_n_steps=every_n_steps,
     )
 
     step = ckpt.restore() or 0
@@ -56,8 +60,9 @@ def train(epochs: int, fail_at_step: int, save_every: int = 10) -> str:
             optimizer.step()
             scheduler.step()
             step += 1
-            if step % save_every == 0 or ckpt.preempted:
-                ckpt.save(step)  # async; on SIGTERM this commits and raises Preempted
+            # Every every_n_steps steps, and at once after SIGTERM (that save commits, then
+            # raises Preempted); async.
+            ckpt.maybe_save(step)
             if ctx.attempt == 1 and step == fail_at_step:
                 raise RecoverableError(f"simulated failure at step {step}")
         print(f"epoch {epoch}: loss {loss.item():.4f}")

@@ -322,7 +322,7 @@ def test_integration_loaders_refuse_a_pickle(tmp_path):
         with Checkpoint.open(tmp_path / f"torch-{refused}") as cp:
             cp.write(blob)
             with pytest.raises(CheckpointError):
-                TorchCheckpointer(cp, model=torch.nn.Linear(2, 2)).restore()
+                TorchCheckpointer(checkpoint=cp, model=torch.nn.Linear(2, 2)).restore()
         refused += 1
     assert not marker.exists()
 
@@ -354,7 +354,7 @@ def test_keras_loader_refuses_a_pickle(tmp_path):
     keras = pytest.importorskip("keras")
     import numpy as np
 
-    from taskpoint.integrations.keras import TaskpointCallback
+    from taskpoint.integrations.keras import KerasCheckpointer
 
     marker = tmp_path / "pwned"
     with Checkpoint.open(tmp_path / "keras") as cp:
@@ -363,6 +363,6 @@ def test_keras_loader_refuses_a_pickle(tmp_path):
         model.compile("sgd", "mse")
         x, y = np.zeros((4, 2), "float32"), np.zeros((4, 1), "float32")
         with pytest.raises(CheckpointError):
-            model.fit(x, y, epochs=1, verbose=0, callbacks=[TaskpointCallback(checkpoint=cp)])
+            model.fit(x, y, epochs=1, verbose=0, callbacks=[KerasCheckpointer(checkpoint=cp)])
     assert not marker.exists()
     record("corruptions")

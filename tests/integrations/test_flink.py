@@ -32,9 +32,9 @@ from pyflink.datastream.state import ValueStateDescriptor
 
 import taskpoint
 from taskpoint import Checkpoint, current_context, task
-from taskpoint.engine.settings import settings
+from taskpoint.engine import configure
 from taskpoint.errors import TaskpointError
-from taskpoint.integrations.flink import FlinkCheckpointing
+from taskpoint.integrations.flink import FlinkCheckpointer
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -94,8 +94,8 @@ def note(path: str, line: str) -> None:
 def running_counts(out: str, log: str) -> str:
     attempt = current_context().attempt
     note(log, f"start {attempt} {os.getpid()}")
-    with FlinkCheckpointing(interval_ms=300) as flink:
-        note(log, f"restored {attempt} {(flink.restored or {}).get('kind')}")
+    with FlinkCheckpointer(every_ms=300) as flink:
+        note(log, f"restored {attempt} {(flink.resumed or {}).get('kind')}")
         env = flink.environment(JOB_SETTINGS)
         numbers = env.from_source(
             NumberSequenceSource(0, N - 1), WatermarkStrategy.no_watermarks(), "numbers"
@@ -112,7 +112,7 @@ def running_counts(out: str, log: str) -> str:
 @pytest.fixture(autouse=True)
 def tp_home(tp_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The shared private home (tests/conftest.py), with a 90 s grace period."""
-    monkeypatch.setattr(settings, "grace", 90.0)
+    configure(grace=90.0)
     return tp_home
 
 
@@ -210,7 +210,7 @@ def test_preempted_then_killed_job_ends_with_exact_counts(tmp_path: Path, tp_hom
 
 def test_unmovable_state_settings_are_refused(tmp_path: Path) -> None:
     with Checkpoint.open(tmp_path / "ckpt") as cp:
-        flink = FlinkCheckpointing(checkpoint=cp, interval_ms=200, work_dir=tmp_path / "work")
+        flink = FlinkCheckpointer(checkpoint=cp, every_ms=200, work_dir=tmp_path / "work")
         conf = flink.settings({"parallelism.default": "1"})
         assert conf["execution.checkpointing.externalized-checkpoint-retention"] == (
             "RETAIN_ON_CANCELLATION"
@@ -233,7 +233,7 @@ def test_a_forked_attempt_refuses_the_parents_jvm(tmp_path: Path) -> None:
 
     @task(isolation="process", system_retries=0)
     def forked() -> None:
-        FlinkCheckpointing(work_dir=str(tmp_path / "work"))
+        FlinkCheckpointer(work_dir=str(tmp_path / "work"))
 
     execution = taskpoint.run(forked)
     assert execution.status == "failed"
@@ -243,7 +243,7 @@ def test_a_forked_attempt_refuses_the_parents_jvm(tmp_path: Path) -> None:
 
 def test_outside_a_task_without_a_checkpoint_says_so() -> None:
     with pytest.raises(TaskpointError, match="outside a task"):
-        FlinkCheckpointing()
+        FlinkCheckpointer()
 
 
 def test_missing_pyflink_names_the_extra_to_install() -> None:

@@ -1,4 +1,4 @@
-"""Keras 3 (torch backend): an interrupted ``model.fit`` resumed by `TaskpointCallback` ends with
+"""Keras 3 (torch backend): an interrupted ``model.fit`` resumed by `KerasCheckpointer` ends with
 weights bitwise equal to an uninterrupted ``fit`` and trains no batch twice.
 
 The model has unseeded dropout (torch's global generator), seeded dropout (a Keras
@@ -36,7 +36,7 @@ torch.set_num_threads(1)
 
 import taskpoint  # noqa: E402
 from taskpoint import Checkpoint, CheckpointError, RecoverableError, current_context, task  # noqa: E402
-from taskpoint.integrations.keras import TaskpointCallback  # noqa: E402
+from taskpoint.integrations.keras import KerasCheckpointer  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(  # Keras' own np.array(tensor) calls, not ours
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
@@ -112,7 +112,7 @@ def train(
     callback: bool = False,
     epochs: int = EPOCHS,
 ) -> dict[str, Any]:
-    """Build, compile and fit the test model, with a TaskpointCallback if ``callback`` or a
+    """Build, compile and fit the test model, with a KerasCheckpointer if ``callback`` or a
     ``checkpoint`` is given (``checkpoint=None``: the running task's)."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
@@ -133,7 +133,7 @@ def train(
     callbacks: list[Any] = [recorder]
     tp = None
     if callback or checkpoint is not None:
-        tp = TaskpointCallback(SAVE_EVERY, checkpoint=checkpoint)  # async saves
+        tp = KerasCheckpointer(every_n_steps=SAVE_EVERY, checkpoint=checkpoint)  # async saves
         callbacks.append(tp)
     history = model.fit(
         x,
@@ -149,7 +149,8 @@ def train(
         "weights": [keras.ops.convert_to_numpy(v.value).copy() for v in model.variables],
         "trained": recorder.trained,
         "history": history.history,
-        "resumed_from": tp.resumed_from if tp else None,
+        "resumed": tp.resumed if tp else None,
+        "resumed_step": tp.resumed_step if tp else None,
         "skipped": tp.skipped_batches if tp else 0,
     }
 
@@ -167,7 +168,7 @@ def read_log(log: Path) -> list[tuple[int, int]]:
 
 @pytest.fixture(scope="module")
 def reference() -> dict[str, Any]:
-    """The uninterrupted run, without TaskpointCallback at all."""
+    """The uninterrupted run, without KerasCheckpointer at all."""
     ref = train()
     assert len(ref["trained"]) == EPOCHS * BATCHES
     return ref
@@ -186,7 +187,8 @@ def test_resumed_fit_after_an_exception_is_bitwise_equal_and_trains_no_batch_twi
     assert cp.latest().step == BATCHES + 10
     resumed = train(cp)
 
-    assert resumed["resumed_from"] == {"epoch": 1, "batch": 10, "global_step": 35}
+    assert resumed["resumed"] == {"epoch": 1, "batch": 10, "step": 35}
+    assert resumed["resumed_step"] == 35
     assert resumed["skipped"] == 10
     assert resumed["trained"] == reference["trained"][35:]  # each remaining batch once, in order
     assert_bitwise(resumed["weights"], reference["weights"])
@@ -209,7 +211,7 @@ def test_sigkill_of_a_child_process_resumes_bitwise_equal(tmp_path, reference):
     assert first == reference["trained"][:58]  # killed at the start of (2, 8)
 
     resumed = train(Checkpoint.open(url, attempt=2))
-    step = resumed["resumed_from"]["global_step"]
+    step = resumed["resumed_step"]
     # The saves are async: on a loaded machine the kill may come before several of them
     # committed; the resume point is then an earlier save and the batches after it train again.
     assert 0 < step <= 55 and step % SAVE_EVERY == 0
@@ -224,7 +226,7 @@ def test_a_finished_fit_is_not_trained_again(tmp_path, reference):
     assert_bitwise(first["weights"], reference["weights"])
     again = train(Checkpoint.open(url, attempt=2))  # e.g. the task failed after fit()
     assert again["trained"] == []
-    assert again["resumed_from"] == {"epoch": EPOCHS, "batch": 0, "global_step": 75}
+    assert again["resumed"] == {"epoch": EPOCHS, "batch": 0, "step": 75}
     assert_bitwise(again["weights"], reference["weights"])
     more = train(Checkpoint.open(url, attempt=3), epochs=EPOCHS + 1)  # asked for one more epoch
     assert more["trained"] == [(EPOCHS, b) for b in range(BATCHES)]
@@ -241,7 +243,7 @@ def test_a_fit_stopped_early_is_not_continued_on_retry(tmp_path):
         keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
         model.compile("sgd", "mse")
-        callback = TaskpointCallback(checkpoint=Checkpoint.open(tmp_path / "cp", attempt=attempt))
+        callback = KerasCheckpointer(checkpoint=Checkpoint.open(tmp_path / "cp", attempt=attempt))
         history = model.fit(x, y, epochs=3, verbose=0, callbacks=[callback, StopAfterOneEpoch()])
         epochs_run.append(history.epoch)
     assert epochs_run == [[0], []]
@@ -289,7 +291,7 @@ def test_engine_task_resumes_bitwise_equal(tmp_path, reference, fault, first_sta
     assert (first.status, second.status) == (first_status, "succeeded")
 
     result = execution.result
-    step = result["resumed_from"]["global_step"]
+    step = result["resumed_step"]
     trained = read_log(log)
     attempt1 = trained[: len(trained) - len(result["trained"])]
     assert attempt1 == reference["trained"][: len(attempt1)]
@@ -315,7 +317,7 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path):
     other = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3), keras.layers.Dense(1)])
     other.compile("adam", "mse")
     x, y, _, _ = data()
-    callback = TaskpointCallback(checkpoint=Checkpoint.open(url, attempt=2))
+    callback = KerasCheckpointer(checkpoint=Checkpoint.open(url, attempt=2))
     with pytest.raises(CheckpointError, match=r"different model|shape"):
         other.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
 
@@ -327,13 +329,13 @@ def test_a_foreign_checkpoint_is_refused(tmp_path):
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
     with pytest.raises(CheckpointError, match="not a Keras training state"):
-        model.fit(x, y, epochs=1, verbose=0, callbacks=[TaskpointCallback(checkpoint=cp)])
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[KerasCheckpointer(checkpoint=cp)])
 
 
 def test_arguments_and_context_are_checked(tmp_path):
-    with pytest.raises(ValueError, match="save_every_n_batches"):
-        TaskpointCallback(0)
-    callback = TaskpointCallback()
+    with pytest.raises(ValueError, match="every_n_steps"):
+        KerasCheckpointer(every_n_steps=0)
+    callback = KerasCheckpointer()
     with pytest.raises(taskpoint.TaskpointError, match="outside a task"):
         callback.checkpoint  # noqa: B018
 

@@ -1,4 +1,4 @@
-"""Lightning: an interrupted ``Trainer.fit`` resumed by TaskpointCheckpoint (no ckpt_path) ends
+"""Lightning: an interrupted ``Trainer.fit`` resumed by LightningCheckpointer (no ckpt_path) ends
 with weights bitwise equal to an uninterrupted fit and trains no batch twice."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ pl = pytest.importorskip("lightning.pytorch")
 
 import taskpoint  # noqa: E402
 from taskpoint import Checkpoint, RecoverableError, current_context, task  # noqa: E402
-from taskpoint.integrations.lightning import TaskpointCheckpoint  # noqa: E402
+from taskpoint.integrations.lightning import LightningCheckpointer  # noqa: E402
 from taskpoint.integrations.torch import ResumableSampler  # noqa: E402
 
 torch.set_num_threads(1)
@@ -84,6 +84,9 @@ class MLP(pl.LightningModule):
         self.after_step(self.global_step)  # runs after the callbacks' hook: after the save
 
 
+RESUMED: list[int | None] = []  # each fit's LightningCheckpointer.resumed_step
+
+
 def fit(
     checkpoint, log_path: str, after_step=lambda step: None, num_workers: int = 0
 ) -> dict[str, bytes]:
@@ -102,6 +105,7 @@ def fit(
         num_workers=num_workers,
         multiprocessing_context="fork" if num_workers else None,
     )
+    callback = LightningCheckpointer(checkpoint=checkpoint, every_n_steps=SAVE_EVERY)
     trainer = pl.Trainer(
         max_epochs=EPOCHS,
         accelerator="cpu",
@@ -110,9 +114,10 @@ def fit(
         enable_progress_bar=False,
         enable_model_summary=False,
         deterministic=True,
-        callbacks=[TaskpointCheckpoint(every_n_train_steps=SAVE_EVERY, checkpoint=checkpoint)],
+        callbacks=[callback],
     )
     trainer.fit(model, loader)
+    RESUMED.append(callback.resumed_step)
     assert trainer.global_step == STEPS
     return {k: v.numpy().tobytes() for k, v in model.state_dict().items()}
 
@@ -127,6 +132,7 @@ def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("reference")
     with Checkpoint.open(root / "ckpt") as cp:
         params = fit(cp, str(root / "batches.log"))
+    assert RESUMED[-1] is None  # nothing to resume from
     batches = read_log(root / "batches.log")
     assert [s for s, _ in batches] == list(range(1, STEPS + 1))
     return params, batches
@@ -159,6 +165,7 @@ def test_fit_resumed_in_process_is_bitwise_equal(tmp_path, reference, stop_at, n
     with Checkpoint.open(url, attempt=2) as cp:
         assert cp.latest().step == stop_at
         params = fit(cp, log, num_workers=num_workers)
+    assert RESUMED[-1] == stop_at
     assert_same_as_reference(params, log, reference)
 
 

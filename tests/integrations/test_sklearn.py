@@ -115,7 +115,7 @@ def train_incremental(
         lambda epoch: EpochBatches(epoch, log, fault),
         epochs=EPOCHS,
         classes=CLASSES,
-        save_every=SAVE_EVERY,
+        every_n_steps=SAVE_EVERY,
         checkpoint=checkpoint,
     )
 
@@ -199,7 +199,7 @@ def test_incremental_accepts_a_generator_and_a_finished_run_trains_nothing(tmp_p
     np.random.seed(0)
     with pytest.raises(Interrupt):
         fit_incremental(SGDClassifier(random_state=0), batches, epochs=EPOCHS, classes=CLASSES,
-                        save_every=7, checkpoint=cp)  # fmt: skip
+                        every_n_steps=7, checkpoint=cp)  # fmt: skip
     cp.wait()
     attempt[0] = 2
     for n in (2, 3):
@@ -209,7 +209,7 @@ def test_incremental_accepts_a_generator_and_a_finished_run_trains_nothing(tmp_p
             batches,
             epochs=EPOCHS,
             classes=CLASSES,
-            save_every=7,
+            every_n_steps=7,
             checkpoint=Checkpoint.open(tmp_path / "cp", attempt=n),
         )
         assert_same_model(clf, reference)
@@ -445,8 +445,8 @@ def test_arguments_are_checked(tmp_path):
         fit_incremental(RandomForestClassifier(), [], checkpoint=cp)
     with pytest.raises(TypeError, match="warm_start"):
         fit_warm_start(SGDClassifier(), X_ALL, Y_ALL, until=2, checkpoint=cp)
-    with pytest.raises(ValueError, match="save_every"):
-        fit_incremental(SGDClassifier(), [], save_every=0, checkpoint=cp)
+    with pytest.raises(ValueError, match="every_n_steps"):
+        fit_incremental(SGDClassifier(), [], every_n_steps=0, checkpoint=cp)
     with pytest.raises(taskpoint.TaskpointError, match="outside a task"):
         fit_incremental(SGDClassifier(), [])
 

@@ -168,7 +168,7 @@ def test_failed_query_is_recoverable_and_the_next_attempt_continues(
     with exact counts, with the default (HDFS-backed) and the RocksDB state stores."""
     from pyspark.sql.streaming import StreamingQueryException
 
-    from taskpoint.integrations.spark import StreamingCheckpoint, idempotent_foreach_batch
+    from taskpoint.integrations.spark import SparkStreamCheckpointer, idempotent_foreach_batch
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -177,14 +177,16 @@ def test_failed_query_is_recoverable_and_the_next_attempt_continues(
         os.utime(inbox / f"f{i}.txt", (1_700_000_000 + i,) * 2)
     write = idempotent_foreach_batch(tmp_path / "out")
 
-    def run(attempt: int) -> StreamingCheckpoint:
+    def run(attempt: int) -> SparkStreamCheckpointer:
         def each(df, batch_id: int) -> None:
             if attempt == 1 and batch_id == 2:
                 raise ValueError("boom in batch 2")
             write(df, batch_id)
 
         with Checkpoint.open(tmp_path / "ckpt", attempt=attempt) as cp:
-            with StreamingCheckpoint(spark, checkpoint=cp, work_dir=tmp_path / "work") as stream:
+            with SparkStreamCheckpointer(
+                spark, checkpoint=cp, work_dir=tmp_path / "work"
+            ) as stream:
                 words = spark.readStream.option("maxFilesPerTrigger", 1).text(str(inbox))
                 words = words.select(F.explode(F.split("value", " ")).alias("w"))
                 stream.start(
@@ -206,7 +208,7 @@ def test_failed_query_is_recoverable_and_the_next_attempt_continues(
         state_store
     ] in saved
     stream = run(2)
-    assert stream.restored_batch == 1 and stream.last_batch == 3
+    assert stream.resumed_step == 1 and stream.last_batch == 3
     rows = spark.read.parquet(str(tmp_path / "out")).collect()
     final = {r.w: r["count"] for r in rows if r.batch_id == 3}
     assert final == {"a": 10, "b": 10}
@@ -215,11 +217,11 @@ def test_failed_query_is_recoverable_and_the_next_attempt_continues(
 
 def test_a_forked_attempt_refuses_the_parents_jvm(spark, tmp_path) -> None:
     """Killing a forked attempt would not stop a JVM it inherited: the integration says so."""
-    from taskpoint.integrations.spark import StreamingCheckpoint
+    from taskpoint.integrations.spark import SparkStreamCheckpointer
 
     @task(isolation="process", system_retries=0)
     def forked() -> None:
-        StreamingCheckpoint(spark, work_dir=tmp_path / "work")
+        SparkStreamCheckpointer(spark, work_dir=tmp_path / "work")
 
     execution = taskpoint.run(forked)
     assert execution.status == "failed"

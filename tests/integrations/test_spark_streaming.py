@@ -25,7 +25,7 @@ from spark_support import local_session
 
 import taskpoint
 from taskpoint import task
-from taskpoint.engine.settings import settings
+from taskpoint.engine import configure
 
 N_FILES = 12
 WORDS = [f"w{i:02d}" for i in range(23)]
@@ -51,7 +51,7 @@ def count_words(inbox: str, outbox: str, log: str) -> list:
     from pyspark.sql import functions as F
 
     from taskpoint import current_context
-    from taskpoint.integrations.spark import StreamingCheckpoint, idempotent_foreach_batch
+    from taskpoint.integrations.spark import SparkStreamCheckpointer, idempotent_foreach_batch
 
     spark = session()
     attempt = current_context().attempt
@@ -62,8 +62,8 @@ def count_words(inbox: str, outbox: str, log: str) -> list:
         write(df, batch_id)
         note(log, f"done {attempt} {batch_id}")
 
-    with StreamingCheckpoint(spark) as stream:
-        note(log, f"restored {attempt} {stream.restored_batch} {os.getpid()}")
+    with SparkStreamCheckpointer(spark) as stream:
+        note(log, f"restored {attempt} {stream.resumed_step} {os.getpid()}")
         words = (
             spark.readStream.option("maxFilesPerTrigger", 1)
             .text(inbox)
@@ -86,13 +86,13 @@ def copy_lines(inbox: str, sink: str, log: str) -> list:
     from pyspark.sql import functions as F
 
     from taskpoint import current_context
-    from taskpoint.integrations.spark import StreamingCheckpoint
+    from taskpoint.integrations.spark import SparkStreamCheckpointer
 
     spark = session()
     attempt = current_context().attempt
 
-    with StreamingCheckpoint(spark, sinks=[sink]) as stream:
-        note(log, f"restored {attempt} {stream.restored_batch} {os.getpid()}")
+    with SparkStreamCheckpointer(spark, sinks=[sink]) as stream:
+        note(log, f"restored {attempt} {stream.resumed_step} {os.getpid()}")
         lines = (
             spark.readStream.option("maxFilesPerTrigger", 1)
             .text(inbox)
@@ -109,7 +109,7 @@ def copy_lines(inbox: str, sink: str, log: str) -> list:
 @pytest.fixture(autouse=True)
 def tp_home(tp_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The shared private home (tests/conftest.py), with a 60 s grace period."""
-    monkeypatch.setattr(settings, "grace", 60.0)
+    configure(grace=60.0)
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
     return tp_home
 
@@ -185,7 +185,7 @@ def why(execution) -> str:
     )
 
 
-def restored_batches(log: Path) -> list[str]:
+def resumed_stepes(log: Path) -> list[str]:
     return [r.split()[2] for r in log.read_text().splitlines() if r.startswith("restored")]
 
 
@@ -215,7 +215,7 @@ def test_word_counts_preempted_then_killed_end_exactly_like_an_uninterrupted_run
     interrupter.join(1)
     assert execution.status == "succeeded", why(execution)
     assert attempts(execution) == ["preempted", "lost", "succeeded"]
-    restored = restored_batches(log)
+    restored = resumed_stepes(log)
     assert restored[0] == "None" and int(restored[1]) >= 1, restored  # resumed, not restarted
     assert int(restored[2]) > int(restored[1]), restored
 
@@ -258,7 +258,7 @@ def test_file_sink_killed_mid_run_holds_every_line_exactly_once(
     killer.join(1)
     assert execution.status == "succeeded", why(execution)
     assert attempts(execution) == ["lost", "succeeded"]
-    restored = restored_batches(log)
+    restored = resumed_stepes(log)
     assert restored[0] == "None" and int(restored[1]) >= 1, restored
 
     got = sorted(value for _, value in execution.result)

@@ -38,9 +38,11 @@ class Holder:
 
 def roundtrip(tmp_path, state):
     with Checkpoint.open(tmp_path / "ckpt") as cp:
-        TorchCheckpointer(cp, objects={"x": Holder(state)}, rng=False).save(1, blocking=True)
+        TorchCheckpointer(checkpoint=cp, objects={"x": Holder(state)}, rng=False).save(
+            1, blocking=True
+        )
         target = Holder()
-        assert TorchCheckpointer(cp, objects={"x": target}, rng=False).restore() == 1
+        assert TorchCheckpointer(checkpoint=cp, objects={"x": target}, rng=False).restore() == 1
     return target.state
 
 
@@ -121,19 +123,21 @@ def test_python_structures_keep_their_types(tmp_path):
 
 def test_unsupported_values_are_refused_at_save_naming_where(tmp_path):
     with Checkpoint.open(tmp_path / "ckpt") as cp:
-        ckpt = TorchCheckpointer(cp, objects={"x": Holder({"fn": [lambda: 1]})}, rng=False)
+        ckpt = TorchCheckpointer(
+            checkpoint=cp, objects={"x": Holder({"fn": [lambda: 1]})}, rng=False
+        )
         with pytest.raises(TypeError, match=r"state\['objects'\]\['x'\]\['fn'\]\[0\]"):
             ckpt.save(1)
         sparse = Holder({"s": torch.eye(3).to_sparse()})
         with pytest.raises(TypeError, match="dense"):
-            TorchCheckpointer(cp, objects={"x": sparse}, rng=False).save(1)
+            TorchCheckpointer(checkpoint=cp, objects={"x": sparse}, rng=False).save(1)
         assert cp.latest() is None  # nothing half-written
 
 
 def test_the_blob_is_a_json_header_and_raw_bytes_not_a_pickle(tmp_path):
     weights = torch.arange(6, dtype=torch.float32)
     with Checkpoint.open(tmp_path / "ckpt") as cp:
-        TorchCheckpointer(cp, objects={"x": Holder({"w": weights})}, rng=False).save(
+        TorchCheckpointer(checkpoint=cp, objects={"x": Holder({"w": weights})}, rng=False).save(
             3, blocking=True
         )
         blob = cp.read()
@@ -166,7 +170,12 @@ def test_model_optimizer_scheduler_scaler_and_rng_are_restored_exactly(tmp_path)
     torch.rand(3, generator=gen)  # not at its initial state
     with Checkpoint.open(tmp_path / "ckpt") as cp:
         TorchCheckpointer(
-            cp, model=model, optimizer=opt, scheduler=sched, scaler=scaler, objects={"g": gen}
+            checkpoint=cp,
+            model=model,
+            optimizer=opt,
+            scheduler=sched,
+            scaler=scaler,
+            objects={"g": gen},
         ).save(3, blocking=True)
         expected_draws = (
             torch.rand(4),
@@ -179,7 +188,12 @@ def test_model_optimizer_scheduler_scaler_and_rng_are_restored_exactly(tmp_path)
         gen2 = torch.Generator()
         torch.manual_seed(99), np.random.seed(99), random.seed(99)
         ckpt = TorchCheckpointer(
-            cp, model=model2, optimizer=opt2, scheduler=sched2, scaler=scaler2, objects={"g": gen2}
+            checkpoint=cp,
+            model=model2,
+            optimizer=opt2,
+            scheduler=sched2,
+            scaler=scaler2,
+            objects={"g": gen2},
         )
         params_before = [p.data_ptr() for p in model2.parameters()]
         assert ckpt.restore() == 3
@@ -201,21 +215,21 @@ def test_model_optimizer_scheduler_scaler_and_rng_are_restored_exactly(tmp_path)
 def test_async_save_is_a_snapshot_taken_before_it_returns(tmp_path):
     model = torch.nn.Linear(2048, 2048)  # 16 MiB: the write is still running when we edit
     with Checkpoint.open(tmp_path / "ckpt") as cp:
-        ckpt = TorchCheckpointer(cp, model=model, rng=False)
+        ckpt = TorchCheckpointer(checkpoint=cp, model=model, rng=False)
         expected = model.weight.detach().clone()
         future = ckpt.save(1)
         with torch.no_grad():
             model.weight.add_(1.0)  # at once, while the write may be in flight
         assert future.result().step == 1
         model2 = torch.nn.Linear(2048, 2048)
-        TorchCheckpointer(cp, model=model2, rng=False).restore()
+        TorchCheckpointer(checkpoint=cp, model=model2, rng=False).restore()
     assert torch.equal(model2.weight, expected)
 
 
 def test_rapid_async_saves_reuse_two_buffers_and_the_latest_wins(tmp_path):
     model = torch.nn.Linear(512, 512)
     with Checkpoint.open(tmp_path / "ckpt", keep=3) as cp:
-        ckpt = TorchCheckpointer(cp, model=model, rng=False)
+        ckpt = TorchCheckpointer(checkpoint=cp, model=model, rng=False)
         futures = []
         for step in range(1, 21):
             with torch.no_grad():
@@ -233,7 +247,7 @@ def test_rapid_async_saves_reuse_two_buffers_and_the_latest_wins(tmp_path):
         assert {slot.buffer.data_ptr() for slot in ckpt._writer.slots} == buffers
         ckpt.wait()
         model2 = torch.nn.Linear(512, 512)
-        assert TorchCheckpointer(cp, model=model2, rng=False).restore() == 24
+        assert TorchCheckpointer(checkpoint=cp, model=model2, rng=False).restore() == 24
     assert bool((model2.weight == 20).all())
 
 
@@ -242,23 +256,25 @@ def test_restore_without_a_checkpoint_returns_none_and_changes_nothing(tmp_path)
     before = model.weight.detach().clone()
     state = random.getstate()
     with Checkpoint.open(tmp_path / "ckpt") as cp:
-        assert TorchCheckpointer(cp, model=model).restore() is None
+        assert TorchCheckpointer(checkpoint=cp, model=model).restore() is None
     assert torch.equal(model.weight, before) and random.getstate() == state
 
 
 def test_foreign_or_mismatched_checkpoints_are_refused(tmp_path):
     with Checkpoint.open(tmp_path / "foreign") as cp:
         cp.write(b"12")
-        with pytest.raises(CheckpointError, match="not written by TorchCheckpointer"):
-            TorchCheckpointer(cp, model=torch.nn.Linear(2, 2)).restore()
+        with pytest.raises(
+            CheckpointError, match="not a torch training state written by TorchCheckpointer"
+        ):
+            TorchCheckpointer(checkpoint=cp, model=torch.nn.Linear(2, 2)).restore()
     with Checkpoint.open(tmp_path / "ckpt") as cp:
-        TorchCheckpointer(cp, model=torch.nn.Linear(2, 2)).save(1, blocking=True)
+        TorchCheckpointer(checkpoint=cp, model=torch.nn.Linear(2, 2)).save(1, blocking=True)
         opt_model = torch.nn.Linear(2, 2)
         opt = torch.optim.SGD(opt_model.parameters(), lr=0.1)
         with pytest.raises(CheckpointError, match="no state for optimizer"):
-            TorchCheckpointer(cp, model=opt_model, optimizer=opt).restore()
+            TorchCheckpointer(checkpoint=cp, model=opt_model, optimizer=opt).restore()
         with pytest.raises(RuntimeError, match="size mismatch"):
-            TorchCheckpointer(cp, model=torch.nn.Linear(2, 3)).restore()
+            TorchCheckpointer(checkpoint=cp, model=torch.nn.Linear(2, 3)).restore()
 
 
 def test_truncated_blobs_are_refused():
@@ -274,7 +290,7 @@ def test_truncated_blobs_are_refused():
 
 def test_objects_must_have_state_dict(tmp_path):
     with Checkpoint.open(tmp_path / "ckpt") as cp, pytest.raises(TypeError, match="state_dict"):
-        TorchCheckpointer(cp, objects={"bad": object()})
+        TorchCheckpointer(checkpoint=cp, objects={"bad": object()})
 
 
 def test_default_checkpoint_needs_a_running_task():
@@ -288,9 +304,9 @@ def test_sampler_in_objects_roundtrips(tmp_path):
     taken = [next(it) for _ in range(4)]
     assert len(taken) == 4
     with Checkpoint.open(tmp_path / "ckpt") as cp:
-        TorchCheckpointer(cp, objects={"s": sampler}).save(4, blocking=True)
+        TorchCheckpointer(checkpoint=cp, objects={"s": sampler}).save(4, blocking=True)
         fresh = ResumableSampler(10, seed=3)
-        TorchCheckpointer(cp, objects={"s": fresh}).restore()
+        TorchCheckpointer(checkpoint=cp, objects={"s": fresh}).restore()
     assert list(fresh) == list(it)
 
 

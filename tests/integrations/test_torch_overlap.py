@@ -71,7 +71,7 @@ def snapshot(model, opt):
 def restored(cp, batchnorm: bool = False):
     """(step, state) restored from ``cp`` into a freshly built model and optimizer."""
     model, opt = trained(seed=1, batchnorm=batchnorm)
-    step = TorchCheckpointer(cp, model=model, optimizer=opt, rng=False).restore()
+    step = TorchCheckpointer(checkpoint=cp, model=model, optimizer=opt, rng=False).restore()
     return step, snapshot(model, opt)
 
 
@@ -91,7 +91,7 @@ def test_next_step_waits_for_the_copy_and_the_saved_state_is_the_one_at_save(
     x = torch.randn(16, 64)
     train_step(model, opt, x)  # momentum buffers exist from here on
     with Checkpoint.open(tmp_path / "ckpt") as cp:
-        ckpt = TorchCheckpointer(cp, model=model, optimizer=opt, rng=False, overlap=True)
+        ckpt = TorchCheckpointer(checkpoint=cp, model=model, optimizer=opt, rng=False, overlap=True)
         at_save = snapshot(model, opt)
         future = ckpt.save(7)
         assert not future.done()  # returned while the optimizer's tensors are not copied yet
@@ -117,7 +117,7 @@ def test_in_place_change_outside_the_optimizer_fails_the_save(tmp_path, held_cop
     x = torch.randn(16, 64)
     train_step(model, opt, x)
     with Checkpoint.open(tmp_path / "ckpt") as cp:
-        ckpt = TorchCheckpointer(cp, model=model, optimizer=opt, rng=False, overlap=True)
+        ckpt = TorchCheckpointer(checkpoint=cp, model=model, optimizer=opt, rng=False, overlap=True)
         held_copy.set()
         ckpt.save(1, blocking=False)
         ckpt.wait()
@@ -148,7 +148,7 @@ def test_tensors_the_optimizer_does_not_own_are_copied_before_save_returns(
     x = torch.randn(16, 64)
     train_step(model, opt, x)
     with Checkpoint.open(tmp_path / "ckpt") as cp:
-        ckpt = TorchCheckpointer(cp, model=model, optimizer=opt, rng=False, overlap=True)
+        ckpt = TorchCheckpointer(checkpoint=cp, model=model, optimizer=opt, rng=False, overlap=True)
         at_save = snapshot(model, opt)
         ckpt.save(4)
         model(x)  # changes running_mean, running_var, num_batches_tracked
@@ -166,7 +166,7 @@ def test_a_blocking_save_copies_everything_before_returning(tmp_path) -> None:
     model, opt = trained()
     train_step(model, opt, torch.randn(16, 64))
     with Checkpoint.open(tmp_path / "ckpt") as cp:
-        ckpt = TorchCheckpointer(cp, model=model, optimizer=opt, rng=False, overlap=True)
+        ckpt = TorchCheckpointer(checkpoint=cp, model=model, optimizer=opt, rng=False, overlap=True)
         version = ckpt.save(5, blocking=True)
         assert version.step == 5
         assert ckpt._writer._staging is None  # nothing went to the background
@@ -178,7 +178,7 @@ def test_overlap_needs_an_optimizer(tmp_path) -> None:
         Checkpoint.open(tmp_path / "ckpt") as cp,
         pytest.raises(ValueError, match="needs the optimizer"),
     ):
-        TorchCheckpointer(cp, model=model, overlap=True)
+        TorchCheckpointer(checkpoint=cp, model=model, overlap=True)
 
 
 def test_the_step_hook_does_not_keep_the_checkpointer_alive(tmp_path) -> None:
@@ -187,7 +187,7 @@ def test_the_step_hook_does_not_keep_the_checkpointer_alive(tmp_path) -> None:
 
     model, opt = trained()
     with Checkpoint.open(tmp_path / "ckpt") as cp:
-        ckpt = TorchCheckpointer(cp, model=model, optimizer=opt, rng=False, overlap=True)
+        ckpt = TorchCheckpointer(checkpoint=cp, model=model, optimizer=opt, rng=False, overlap=True)
         ref = weakref.ref(ckpt)
         del ckpt
         gc.collect()
@@ -215,7 +215,9 @@ def test_the_loop_helps_with_the_copy_it_waits_for(tmp_path, monkeypatch) -> Non
     big = torch.nn.Parameter(torch.randn(3 << 20))  # 12 MiB
     opt = torch.optim.SGD([big], lr=0.5)
     with Checkpoint.open(tmp_path / "ckpt") as cp:
-        ckpt = TorchCheckpointer(cp, objects={"p": _Holder(big)}, optimizer=opt, overlap=True)
+        ckpt = TorchCheckpointer(
+            checkpoint=cp, objects={"p": _Holder(big)}, optimizer=opt, overlap=True
+        )
         at_save = big.detach().clone()
         ckpt.save(1)
         big.grad = torch.ones_like(big)
@@ -224,7 +226,7 @@ def test_the_loop_helps_with_the_copy_it_waits_for(tmp_path, monkeypatch) -> Non
         ckpt.wait()
         assert sorted(by_thread) == [(False, 8 << 20), (True, 4 << 20)]
         fresh = _Holder(torch.zeros(3 << 20))
-        assert TorchCheckpointer(cp, objects={"p": fresh}, rng=False).restore() == 1
+        assert TorchCheckpointer(checkpoint=cp, objects={"p": fresh}, rng=False).restore() == 1
     assert torch.equal(fresh.tensor, at_save)
     assert not torch.equal(big.detach(), at_save)
 
@@ -250,7 +252,7 @@ def test_without_a_spare_core_everything_is_copied_before_save_returns(
     model, opt = trained()
     train_step(model, opt, torch.randn(16, 64))
     with Checkpoint.open(tmp_path / "ckpt") as cp:
-        ckpt = TorchCheckpointer(cp, model=model, optimizer=opt, rng=False, overlap=True)
+        ckpt = TorchCheckpointer(checkpoint=cp, model=model, optimizer=opt, rng=False, overlap=True)
         at_save = snapshot(model, opt)
         ckpt.save(2)
         with torch.no_grad():
@@ -292,7 +294,9 @@ def test_a_preemption_during_the_background_copy_still_commits_the_next_save(
     train_step(model, opt, x)
     with Checkpoint.open(tmp_path / "ckpt") as cp:
         preempting = _PreemptedAfterCommit(cp)
-        ckpt = TorchCheckpointer(preempting, model=model, optimizer=opt, rng=False, overlap=True)
+        ckpt = TorchCheckpointer(
+            checkpoint=preempting, model=model, optimizer=opt, rng=False, overlap=True
+        )
         ckpt.save(1)
         preempting.preempted = True  # SIGTERM while step 1 is still being copied
         held_copy.set()

@@ -44,8 +44,8 @@ def test_restore_fills_the_models_own_tensors(tmp_path):
     src, dst = Net(), Net(fill=0.0)
     pointers = {k: t.data_ptr() for k, t in dst.state_dict().items()}
     with Checkpoint.open(tmp_path / "c") as cp:
-        TorchCheckpointer(cp, model=src, rng=False).save(5, blocking=True)
-        assert TorchCheckpointer(cp, model=dst, rng=False).restore() == 5
+        TorchCheckpointer(checkpoint=cp, model=src, rng=False).save(5, blocking=True)
+        assert TorchCheckpointer(checkpoint=cp, model=dst, rng=False).restore() == 5
     assert _same(src, dst)
     assert {k: t.data_ptr() for k, t in dst.state_dict().items()} == pointers
     assert dst.tied.weight is dst.a.weight
@@ -55,8 +55,8 @@ def test_restore_converts_where_dtypes_differ(tmp_path):
     src = torch.nn.Linear(4, 4)
     dst = torch.nn.Linear(4, 4).double()
     with Checkpoint.open(tmp_path / "c") as cp:
-        TorchCheckpointer(cp, model=src, rng=False).save(1, blocking=True)
-        TorchCheckpointer(cp, model=dst, rng=False).restore()
+        TorchCheckpointer(checkpoint=cp, model=src, rng=False).save(1, blocking=True)
+        TorchCheckpointer(checkpoint=cp, model=dst, rng=False).restore()
     assert dst.weight.dtype == torch.float64
     assert torch.equal(dst.weight, src.weight.double())
 
@@ -64,7 +64,7 @@ def test_restore_converts_where_dtypes_differ(tmp_path):
 def test_a_damaged_latest_version_restores_the_previous_one(tmp_path):
     model = Net()
     with Checkpoint.open(tmp_path / "c") as cp:
-        ckpt = TorchCheckpointer(cp, model=model, rng=False)
+        ckpt = TorchCheckpointer(checkpoint=cp, model=model, rng=False)
         ckpt.save(1, blocking=True)
         expected = {k: t.clone() for k, t in model.state_dict().items()}
         with torch.no_grad():
@@ -76,17 +76,17 @@ def test_a_damaged_latest_version_restores_the_previous_one(tmp_path):
     path.write_bytes(bytes(data))
     dst = Net(fill=0.0)
     with Checkpoint.open(tmp_path / "c", attempt=2) as cp, pytest.warns(CheckpointWarning):
-        assert TorchCheckpointer(cp, model=dst, rng=False).restore() == 1
+        assert TorchCheckpointer(checkpoint=cp, model=dst, rng=False).restore() == 1
     assert all(torch.equal(dst.state_dict()[k], v) for k, v in expected.items())
 
 
 def test_a_checkpoint_lacking_a_component_leaves_the_model_untouched(tmp_path):
     with Checkpoint.open(tmp_path / "c") as cp:
-        TorchCheckpointer(cp, model=Net(), rng=False).save(1, blocking=True)
+        TorchCheckpointer(checkpoint=cp, model=Net(), rng=False).save(1, blocking=True)
         dst = Net(fill=7.0)
         opt = torch.optim.SGD(dst.parameters(), lr=0.1)
         with pytest.raises(CheckpointError, match="no state for optimizer"):
-            TorchCheckpointer(cp, model=dst, optimizer=opt, rng=False).restore()
+            TorchCheckpointer(checkpoint=cp, model=dst, optimizer=opt, rng=False).restore()
     assert all(bool((t == 7).all()) for t in dst.state_dict().values())
 
 
@@ -96,10 +96,12 @@ def test_optimizer_state_tensors_are_owned_and_distinct(tmp_path):
     model(torch.randn(2, 8)).sum().backward()
     opt.step()
     with Checkpoint.open(tmp_path / "c") as cp:
-        TorchCheckpointer(cp, model=model, optimizer=opt, rng=False).save(1, blocking=True)
+        TorchCheckpointer(checkpoint=cp, model=model, optimizer=opt, rng=False).save(
+            1, blocking=True
+        )
         model2 = torch.nn.Linear(8, 8)
         opt2 = torch.optim.Adam(model2.parameters())
-        TorchCheckpointer(cp, model=model2, optimizer=opt2, rng=False).restore()
+        TorchCheckpointer(checkpoint=cp, model=model2, optimizer=opt2, rng=False).restore()
     state = opt2.state_dict()["state"]
     tensors = [t for s in state.values() for t in s.values() if isinstance(t, torch.Tensor)]
     assert len({t.data_ptr() for t in tensors if t.numel()}) == len(
@@ -113,7 +115,7 @@ def test_optimizer_state_tensors_are_owned_and_distinct(tmp_path):
 def test_staging_buffers_are_page_aligned_and_blocking_saves_reuse_one(tmp_path):
     model = torch.nn.Linear(1024, 1024)  # 4 MiB: big enough for the O_DIRECT path
     with Checkpoint.open(tmp_path / "c") as cp:
-        ckpt = TorchCheckpointer(cp, model=model, rng=False)
+        ckpt = TorchCheckpointer(checkpoint=cp, model=model, rng=False)
         for step in range(3):
             ckpt.save(step, blocking=True)
         buffers = [s.buffer for s in ckpt._writer.slots if s.buffer is not None]
@@ -121,6 +123,6 @@ def test_staging_buffers_are_page_aligned_and_blocking_saves_reuse_one(tmp_path)
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             dst = torch.nn.Linear(1024, 1024)
-            TorchCheckpointer(cp, model=dst, rng=False).restore()
+            TorchCheckpointer(checkpoint=cp, model=dst, rng=False).restore()
     assert torch.equal(dst.weight, model.weight)
     assert os.path.getsize(tmp_path / "c" / "v" / cp.latest().id / "data") > 4 << 20

@@ -88,7 +88,7 @@ def train(
         data, batch_size=BATCH, sampler=sampler, generator=torch.Generator()
     )
     ckpt = TorchCheckpointer(
-        checkpoint,
+        checkpoint=checkpoint,
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,

@@ -19,11 +19,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 from taskpoint.errors import CheckpointError
+from taskpoint.integrations._toolkit import link_or_copy
 
 FORMAT = 1
 META_FILE = "taskpoint-flink.json"
@@ -68,7 +68,8 @@ def take(source: Path, dest: Path, meta: dict[str, Any]) -> bool:
             rel = Path(dirpath).relative_to(source)
             (target / rel).mkdir(parents=True, exist_ok=True)
             for name in files:
-                _link_or_copy(Path(dirpath) / name, target / rel / name)
+                if not link_or_copy(Path(dirpath) / name, target / rel / name):
+                    return False  # retired by Flink meanwhile
         metadata = (target / "_metadata").read_bytes()
     except FileNotFoundError:
         return False
@@ -117,12 +118,3 @@ def read_meta(restored: Path) -> dict[str, Any]:
     if not (restored / STATE_DIR / "_metadata").is_file():
         raise CheckpointError(f"the Flink state restored into {restored} has no _metadata")
     return meta
-
-
-def _link_or_copy(src: Path, dest: Path) -> None:
-    try:
-        os.link(src, dest)
-    except FileNotFoundError:
-        raise
-    except OSError:
-        shutil.copy2(src, dest)

@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 
 from taskpoint._process import process_alive
+from taskpoint.integrations._toolkit import start_time
 
 log = logging.getLogger("taskpoint.integrations")
 
@@ -46,7 +47,7 @@ class AttemptDir:
         """Remember the JVM this attempt drives, so a later attempt can wait for it to exit."""
         if pid is None:
             return
-        record = {"pid": pid, "start": _start_time(pid), "owner": os.getpid()}
+        record = {"pid": pid, "start": start_time(pid), "owner": os.getpid()}
         tmp = self.path / f".{_JVM_FILE}.tmp"
         tmp.write_text(json.dumps(record))
         os.replace(tmp, self.path / _JVM_FILE)
@@ -89,23 +90,10 @@ def _read_jvm(directory: Path) -> dict | None:
     return record
 
 
-def _start_time(pid: int) -> str | None:
-    """The process start time (clock ticks since boot) from /proc; None if the process is gone,
-    a zombie, or /proc is missing (not Linux)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if len(fields) < 20 or fields[0] in ("Z", "X"):  # exited, not yet reaped
-        return None
-    return fields[19]  # field 22 of the whole line
-
-
 def _same_process(pid: int, start: str | None) -> bool:
     if start is None:
         return False  # cannot tell a reused pid apart: never touch it
-    return _start_time(pid) == start
+    return start_time(pid) == start
 
 
 def _wait_or_kill(pid: int, start: str, timeout: float) -> None:

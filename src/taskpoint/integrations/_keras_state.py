@@ -1,6 +1,6 @@
-"""The blob a `TaskpointCallback` checkpoint version holds, and the RNG states it carries.
+"""The blob a `KerasCheckpointer` checkpoint version holds, and the RNG states it carries.
 
-One version is one blob, no pickle::
+One version is one blob in the integrations' envelope (see ``_toolkit``), no pickle::
 
     b"TPKERAS1"            8 bytes magic
     header length          8 bytes, little-endian unsigned
@@ -12,29 +12,22 @@ are checked against the blob, and nothing is executed or unpickled.
 
 RNG states (Python ``random``, NumPy's global generator, torch's CPU and, once initialised, CUDA
 generators, and Keras' global ``SeedGenerator`` used by unseeded ``keras.random`` ops) are
-captured as JSON plus arrays so a resumed attempt draws the same random numbers as an
-uninterrupted run from the point of resumption on.
+captured (through ``_toolkit``, with its CUDA policy) as JSON plus arrays so a resumed attempt
+draws the same random numbers as an uninterrupted run from the point of resumption on.
 """
 
 from __future__ import annotations
 
-import json
-import random
-import struct
 from typing import Any
 
 import numpy as np
 
-from taskpoint.errors import CheckpointError
+from taskpoint.integrations import _toolkit as kit
 
 MAGIC = b"TPKERAS1"
-ALIGN = 64
-_PREFIX = struct.Struct("<8sQ")
+WHAT = "a Keras training state written by KerasCheckpointer"
 _KINDS = "biuf"  # bool, signed, unsigned, float: the only dtype kinds a state holds
-
-
-def _align(n: int) -> int:
-    return -(-n // ALIGN) * ALIGN
+_align = kit.align
 
 
 def encode(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
@@ -49,8 +42,7 @@ def encode(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
         pad = _align(len(data)) - len(data)
         chunks.append(data + b"\0" * pad)
         offset += len(data) + pad
-    header = json.dumps({"meta": meta, "arrays": entries}, separators=(",", ":")).encode()
-    head = _PREFIX.pack(MAGIC, len(header)) + header
+    head = kit.pack(MAGIC, kit.dump_header({"meta": meta, "arrays": entries}))
     head += b"\0" * (_align(len(head)) - len(head))
     return b"".join([head, *chunks])
 
@@ -58,13 +50,9 @@ def encode(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
 def decode(blob: bytes, where: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Parse a blob written by `encode`; raise `CheckpointError` naming ``where`` if not one."""
     view = memoryview(blob)
+    header, end = kit.unpack(view, MAGIC, WHAT, where)
     try:
-        magic, size = _PREFIX.unpack_from(view)
-        if magic != MAGIC:
-            raise ValueError(f"it starts with {bytes(view[:8])!r}, not {MAGIC!r}")
-        start = _PREFIX.size
-        header = json.loads(bytes(view[start : start + size]))
-        base = _align(start + size)
+        base = _align(end)
         arrays = {}
         for name, dtype_str, shape, offset in header["arrays"]:
             dtype = np.dtype(dtype_str)
@@ -76,12 +64,8 @@ def decode(blob: bytes, where: str) -> tuple[dict[str, Any], dict[str, np.ndarra
                 raise ValueError(f"array {name!r} lies outside the blob")
             arrays[name] = np.frombuffer(view[begin:end], dtype=dtype).reshape(shape)
         return header["meta"], arrays
-    except (ValueError, KeyError, TypeError, struct.error) as exc:
-        raise CheckpointError(
-            f"the latest checkpoint at {where} is not a Keras training state written by "
-            f"taskpoint's TaskpointCallback ({exc}); use a checkpoint scope of its own for "
-            "TaskpointCallback"
-        ) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise kit.refused(WHAT, where, str(exc)) from None
 
 
 # --------------------------------------------------------------------------------- RNG states
@@ -89,25 +73,27 @@ def decode(blob: bytes, where: str) -> tuple[dict[str, Any], dict[str, np.ndarra
 
 def capture_rng(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     """Capture the global RNG states: JSON part returned, array parts put in ``arrays``."""
-    import torch
-
-    version, py_state, gauss = random.getstate()
+    state = kit.capture_rng(torch=True)
+    version, py_state, gauss = state["python"]
     arrays[f"{prefix}/python"] = np.asarray(py_state, dtype=np.uint64)
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    arrays[f"{prefix}/numpy"] = np.asarray(keys, dtype=np.uint32)
-    arrays[f"{prefix}/torch"] = torch.get_rng_state().numpy().copy()
-    cuda = 0
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            arrays[f"{prefix}/cuda{i}"] = state.numpy().copy()
-            cuda += 1
+    numpy = state["numpy"]
+    arrays[f"{prefix}/numpy"] = np.asarray(numpy["state"]["key"], dtype=np.uint32)
+    arrays[f"{prefix}/torch"] = state["torch"].numpy().copy()
+    cuda = state.get("cuda") or []
+    for i, device_state in enumerate(cuda):
+        arrays[f"{prefix}/cuda{i}"] = device_state.numpy().copy()
     keras_global = _keras_global_generator(create=False)
     if keras_global is not None:
         arrays[f"{prefix}/keras"] = keras_global.state.value.detach().cpu().numpy().copy()
     return {
         "python": [version, gauss],
-        "numpy": [name, int(pos), int(has_gauss), float(cached)],
-        "cuda": cuda,
+        "numpy": [
+            numpy["bit_generator"],
+            int(numpy["state"]["pos"]),
+            int(numpy["has_gauss"]),
+            float(numpy["gauss"]),
+        ],
+        "cuda": len(cuda),
         "keras": keras_global is not None,
     }
 
@@ -122,16 +108,16 @@ def restore_rng(prefix: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]
     else:
         _forget_keras_global_generator()
     version, gauss = meta["python"]
-    py_state = tuple(int(v) for v in arrays[f"{prefix}/python"])
-    random.setstate((version, py_state, gauss))
     name, pos, has_gauss, cached = meta["numpy"]
-    np.random.set_state((name, arrays[f"{prefix}/numpy"].copy(), pos, has_gauss, cached))
-    torch.set_rng_state(torch.from_numpy(arrays[f"{prefix}/torch"].copy()))
     cuda = int(meta.get("cuda", 0))
-    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == cuda:
-        torch.cuda.set_rng_state_all(
-            [torch.from_numpy(arrays[f"{prefix}/cuda{i}"].copy()) for i in range(cuda)]
-        )
+    kit.restore_rng(
+        {
+            "python": (version, tuple(int(v) for v in arrays[f"{prefix}/python"]), gauss),
+            "numpy": (name, arrays[f"{prefix}/numpy"].copy(), pos, has_gauss, cached),
+            "torch": torch.from_numpy(arrays[f"{prefix}/torch"].copy()),
+            "cuda": [torch.from_numpy(arrays[f"{prefix}/cuda{i}"].copy()) for i in range(cuda)],
+        }
+    )
 
 
 def _keras_global_generator(create: bool) -> Any:

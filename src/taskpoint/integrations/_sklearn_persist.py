@@ -1,6 +1,6 @@
 """How the sklearn integration stores an estimator: skops, an explicit trust list, no pickle.
 
-One checkpoint version is one blob::
+One checkpoint version is one blob in the integrations' envelope (see ``_toolkit``)::
 
     b"TPSKLRN1"            8 bytes magic
     header length          8 bytes, little-endian unsigned
@@ -29,18 +29,16 @@ HistGradientBoosting's ``TreePredictor`` is not trusted by default (no such chec
 
 from __future__ import annotations
 
-import json
-import random
-import struct
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from taskpoint.errors import CheckpointError
+from taskpoint.integrations import _toolkit as kit
 
 MAGIC = b"TPSKLRN1"
-_PREFIX = struct.Struct("<8sQ")
+WHAT = "an estimator state written by taskpoint.integrations.sklearn"
 TREE = "sklearn.tree._tree.Tree"
 _OPTIMIZERS = "sklearn.neural_network._stochastic_optimizers"
 DEFAULT_TRUSTED: tuple[str, ...] = (
@@ -51,25 +49,12 @@ DEFAULT_TRUSTED: tuple[str, ...] = (
 
 
 def encode(meta: dict[str, Any], payload: bytes) -> bytes:
-    header = json.dumps(meta, separators=(",", ":")).encode()
-    return b"".join([_PREFIX.pack(MAGIC, len(header)), header, payload])
+    return kit.pack(MAGIC, kit.dump_header(meta)) + payload
 
 
 def decode(blob: bytes, where: str) -> tuple[dict[str, Any], bytes]:
-    try:
-        magic, size = _PREFIX.unpack_from(blob)
-        if magic != MAGIC:
-            raise ValueError(f"it starts with {bytes(blob[:8])!r}, not {MAGIC!r}")
-        start = _PREFIX.size
-        meta = json.loads(bytes(blob[start : start + size]))
-        if not isinstance(meta, dict):
-            raise ValueError("its header is not a JSON object")
-        return meta, bytes(blob[start + size :])
-    except (ValueError, struct.error) as exc:
-        raise CheckpointError(
-            f"the latest checkpoint at {where} is not an estimator state written by "
-            f"taskpoint.integrations.sklearn ({exc}); use a checkpoint scope of its own"
-        ) from None
+    meta, end = kit.unpack(blob, MAGIC, WHAT, where)
+    return meta, bytes(blob[end:])
 
 
 def dumps(estimator: Any) -> bytes:
@@ -180,19 +165,31 @@ def _tree_problem(tree: Any, n_features: int | None) -> str | None:
 
 def capture_rng() -> dict[str, Any]:
     """Python ``random`` and NumPy's global generator as JSON."""
-    version, py_state, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = kit.capture_rng()
+    version, py_state, gauss = state["python"]
+    numpy = state["numpy"]
+    keys = numpy["state"]["key"]
     return {
         "python": [version, list(py_state), gauss],
-        "numpy": [name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)],
+        "numpy": [
+            numpy["bit_generator"],
+            [int(k) for k in keys],
+            int(numpy["state"]["pos"]),
+            int(numpy["has_gauss"]),
+            float(numpy["gauss"]),
+        ],
     }
 
 
 def restore_rng(state: dict[str, Any]) -> None:
     version, py_state, gauss = state["python"]
-    random.setstate((version, tuple(py_state), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    kit.restore_rng(
+        {
+            "python": (version, tuple(py_state), gauss),
+            "numpy": (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached),
+        }
+    )
 
 
 def trusted_names(trusted: str | Sequence[str | type] | None) -> list[str]:

@@ -22,22 +22,12 @@ from pyspark.sql.types import StructType
 
 from taskpoint.errors import CheckpointError, TaskpointError
 from taskpoint.integrations._jvm_workdir import AttemptDir
+from taskpoint.integrations._toolkit import task_checkpoint
 
 if TYPE_CHECKING:
     from taskpoint.checkpoint import Checkpoint
-    from taskpoint.context import TaskContext
 
 FRAME_META = "_taskpoint_dataframe.json"
-
-
-def task_checkpoint(checkpoint: Checkpoint | None) -> tuple[Checkpoint, TaskContext | None]:
-    from taskpoint.context import active_context, current_context
-
-    ctx = active_context()
-    if checkpoint is None:
-        checkpoint = current_context().checkpoint  # raises a clear error outside a task
-    return checkpoint, ctx
-
 
 _frame_dirs: dict[str, AttemptDir] = {}
 _frame_lock = threading.Lock()
@@ -83,7 +73,7 @@ def save_dataframe(
     ``keep_local`` are kept for DataFrames still in use. ``blocking=False`` returns once the
     files are staged; the commit finishes in the background (the engine waits for it).
     """
-    checkpoint, _ = task_checkpoint(checkpoint)
+    checkpoint, _ = task_checkpoint(checkpoint, "save_dataframe()")
     if isinstance(step, bool) or not isinstance(step, int):
         raise TypeError(f"step must be an int, got {type(step).__name__}")
     spark = df.sparkSession
@@ -113,7 +103,7 @@ def restore_dataframe(
     The files are restored into the local work directory and read lazily from there; they are
     kept until the process exits.
     """
-    checkpoint, _ = task_checkpoint(checkpoint)
+    checkpoint, _ = task_checkpoint(checkpoint, "restore_dataframe()")
     frames = _frames_dir(checkpoint, spark, work_dir)
     target = frames / f"restored-{uuid.uuid4().hex[:8]}"
     restored = checkpoint.restore(target)

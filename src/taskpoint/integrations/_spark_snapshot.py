@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from taskpoint.errors import CheckpointError, TaskpointError
+from taskpoint.integrations._toolkit import link_or_copy
 
 FORMAT = 1
 META_FILE = "taskpoint-spark.json"
@@ -99,7 +100,7 @@ def _copy_query(location: Path, dest: Path, cut: int) -> set[int]:
                 match = _STATE_NAME.match(name)
                 if match and int(match.group(1)) > cut + 1:
                     continue
-            if _link_or_copy(Path(dirpath) / name, target / name) and top == "offsets":
+            if link_or_copy(Path(dirpath) / name, target / name) and top == "offsets":
                 batch = _log_id(name)
                 if batch is not None and name.isdigit():
                     offsets.add(batch)
@@ -116,27 +117,13 @@ def _copy_log(src: Path, dest: Path, limit: int) -> bool:
     for name in names:
         batch = _log_id(name)
         if batch is not None and batch <= limit and not name.endswith(".tmp"):
-            _link_or_copy(src / name, dest / name)
+            link_or_copy(src / name, dest / name)
     return True
 
 
 def _log_id(name: str) -> int | None:
     match = _LOG_NAME.match(name)
     return int(match.group(1)) if match else None
-
-
-def _link_or_copy(src: Path, dest: Path) -> bool:
-    """Hard-link (else copy) one file; False if it vanished (purged by Spark meanwhile)."""
-    try:
-        os.link(src, dest)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            shutil.copy2(src, dest)
-        except FileNotFoundError:
-            return False
-    return True
 
 
 def read_meta(restored: Path) -> dict[str, Any]:

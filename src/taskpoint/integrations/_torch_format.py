@@ -1,6 +1,6 @@
 """The on-disk layout of a `TorchCheckpointer` version: JSON header + raw tensor bytes, no pickle.
 
-One checkpoint version is one blob::
+One checkpoint version is one blob in the integrations' envelope (see ``_toolkit``)::
 
     b"TPTORCH1"                 8 bytes magic
     header length               8 bytes, little-endian unsigned
@@ -22,9 +22,7 @@ only these data types: nothing in a checkpoint is executed or unpickled.
 from __future__ import annotations
 
 import base64
-import json
 import math
-import struct
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -33,15 +31,13 @@ from typing import Any
 import torch
 
 from taskpoint.errors import CheckpointError
+from taskpoint.integrations import _toolkit as kit
 
 MAGIC = b"TPTORCH1"
 FORMAT = 1
-ALIGN = 64
-_PREFIX = struct.Struct("<8sQ")
-
-
-def align(n: int) -> int:
-    return -(-n // ALIGN) * ALIGN
+ALIGN = kit.ALIGN
+WHAT = "a torch training state written by TorchCheckpointer or LightningCheckpointer"
+align = kit.align
 
 
 @dataclass
@@ -160,52 +156,40 @@ def plan(encoded: Encoded) -> Layout:
         entries.append((offset, nbytes))
         end = offset + nbytes
         offset = align(end)
-    header = json.dumps(
-        {"format": FORMAT, "tensors": specs, "state": encoded.skeleton},
-        separators=(",", ":"),
-        allow_nan=False,
-    ).encode()
-    data_start = align(_PREFIX.size + len(header))
+    header = kit.dump_header({"format": FORMAT, "tensors": specs, "state": encoded.skeleton})
+    data_start = align(kit.PREFIX_SIZE + len(header))
     return Layout(header, data_start, entries, data_start + end)
 
 
 def write_header(view: memoryview, layout: Layout) -> None:
     """Write magic, header length, header and zero padding at the start of ``view``."""
-    n = _PREFIX.size + len(layout.header)
-    view[: _PREFIX.size] = _PREFIX.pack(MAGIC, len(layout.header))
-    view[_PREFIX.size : n] = layout.header
+    head = kit.pack(MAGIC, layout.header)
+    n = len(head)
+    view[:n] = head
     view[n : layout.data_start] = bytes(layout.data_start - n)
 
 
 # ---------------------------------------------------------------------------------- reading
-PREFIX_SIZE = _PREFIX.size
+PREFIX_SIZE = kit.PREFIX_SIZE
 
 
 def parse(blob: bytes | memoryview, where: str) -> tuple[dict[str, Any], int]:
     """Return the header dict and the data-region start of a blob, validating its bounds."""
     size = header_size(blob, where)
-    return parse_header(blob[_PREFIX.size : _PREFIX.size + size], len(blob), where)
+    if PREFIX_SIZE + size > len(blob):
+        raise CheckpointError(f"torch checkpoint at {where}: the header lies outside the blob")
+    return parse_header(blob[PREFIX_SIZE : PREFIX_SIZE + size], len(blob), where)
 
 
 def header_size(prefix: bytes | memoryview, where: str) -> int:
     """The JSON header's length, from the blob's first `PREFIX_SIZE` bytes."""
-    if len(prefix) < _PREFIX.size or bytes(prefix[:8]) != MAGIC:
-        raise CheckpointError(
-            f"the latest checkpoint at {where} was not written by TorchCheckpointer (no "
-            f"{MAGIC!r} header); use a separate checkpoint scope for other data"
-        )
-    return _PREFIX.unpack_from(prefix)[1]
+    return kit.header_size(prefix, MAGIC, WHAT, where)
 
 
 def parse_header(raw: bytes | memoryview, total: int, where: str) -> tuple[dict[str, Any], int]:
     """Parse the JSON header of a blob of ``total`` bytes; return it and the data-region start."""
-    end = _PREFIX.size + len(raw)
-    try:
-        header = json.loads(bytes(raw))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(
-            f"torch checkpoint at {where} has an unreadable header: {exc}"
-        ) from exc
+    end = PREFIX_SIZE + len(raw)
+    header = kit.load_header(raw, WHAT, where)
     if header.get("format") != FORMAT:
         raise CheckpointError(
             f"torch checkpoint at {where} has format {header.get('format')!r}; this taskpoint "

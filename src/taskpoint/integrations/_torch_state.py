@@ -1,6 +1,6 @@
 """Write a torch state tree through a `Checkpoint` from reused staging buffers; read it back.
 
-Shared by `TorchCheckpointer` and the Lightning callback. A save encodes the tree (JSON skeleton +
+Shared by `TorchCheckpointer` and `LightningCheckpointer`. A save encodes the tree (JSON skeleton +
 tensors, see ``_torch_format``), copies header and tensors into one of two staging buffers
 (pinned when CUDA is available; reallocated only when the state grows) and hands that buffer to
 ``Checkpoint.write(..., copy=False)``: the checkpoint's writer thread writes it without another
@@ -20,15 +20,12 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
-import random
 import threading
-import warnings
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 
 from taskpoint.errors import CheckpointError, Preempted
@@ -469,33 +466,3 @@ def _stage(
                 target.copy_(t)
     for device in cuda_devices:  # every copy must have landed before the writer reads
         torch.cuda.current_stream(device).synchronize()
-
-
-# ---------------------------------------------------------------------------------- RNG state
-def rng_state() -> dict[str, Any]:
-    """Python ``random``, NumPy global, torch CPU and (when available) every CUDA device's RNG."""
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(legacy=False),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    cuda = state.get("cuda")
-    if cuda and torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        if len(cuda) != count:
-            warnings.warn(
-                f"checkpoint has CUDA RNG states for {len(cuda)} devices, this process sees "
-                f"{count}; restoring the first {min(count, len(cuda))}",
-                stacklevel=3,
-            )
-        for index, device_state in enumerate(cuda[:count]):
-            torch.cuda.set_rng_state(device_state, index)

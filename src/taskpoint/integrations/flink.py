@@ -2,11 +2,11 @@
 
 ```python
 from taskpoint import task
-from taskpoint.integrations.flink import FlinkCheckpointing
+from taskpoint.integrations.flink import FlinkCheckpointer
 
 @task(isolation="process", system_retries=5)
 def running_counts(n: int, out: str) -> None:
-    with FlinkCheckpointing(interval_ms=500) as flink:
+    with FlinkCheckpointer(every_ms=500) as flink:
         env = flink.environment({"parallelism.default": "2"})
         (env.from_source(NumberSequenceSource(0, n - 1), WatermarkStrategy.no_watermarks(), "seq")
             .key_by(lambda i: i % 10).process(CountPerKey())   # keyed state
@@ -14,11 +14,12 @@ def running_counts(n: int, out: str) -> None:
         flink.execute(env, "running counts")   # returns when the job finishes
 ```
 
-`FlinkCheckpointing` restores the task's latest checkpoint (``checkpoint=``, default
+`FlinkCheckpointer` restores the task's latest checkpoint (``checkpoint=``, default
 ``current_context().checkpoint``) into a local per-attempt directory, and `environment` makes a
 ``StreamExecutionEnvironment`` whose configuration:
 
-- checkpoints every ``interval_ms`` into that directory, retained on cancellation
+- checkpoints every ``every_ms`` milliseconds into that directory (Flink checkpoints on a
+  timer, not per step, so the cadence is a time), retained on cancellation
   (``execution.checkpointing.externalized-checkpoint-retention: RETAIN_ON_CANCELLATION``, the two
   newest kept);
 - restarts nothing itself (``restart-strategy.type: none`` by default, ``restart_attempts=N`` for
@@ -79,6 +80,7 @@ from taskpoint.errors import (  # noqa: E402
     TaskpointError,
 )
 from taskpoint.integrations import _flink_state as state  # noqa: E402
+from taskpoint.integrations import _toolkit as kit  # noqa: E402
 from taskpoint.integrations._jvm_workdir import AttemptDir, jvm_pid  # noqa: E402
 
 if TYPE_CHECKING:
@@ -86,7 +88,7 @@ if TYPE_CHECKING:
 
     from taskpoint.checkpoint import Checkpoint
 
-__all__ = ["FlinkCheckpointing"]
+__all__ = ["FlinkCheckpointer"]
 
 log = logging.getLogger("taskpoint.integrations.flink")
 
@@ -102,19 +104,24 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class FlinkCheckpointing:
+class FlinkCheckpointer:
     """Run one PyFlink job per task with its state kept in the task's checkpoint.
 
-    Attributes: `restored` (the restored payload's description: ``{"kind": "checkpoint",
-    "id": N}`` or ``{"kind": "savepoint", ...}``, or ``None`` on a fresh start) and
-    `restore_path` (the local directory Flink restores from, or ``None``).
+    ``every_ms``: Flink's checkpoint interval in milliseconds (Flink has no steps; each
+    completed Flink checkpoint ``chk-N`` is saved with ``step`` = N).
+
+    Attributes: `resumed_step` (the step of the version restored: the Flink checkpoint number,
+    or for a savepoint the number of the checkpoint before it, 0 if none; ``None`` on a fresh
+    start), `resumed` (its description: ``{"kind": "checkpoint", "id": N, ...}`` or
+    ``{"kind": "savepoint", ...}``, or ``None``) and `restore_path` (the local directory Flink
+    restores from, or ``None``).
     """
 
     def __init__(
         self,
         *,
         checkpoint: Checkpoint | None = None,
-        interval_ms: int = 1000,
+        every_ms: int = 1000,
         restart_attempts: int = 0,
         work_dir: str | os.PathLike[str] | None = None,
         poll_interval: float = 0.2,
@@ -126,13 +133,10 @@ class FlinkCheckpointing:
                 "this attempt was forked from a process that already runs a PyFlink JVM, which "
                 "it would share; use @task(isolation='spawn') or keep PyFlink out of the driver"
             )
-        from taskpoint.context import active_context, current_context
-
-        self._ctx = active_context()
-        self.checkpoint = checkpoint if checkpoint is not None else current_context().checkpoint
-        if interval_ms <= 0:
-            raise ValueError(f"interval_ms must be positive, got {interval_ms}")
-        self.interval_ms = interval_ms
+        self.checkpoint, self._ctx = kit.task_checkpoint(checkpoint, "FlinkCheckpointer")
+        if isinstance(every_ms, bool) or not isinstance(every_ms, int) or every_ms <= 0:
+            raise ValueError(f"every_ms must be a positive integer, got {every_ms!r}")
+        self.every_ms = every_ms
         self.restart_attempts = restart_attempts
         self.poll_interval = poll_interval
         self.jvm_exit_timeout = jvm_exit_timeout
@@ -141,12 +145,14 @@ class FlinkCheckpointing:
         self._dir = AttemptDir(self.checkpoint.url, self.checkpoint.attempt, "flink", base)
         self._preempt = threading.Event()
         self._last: int | None = None
-        self.restored: dict[str, Any] | None = None
+        self.resumed: dict[str, Any] | None = None
+        self.resumed_step: int | None = None
         self.restore_path: Path | None = None
         try:
             restored = self.checkpoint.restore(self._dir.path / "restored")
             if restored is not None:
-                self.restored = state.read_meta(restored)
+                self.resumed = state.read_meta(restored)
+                self.resumed_step = _step_of(self.resumed)
                 self.restore_path = restored / state.STATE_DIR
         except BaseException:
             self._dir.remove()
@@ -170,7 +176,7 @@ class FlinkCheckpointing:
             {
                 "execution.checkpointing.dir": (root / "checkpoints").as_uri(),
                 "execution.checkpointing.savepoint-dir": (root / "savepoints").as_uri(),
-                "execution.checkpointing.interval": f"{self.interval_ms}ms",
+                "execution.checkpointing.interval": f"{self.every_ms}ms",
                 "execution.checkpointing.externalized-checkpoint-retention": (
                     "RETAIN_ON_CANCELLATION"
                 ),
@@ -238,7 +244,7 @@ class FlinkCheckpointing:
         """Delete the local directory (pending saves hold their own staged copies)."""
         self._dir.remove()
 
-    def __enter__(self) -> FlinkCheckpointing:
+    def __enter__(self) -> FlinkCheckpointer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -274,7 +280,7 @@ class FlinkCheckpointing:
         if location is not None:
             meta = {"kind": "savepoint", "after": self._last, "job": job_id}
             with contextlib.suppress(Preempted):
-                if not self._save(Path(urlparse(location).path), self._last, meta):
+                if not self._save(Path(urlparse(location).path), _step_of(meta), meta):
                     raise CheckpointError(f"the savepoint at {location} vanished before its copy")
         else:
             with contextlib.suppress(Exception):
@@ -317,6 +323,14 @@ class FlinkCheckpointing:
                     continue
                 log.warning("taskpoint: stop-with-savepoint failed: %s", reason)
                 return None
+
+
+def _step_of(meta: dict[str, Any]) -> int:
+    """The step a payload is saved under: the Flink checkpoint number, or for a savepoint the
+    number of the last checkpoint before it (0 if none)."""
+    if meta.get("kind") == "checkpoint":
+        return int(meta["id"])
+    return int(meta.get("after") or 0)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -5,20 +5,20 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "torch")    # before keras is first imported
 import keras
 from taskpoint import task
-from taskpoint.integrations.keras import TaskpointCallback
+from taskpoint.integrations.keras import KerasCheckpointer
 
 @task(retries=3)
 def train(epochs: int) -> float:
     keras.utils.set_random_seed(0)                   # same initial weights on every attempt
     model = build_and_compile_model()
     history = model.fit(x, y, batch_size=32, epochs=epochs, shuffle=True,
-                        callbacks=[TaskpointCallback(save_every_n_batches=100)])
+                        callbacks=[KerasCheckpointer(every_n_steps=100)])
     return float(history.history["loss"][-1])
 ```
 
-`TaskpointCallback` saves the training state to the task's checkpoint
+`KerasCheckpointer` saves the training state to the task's checkpoint
 (``current_context().checkpoint``, or the `~taskpoint.Checkpoint` you pass) every
-``save_every_n_batches`` trained batches, at the end of every epoch and at the end of training.
+``every_n_steps`` trained batches, at the end of every epoch and at the end of training.
 When ``fit`` starts and the checkpoint holds a state, the callback restores it and training
 continues from the batch after the one saved, inside the interrupted epoch.
 
@@ -80,6 +80,7 @@ import numpy as np
 
 from taskpoint.errors import CheckpointError, TaskpointError
 from taskpoint.integrations import _keras_state as state
+from taskpoint.integrations import _toolkit as kit
 from taskpoint.integrations._lazy import require
 
 
@@ -103,50 +104,46 @@ if TYPE_CHECKING:
     from taskpoint.checkpoint import Checkpoint
 
 FORMAT = "taskpoint.keras/1"
-__all__ = ["TaskpointCallback"]
+__all__ = ["KerasCheckpointer"]
 
 
-class TaskpointCallback(keras.callbacks.Callback):
+class KerasCheckpointer(keras.callbacks.Callback):
     """Save the training state every N batches and resume an interrupted ``fit`` mid-epoch.
 
-    ``save_every_n_batches``: save after every N-th trained batch (counted over the whole run, so
-    save points are the same on every attempt). ``blocking=False`` (default) serialises the state
-    at once and lets the checkpoint's background writer commit it; the end-of-training save is
-    always waited for. ``checkpoint`` defaults to ``taskpoint.current_context().checkpoint``.
-    ``save_on_epoch_end`` also saves after each epoch (after validation).
+    ``every_n_steps``: save after every N-th trained batch (counted over the whole run, so save
+    points are the same on every attempt). ``blocking=False`` (default) serialises the state at
+    once and lets the checkpoint's background writer commit it; the end-of-training save is
+    always waited for. ``checkpoint`` defaults to ``taskpoint.current_context().checkpoint``
+    (looked up when ``fit`` starts; outside a task it must be given). ``save_on_epoch_end`` also
+    saves after each epoch (after validation).
 
-    After ``fit``: ``resumed_from`` is ``None`` or ``{"epoch", "batch", "global_step"}`` of the
-    restored state, and ``skipped_batches`` the number of batches not trained again.
+    After ``fit``: ``resumed_step`` is the global step (batches trained over all attempts) of the
+    restored state or ``None``; ``resumed`` has its details (``{"epoch", "batch", "step"}``), and
+    ``skipped_batches`` is the number of batches not trained again.
     """
 
     def __init__(
         self,
-        save_every_n_batches: int = 100,
-        blocking: bool = False,
-        checkpoint: Checkpoint | None = None,
         *,
+        checkpoint: Checkpoint | None = None,
+        every_n_steps: int = 100,
+        blocking: bool = False,
         save_on_epoch_end: bool = True,
     ) -> None:
         super().__init__()
-        if (
-            isinstance(save_every_n_batches, bool)
-            or not isinstance(save_every_n_batches, int)
-            or save_every_n_batches < 1
-        ):
-            raise ValueError(
-                f"save_every_n_batches must be an integer >= 1, got {save_every_n_batches!r}"
-            )
+        kit.check_every_n_steps(every_n_steps)
         if keras.backend.backend() != "torch":
             raise TaskpointError(
-                f"TaskpointCallback supports the Keras torch backend only, but Keras runs on "
+                f"KerasCheckpointer supports the Keras torch backend only, but Keras runs on "
                 f"{keras.backend.backend()!r}; set KERAS_BACKEND=torch before importing keras"
             )
-        self.save_every_n_batches = save_every_n_batches
+        self.every_n_steps = every_n_steps
         self.blocking = blocking
         self.save_on_epoch_end = save_on_epoch_end
         self._checkpoint = checkpoint
         self._context: Any = None
-        self.resumed_from: dict[str, int] | None = None
+        self.resumed_step: int | None = None
+        self.resumed: dict[str, int] | None = None
         self.skipped_batches = 0
         self.skipping = False
         self._reset_progress()
@@ -164,21 +161,17 @@ class TaskpointCallback(keras.callbacks.Callback):
     @property
     def checkpoint(self) -> Checkpoint:
         """The checkpoint scope in use (the running task's, unless one was passed)."""
-        if self._checkpoint is None:
-            from taskpoint import current_context
-
-            self._context = current_context()
-            self._checkpoint = self._context.checkpoint
+        if self._checkpoint is None or self._context is None:
+            self._checkpoint, self._context = kit.task_checkpoint(
+                self._checkpoint, "KerasCheckpointer"
+            )
         return self._checkpoint
 
     # ------------------------------------------------------------------------------ restoring
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._reset_progress()
-        self.resumed_from, self.skipped_batches, self.skipping = None, 0, False
-        if self._context is None and self._checkpoint is not None:
-            from taskpoint.context import active_context
-
-            self._context = active_context()  # to notice preemption (SIGTERM) when in a task
+        self.resumed_step, self.resumed = None, None
+        self.skipped_batches, self.skipping = 0, False
         blob = self.checkpoint.read()
         if blob is None:
             return
@@ -187,7 +180,7 @@ class TaskpointCallback(keras.callbacks.Callback):
             raise CheckpointError(
                 f"the latest checkpoint at {self.checkpoint.url} has format "
                 f"{meta.get('format')!r}, not {FORMAT!r}; use a checkpoint scope of its own for "
-                "TaskpointCallback"
+                "KerasCheckpointer"
             )
         model = self.model
         optimizer = model.optimizer
@@ -197,7 +190,8 @@ class TaskpointCallback(keras.callbacks.Callback):
         self._assign("optimizer", optimizer.variables if optimizer else [], meta, arrays)
         epoch, batch = int(meta["epoch"]), int(meta["batch"])
         self._global_step = int(meta["global_step"])
-        self.resumed_from = {"epoch": epoch, "batch": batch, "global_step": self._global_step}
+        self.resumed_step = self._global_step
+        self.resumed = {"epoch": epoch, "batch": batch, "step": self._global_step}
         self._epoch, self._batch, self._done_epochs = epoch, batch, epoch
         planned = self.params.get("epochs")
         if meta.get("finished") and meta.get("planned_epochs") == planned:
@@ -261,7 +255,7 @@ class TaskpointCallback(keras.callbacks.Callback):
         preempted = self._context is not None and self._context.preempted
         if preempted:
             self._save(blocking=True)  # commits, then the engine's Preempted is raised
-        elif self._global_step % self.save_every_n_batches == 0:
+        elif self._global_step % self.every_n_steps == 0:
             self._save()
 
     def _end_skipping(self) -> None:

@@ -1,22 +1,23 @@
 """Lightning integration: ``Trainer.fit`` that resumes mid-epoch from the task's checkpoint.
 
 ```python
-from taskpoint.integrations.lightning import TaskpointCheckpoint
+from taskpoint.integrations.lightning import LightningCheckpointer
 from taskpoint.integrations.torch import ResumableSampler
 
 loader = DataLoader(data, batch_size=32, sampler=ResumableSampler(data, seed=0))
-trainer = Trainer(max_epochs=3, callbacks=[TaskpointCheckpoint(every_n_train_steps=100)])
+trainer = Trainer(max_epochs=3, callbacks=[LightningCheckpointer(every_n_steps=100)])
 trainer.fit(model, loader)          # a retried attempt continues where the last save left off
 ```
 
-Every ``every_n_train_steps`` optimizer steps (and at the first step after SIGTERM, when the
+Every ``every_n_steps`` optimizer steps (and at the first step after SIGTERM, when the
 engine has marked the attempt preempted) the callback takes Lightning's own full checkpoint
 (``dump_checkpoint``: model, optimizers, LR schedulers, precision plugin, loop progress, every
 callback's state) plus the Python/NumPy/torch CPU+CUDA RNG states and the position of each
 `ResumableSampler` in the train loaders, and writes it through the task's `Checkpoint`
 (asynchronously by default, from reused staging buffers). At the start of ``fit`` in a retried
 attempt it hands the latest version to Lightning's restore path, so the user passes no
-``ckpt_path`` (one passed explicitly wins).
+``ckpt_path`` (one passed explicitly wins); ``resumed_step`` is then the global step resumed
+from (``None`` when nothing was).
 
 What is exact: model, optimizer and scheduler states, the step, epoch and batch counters, other
 callbacks' states and the RNG states are those of the save; with a `ResumableSampler` (given
@@ -55,7 +56,7 @@ import signal
 import threading
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskpoint.integrations._lazy import require
 
@@ -65,36 +66,40 @@ require("numpy", "lightning")
 from lightning.pytorch.callbacks import Checkpoint as _CheckpointCallback  # noqa: E402
 
 from taskpoint.errors import TaskpointError  # noqa: E402
+from taskpoint.integrations import _toolkit as kit  # noqa: E402
 from taskpoint.integrations import _torch_format as fmt  # noqa: E402
 from taskpoint.integrations._torch_sampler import ResumableSampler  # noqa: E402
-from taskpoint.integrations._torch_state import StagedWriter, rng_state, set_rng_state  # noqa: E402
+from taskpoint.integrations._torch_state import StagedWriter  # noqa: E402
 
-__all__ = ["TaskpointCheckpoint"]
+if TYPE_CHECKING:
+    from taskpoint.checkpoint import Checkpoint
+
+__all__ = ["LightningCheckpointer"]
 
 log = logging.getLogger("taskpoint")
 _HPARAM_KEYS = ("hyper_parameters", "hparams_name", "hparams_type")
 _NOT_RESUMABLE = "You're resuming from a checkpoint that ended before the epoch ended"
 
 
-class TaskpointCheckpoint(_CheckpointCallback):
+class LightningCheckpointer(_CheckpointCallback):
     """Save ``Trainer.fit`` state to a taskpoint checkpoint and resume from it automatically.
 
     ``checkpoint`` defaults to ``taskpoint.current_context().checkpoint`` (looked up when
-    ``fit`` starts). ``blocking=False`` returns from the save as soon as the state is staged;
+    ``fit`` starts; outside a task it must be given). ``every_n_steps``: save after every N-th
+    optimizer step. ``blocking=False`` returns from the save as soon as the state is staged;
     the task's attempt waits for the write before it ends. ``rng=False`` leaves RNG states out.
+    After ``fit`` started, ``resumed_step`` is the global step resumed from, or ``None``.
     """
 
     def __init__(
         self,
-        every_n_train_steps: int = 100,
         *,
+        checkpoint: Checkpoint | None = None,
+        every_n_steps: int = 100,
         blocking: bool = False,
-        checkpoint: Any = None,
         rng: bool = True,
     ) -> None:
-        if isinstance(every_n_train_steps, bool) or every_n_train_steps < 1:
-            raise ValueError(f"every_n_train_steps must be >= 1, got {every_n_train_steps!r}")
-        self.every_n_train_steps = int(every_n_train_steps)
+        self.every_n_steps = kit.check_every_n_steps(every_n_steps)
         self.blocking = blocking
         self.rng = rng
         self._checkpoint = checkpoint
@@ -103,7 +108,7 @@ class TaskpointCheckpoint(_CheckpointCallback):
         self._ctx: Any = None
         self._pending: dict[str, Any] | None = None
         self._last_seen_step = -1
-        self.restored_step: int | None = None
+        self.resumed_step: int | None = None
 
     # ------------------------------------------------------------------------------ restoring
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -111,15 +116,12 @@ class TaskpointCheckpoint(_CheckpointCallback):
             return
         if trainer.world_size != 1:
             raise TaskpointError(
-                f"TaskpointCheckpoint supports single-process training, this Trainer has "
+                f"LightningCheckpointer supports single-process training, this Trainer has "
                 f"world_size={trainer.world_size}"
             )
-        from taskpoint.context import active_context, current_context
-
         self._trainer = trainer
-        self._ctx = active_context()
-        if self._checkpoint is None:
-            self._checkpoint = current_context().checkpoint
+        self._checkpoint, self._ctx = kit.task_checkpoint(self._checkpoint, "LightningCheckpointer")
+        self.resumed_step = None
         if self._writer is None:
             self._writer = StagedWriter(self._checkpoint)
         loaded = self._writer.read()
@@ -133,14 +135,14 @@ class TaskpointCheckpoint(_CheckpointCallback):
         connector = getattr(trainer, "_checkpoint_connector", None)
         if connector is None or not hasattr(connector, "_loaded_checkpoint"):
             raise TaskpointError(
-                "TaskpointCheckpoint cannot hand the checkpoint to this Lightning version "
+                "LightningCheckpointer cannot hand the checkpoint to this Lightning version "
                 "(no Trainer._checkpoint_connector._loaded_checkpoint); pass ckpt_path yourself"
             )
         # Lightning's own restore path (model, callbacks, loops, optimizers, schedulers) reads
         # this dict when fit() was given no ckpt_path; a ckpt_path given explicitly replaces it.
         connector._loaded_checkpoint = checkpoint
-        self.restored_step = checkpoint.get("global_step")
-        log.info("taskpoint: Trainer.fit resumes from step %s", self.restored_step)
+        self.resumed_step = checkpoint.get("global_step")
+        log.info("taskpoint: Trainer.fit resumes from step %s", self.resumed_step)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict  # applied in on_train_start, once the train loader exists
@@ -171,14 +173,14 @@ class TaskpointCheckpoint(_CheckpointCallback):
             if fetcher is not None:
                 iter(fetcher)
         if self.rng and pending.get("rng") is not None:
-            set_rng_state(pending["rng"])  # last: nothing may draw before training continues
+            kit.restore_rng(pending["rng"])  # last: nothing may draw before training continues
 
     # ------------------------------------------------------------------------------ saving
     def state_dict(self) -> dict[str, Any]:
         """RNG states and train-sampler positions (also saved in Lightning's own checkpoints)."""
         state: dict[str, Any] = {"samplers": _sampler_states(self._trainer)}
         if self.rng:
-            state["rng"] = rng_state()
+            state["rng"] = kit.capture_rng(torch=True)
         return state
 
     def on_train_batch_end(
@@ -187,12 +189,12 @@ class TaskpointCheckpoint(_CheckpointCallback):
         step = trainer.global_step
         stepped, self._last_seen_step = step != self._last_seen_step, step
         preempted = self._ctx is not None and self._ctx.preempted
-        if stepped and (step % self.every_n_train_steps == 0 or preempted):
+        if stepped and (step % self.every_n_steps == 0 or preempted):
             self.save(trainer)
 
     def save(self, trainer: Any, *, blocking: bool | None = None) -> Any:
         """Write Lightning's full checkpoint now; returns the version or its future."""
-        assert self._writer is not None, "TaskpointCheckpoint.save() before Trainer.fit set it up"
+        assert self._writer is not None, "LightningCheckpointer.save() before Trainer.fit set it up"
         checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
         for key in _HPARAM_KEYS:
             if key in checkpoint and not _encodable(checkpoint[key]):

@@ -10,7 +10,7 @@ from taskpoint.integrations.sklearn import fit_incremental, fit_warm_start
 def train_sgd() -> float:
     clf = SGDClassifier(random_state=0)
     fit_incremental(clf, lambda epoch: shuffled_batches(seed=epoch), epochs=5,
-                    classes=[0, 1], save_every=10)          # resumes at the next unseen batch
+                    classes=[0, 1], every_n_steps=10)          # resumes at the next unseen batch
     return clf.score(X_test, y_test)
 
 @task(retries=3)
@@ -20,7 +20,8 @@ def train_forest() -> float:
     return forest.score(X_test, y_test)
 ```
 
-Both take ``checkpoint=`` (default: ``taskpoint.current_context().checkpoint``) and ``trusted=``,
+Both take ``checkpoint=`` (keyword-only; default: ``taskpoint.current_context().checkpoint``;
+outside a task it must be given) and ``trusted=``,
 and return the estimator they were given, fitted. On a retried attempt the estimator saved in the
 checkpoint replaces the state of the one passed (same class required), so the caller's object is
 the resumed model.
@@ -29,7 +30,7 @@ the resumed model.
 sequence of batches, or a callable ``batches(epoch)`` (or ``batches()``) returning an iterable of
 them, called once per epoch; a batch is ``(X, y)``, ``(X, y, sample_weight)``, ``(X,)`` or ``X``.
 ``classes`` is passed to every ``partial_fit`` call when given. It saves after every
-``save_every`` trained batches and at the end of each epoch, recording (epoch, batch index); a
+``every_n_steps`` trained batches and at the end of each epoch, recording (epoch, batch index); a
 resumed attempt continues at the first batch not yet trained: a sequence is indexed from there (the
 batches before are not loaded), an iterable is advanced past them (they are produced but not
 trained on).
@@ -68,6 +69,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskpoint.errors import CheckpointError
 from taskpoint.integrations import _sklearn_persist as persist
+from taskpoint.integrations import _toolkit as kit
 from taskpoint.integrations._lazy import require
 
 require("sklearn", "sklearn")
@@ -90,7 +92,7 @@ def fit_incremental(
     *,
     epochs: int = 1,
     classes: Any = None,
-    save_every: int = 1,
+    every_n_steps: int = 1,
     checkpoint: Checkpoint | None = None,
     trusted: Trusted = None,
 ) -> E:
@@ -98,7 +100,7 @@ def fit_incremental(
     at the first untrained batch recorded in the checkpoint. Returns ``estimator``."""
     if not callable(getattr(estimator, "partial_fit", None)):
         raise TypeError(f"{type(estimator).__name__} has no partial_fit(): use fit_warm_start()")
-    _check_positive(epochs=epochs, save_every=save_every)
+    _check_positive(epochs=epochs, every_n_steps=every_n_steps)
     run = _Run(estimator, checkpoint, trusted, "incremental")
     meta = run.restore()
     first, start = (int(meta["epoch"]), int(meta["batch"])) if meta else (0, 0)
@@ -115,7 +117,7 @@ def fit_incremental(
             _partial_fit(estimator, batch, classes)
             index, trained = index + 1, trained + 1
             position = {"epoch": epoch, "batch": index, "trained": trained}
-            if run.preempted() or trained % save_every == 0:
+            if run.preempted() or trained % every_n_steps == 0:
                 run.save(position, epoch_rng, blocking=run.preempted())
         meta = None
         rng = persist.capture_rng()
@@ -173,17 +175,7 @@ class _Run:
     def __init__(self, estimator: Any, checkpoint: Any, trusted: Trusted, kind: str) -> None:
         self.estimator, self.kind = estimator, kind
         self.trusted = persist.trusted_names(trusted)
-        self.context: Any = None
-        if checkpoint is None:
-            from taskpoint import current_context
-
-            self.context = current_context()
-            checkpoint = self.context.checkpoint
-        else:
-            from taskpoint.context import active_context
-
-            self.context = active_context()
-        self.checkpoint = checkpoint
+        self.checkpoint, self.context = kit.task_checkpoint(checkpoint, f"fit_{kind}()")
 
     def restore(self) -> dict[str, Any] | None:
         blob = self.checkpoint.read()

@@ -3,13 +3,13 @@
 ```python
 from taskpoint import task
 from taskpoint.integrations.spark import (
-    StreamingCheckpoint, idempotent_foreach_batch, restore_dataframe, save_dataframe)
+    SparkStreamCheckpointer, idempotent_foreach_batch, restore_dataframe, save_dataframe)
 
 @task(isolation="process", system_retries=5)
 def word_counts(inbox: str, outbox: str) -> None:
     spark = SparkSession.builder.master("local[2]").getOrCreate()   # inside the task
     counts = spark.readStream.text(inbox).groupBy("value").count()
-    with StreamingCheckpoint(spark) as stream:                      # restores the latest cut
+    with SparkStreamCheckpointer(spark) as stream:                      # restores the latest cut
         stream.start(counts.writeStream.outputMode("update")
                      .foreachBatch(idempotent_foreach_batch(outbox))
                      .trigger(availableNow=True))
@@ -26,7 +26,7 @@ def iterate(n: int) -> int:
     return df.count()
 ```
 
-**Streaming** (`StreamingCheckpoint`): before the query starts, the task's latest checkpoint is
+**Streaming** (`SparkStreamCheckpointer`): before the query starts, the task's latest checkpoint is
 restored into a local directory that becomes the query's ``checkpointLocation``, and the logs
 (``_spark_metadata``) of the file sinks named in ``sinks=`` are put back to match it. After each
 micro-batch a ``StreamingQueryListener`` copies a consistent cut of that directory (see
@@ -85,18 +85,15 @@ from taskpoint.errors import (  # noqa: E402
     TaskpointError,
 )
 from taskpoint.integrations import _spark_snapshot as cut  # noqa: E402
+from taskpoint.integrations import _toolkit as kit  # noqa: E402
 from taskpoint.integrations._jvm_workdir import AttemptDir, jvm_pid  # noqa: E402
-from taskpoint.integrations._spark_frames import (  # noqa: E402
-    restore_dataframe,
-    save_dataframe,
-    task_checkpoint,
-)
+from taskpoint.integrations._spark_frames import restore_dataframe, save_dataframe  # noqa: E402
 
 if TYPE_CHECKING:
     from taskpoint.checkpoint import Checkpoint
 
 __all__ = [
-    "StreamingCheckpoint",
+    "SparkStreamCheckpointer",
     "idempotent_foreach_batch",
     "restore_dataframe",
     "save_dataframe",
@@ -122,12 +119,8 @@ def _check_own_jvm(spark: SparkSession) -> None:
     proc = getattr(spark.sparkContext._gateway, "proc", None)
     if proc is None:
         return
-    try:
-        stat = Path(f"/proc/{proc.pid}/stat").read_text()
-    except OSError:
-        return
-    ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-    if ppid != os.getpid():
+    ppid = kit.parent_pid(proc.pid)
+    if ppid is not None and ppid != os.getpid():
         raise TaskpointError(
             f"this Spark session's JVM (pid {proc.pid}) was started by process {ppid}, not by "
             "this attempt: the attempt was forked from a process that already ran Spark. Create "
@@ -137,16 +130,17 @@ def _check_own_jvm(spark: SparkSession) -> None:
 
 
 # ------------------------------------------------------------------------------------ streaming
-class StreamingCheckpoint:
+class SparkStreamCheckpointer:
     """Give one streaming query a ``checkpointLocation`` that survives the attempt.
 
     Construction restores the task's latest checkpoint (``checkpoint=``, default
     ``current_context().checkpoint``) into a local per-attempt directory, `location`, and puts
     back the logs of the file sinks listed in ``sinks`` (their output paths); `start` passes
-    `location` to the query. Use one `StreamingCheckpoint` (one query) per task. After each
+    `location` to the query. Use one `SparkStreamCheckpointer` (one query) per task. After each
     completed micro-batch a listener saves a consistent cut into the checkpoint
-    (``blocking=False``; ``step`` = the batch id). `restored_batch` is the batch id the attempt
-    resumed after, ``None`` on a fresh start.
+    (``blocking=False``; ``step`` = the batch id). `resumed_step` is the batch id the attempt
+    resumed after, ``None`` on a fresh start. There is no cadence option: Spark counts
+    micro-batches, not steps, and every completed micro-batch is saved.
 
     `await_termination` waits for the query while watching for preemption: on SIGTERM it stops
     the query, commits a last cut and raises `~taskpoint.Preempted`.
@@ -164,12 +158,12 @@ class StreamingCheckpoint:
     ) -> None:
         _check_own_jvm(spark)
         self.spark = spark
-        self.checkpoint, self._ctx = task_checkpoint(checkpoint)
+        self.checkpoint, self._ctx = kit.task_checkpoint(checkpoint, "SparkStreamCheckpointer")
         self.sinks = [_local_path(s, "file sink") for s in sinks]
         self.poll_interval = poll_interval
         self.query: StreamingQuery | None = None
         self.location: Path
-        self.restored_batch: int | None
+        self.resumed_step: int | None
         self._lock = threading.Lock()
         self._preempt = threading.Event()
         self._error: BaseException | None = None
@@ -178,11 +172,11 @@ class StreamingCheckpoint:
         try:
             self._dir.record_jvm(_session_jvm_pid(spark))
             self._dir.retire_previous(jvm_exit_timeout)  # the killed attempt's JVM must be gone
-            self.location, self.restored_batch = self._restore()
+            self.location, self.resumed_step = self._restore()
         except BaseException:
             self._dir.remove()
             raise
-        self._batch = self.restored_batch
+        self._batch = self.resumed_step
         self._listener = _SnapshotListener(self)
         spark.streams.addListener(self._listener)
         if self._ctx is not None:
@@ -205,7 +199,9 @@ class StreamingCheckpoint:
     def start(self, writer: DataStreamWriter, path: str | None = None) -> StreamingQuery:
         """Start ``writer`` with ``checkpointLocation`` set to `location`; returns the query."""
         if self.query is not None:
-            raise TaskpointError("this StreamingCheckpoint already started a query; use one each")
+            raise TaskpointError(
+                "this SparkStreamCheckpointer already started a query; use one each"
+            )
         self.query = writer.option("checkpointLocation", str(self.location)).start(path)
         return self.query
 
@@ -262,7 +258,7 @@ class StreamingCheckpoint:
             with self._lock:
                 self._dir.remove()  # pending saves hold their own staged copies
 
-    def __enter__(self) -> StreamingCheckpoint:
+    def __enter__(self) -> SparkStreamCheckpointer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -329,7 +325,7 @@ class StreamingCheckpoint:
 
 
 class _SnapshotListener(StreamingQueryListener):
-    def __init__(self, owner: StreamingCheckpoint) -> None:
+    def __init__(self, owner: SparkStreamCheckpointer) -> None:
         self._owner = owner
 
     def onQueryStarted(self, event: Any) -> None:

@@ -6,15 +6,14 @@ from taskpoint.integrations.torch import ResumableSampler, TorchCheckpointer
 sampler = ResumableSampler(dataset, seed=0)
 loader = DataLoader(dataset, batch_size=32, sampler=sampler, generator=torch.Generator())
 ckpt = TorchCheckpointer(model=model, optimizer=opt, scheduler=sched,
-                         objects={"sampler": sampler})
-step = ckpt.restore() or 0
+                         objects={"sampler": sampler}, every_n_steps=50)
+step = ckpt.restore() or 0        # also ckpt.resumed_step: the step resumed from, or None
 for epoch in range(sampler.epoch, epochs):
     sampler.set_epoch(epoch)
     for x, y in loader:
         ...train one batch...
         step += 1
-        if step % 50 == 0 or ckpt.preempted:
-            ckpt.save(step)               # async: returns once the state is staged
+        ckpt.maybe_save(step)     # every 50 steps, and at once when preempted; async
 ckpt.wait()
 ```
 
@@ -55,14 +54,10 @@ require("numpy", "torch")
 import torch  # noqa: E402
 
 from taskpoint.errors import CheckpointError  # noqa: E402
+from taskpoint.integrations import _toolkit as kit  # noqa: E402
 from taskpoint.integrations import _torch_format as fmt  # noqa: E402
 from taskpoint.integrations._torch_sampler import ResumableSampler  # noqa: E402
-from taskpoint.integrations._torch_state import (  # noqa: E402
-    StagedWriter,
-    rng_state,
-    set_rng_state,
-    spare_core,
-)
+from taskpoint.integrations._torch_state import StagedWriter, spare_core  # noqa: E402
 
 if TYPE_CHECKING:
     from taskpoint.checkpoint import Checkpoint, CheckpointVersion
@@ -73,9 +68,12 @@ __all__ = ["ResumableSampler", "TorchCheckpointer"]
 class TorchCheckpointer:
     """Save and restore a PyTorch training state through a taskpoint `Checkpoint`.
 
-    ``checkpoint`` defaults to ``taskpoint.current_context().checkpoint`` (inside a task).
-    ``objects`` maps names to anything with ``state_dict()``/``load_state_dict()`` (a
-    `ResumableSampler`, an EMA, ...) or to a ``torch.Generator``. With ``rng`` the Python,
+    ``checkpoint`` defaults to ``taskpoint.current_context().checkpoint`` (inside a task; outside
+    one it must be given). ``every_n_steps`` is the cadence of `maybe_save` (``save`` saves
+    whenever it is called). After `restore`, ``resumed_step`` is the step resumed from (``None``
+    when nothing was). ``objects`` maps names to anything with
+    ``state_dict()``/``load_state_dict()`` (a `ResumableSampler`, an EMA, ...) or to a
+    ``torch.Generator``. With ``rng`` the Python,
     NumPy global and torch CPU/CUDA RNG states are saved and restored too.
 
     Memory: two staging buffers, each the size of the state (pinned when CUDA is available), are
@@ -99,22 +97,23 @@ class TorchCheckpointer:
 
     def __init__(
         self,
-        checkpoint: Checkpoint | None = None,
         *,
+        checkpoint: Checkpoint | None = None,
         model: torch.nn.Module | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         scheduler: Any = None,
         scaler: Any = None,
         objects: Mapping[str, Any] | None = None,
+        every_n_steps: int | None = None,
         rng: bool = True,
         overlap: bool = False,
     ) -> None:
-        from taskpoint.context import active_context, current_context
-
-        self._ctx = active_context()
-        if checkpoint is None:
-            checkpoint = current_context().checkpoint
+        checkpoint, self._ctx = kit.task_checkpoint(checkpoint, "TorchCheckpointer")
         self.checkpoint = checkpoint
+        if every_n_steps is not None:
+            kit.check_every_n_steps(every_n_steps)
+        self.every_n_steps = every_n_steps
+        self.resumed_step: int | None = None
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -158,6 +157,17 @@ class TorchCheckpointer:
         return self._ctx is not None and self._ctx.preempted
 
     # ------------------------------------------------------------------------------ saving
+    def maybe_save(
+        self, step: int, *, blocking: bool = False
+    ) -> CheckpointVersion | Future[CheckpointVersion | None] | None:
+        """`save` when ``step`` is a multiple of ``every_n_steps`` or the attempt is preempted;
+        else return ``None``."""
+        if self.every_n_steps is None:
+            raise ValueError("TorchCheckpointer.maybe_save() needs every_n_steps=N")
+        if step % self.every_n_steps == 0 or self.preempted:
+            return self.save(step, blocking=blocking)
+        return None
+
     def save(
         self, step: int, *, blocking: bool = False
     ) -> CheckpointVersion | Future[CheckpointVersion | None]:
@@ -210,7 +220,7 @@ class TorchCheckpointer:
             for name, obj in self.objects.items()
         }
         if self.rng:
-            state["rng"] = rng_state()
+            state["rng"] = kit.capture_rng(torch=True)
         return state
 
     def wait(self, timeout: float | None = None) -> None:
@@ -220,7 +230,8 @@ class TorchCheckpointer:
 
     # ------------------------------------------------------------------------------ restoring
     def restore(self) -> int | None:
-        """Load the latest committed version into the objects in place; return its step.
+        """Load the latest committed version into the objects in place; return its step (also
+        kept in ``resumed_step``).
 
         Returns ``None`` (and changes nothing) when nothing was committed yet. Model tensors are
         copied into the model's own parameters and buffers (``load_state_dict``, strict); the
@@ -247,8 +258,9 @@ class TorchCheckpointer:
             else:
                 obj.load_state_dict(state)
         if self.rng and "rng" in skeleton:
-            set_rng_state(fmt.decode(skeleton["rng"], views, clone=not owned))
-        return skeleton["step"]
+            kit.restore_rng(fmt.decode(skeleton["rng"], views, clone=not owned))
+        self.resumed_step = skeleton["step"]
+        return self.resumed_step
 
     def _check_components(self, skeleton: Any) -> None:
         """Refuse a version that lacks a component we restore (before any tensor is read)."""
