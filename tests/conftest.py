@@ -39,25 +39,24 @@ _AWS_ENV = {
 
 
 @pytest.fixture
-def tp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private records home (blobs under it) and default engine settings for one test.
+def tp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private records home (blobs under it) and a fresh default engine for one test.
 
     Suites that run the engine re-declare it autouse (``def tp_home(tp_home): return tp_home``)
-    and add what they need on top (a longer grace period, say).
+    and add what they need on top with ``configure(...)`` (a longer grace period, say): the
+    default engine is replaced again after the test.
     """
-    from taskpoint.engine.events import Listener
-    from taskpoint.engine.settings import settings
+    from taskpoint.engine.config import Engine, set_default_engine
 
     home = tmp_path / "home"
     monkeypatch.setenv("TASKPOINT_HOME", str(home))
     monkeypatch.delenv("TASKPOINT_STORAGE", raising=False)
     monkeypatch.delenv("TASKPOINT_S3_ENDPOINT_URL", raising=False)
-    for name, value in (("home", None), ("storage", None), ("storage_options", None)):
-        monkeypatch.setattr(settings, name, value)
-    monkeypatch.setattr(settings, "backend", None)
-    monkeypatch.setattr(settings, "grace", 30.0)
-    monkeypatch.setattr(settings, "listener", Listener())
-    return home
+    previous = set_default_engine(Engine())
+    try:
+        yield home
+    finally:
+        set_default_engine(previous)
 
 
 @dataclass(frozen=True)

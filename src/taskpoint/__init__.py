@@ -1,8 +1,10 @@
 """taskpoint: long-running Python tasks that survive failure, with intra-task checkpoints."""
 
+# The backend table installs itself into the engine, which imports no backend (engine/attempt.py).
+from taskpoint.backends import registry as _backend_table  # noqa: F401
 from taskpoint.checkpoint import Checkpoint, CheckpointVersion
 from taskpoint.context import current_context
-from taskpoint.engine import Execution, map, resume, run, task, workflow
+from taskpoint.engine import Engine, Execution, configure, map, resume, run, task, workflow
 from taskpoint.errors import (
     CheckpointCorruptError,
     CheckpointError,
@@ -21,12 +23,14 @@ __all__ = [
     "CheckpointError",
     "CheckpointMissingError",
     "CheckpointVersion",
+    "Engine",
     "Execution",
     "ExecutionFailed",
     "Preempted",
     "RecoverableError",
     "TaskpointError",
     "__version__",
+    "configure",
     "current_context",
     "map",
     "resume",

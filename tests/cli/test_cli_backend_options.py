@@ -6,7 +6,7 @@ import json
 import os
 
 from taskpoint.cli.backend_options import parse_storage_options
-from taskpoint.engine.settings import settings
+from taskpoint.engine import default_engine
 
 FLOW = """
 import os
@@ -30,7 +30,8 @@ def test_backend_process_runs_inline_tasks_in_a_child_and_is_undone_after(cli, s
     execution = json.loads(done.out)
     assert execution["result"] != os.getpid()
     assert (storage / execution["id"] / "inputs.pkl").exists()
-    assert settings.backend is None and settings.storage is None  # one command's settings
+    engine = default_engine()  # the CLI builds an Engine per command: the default is untouched
+    assert engine.backend is None and engine.storage is None
 
 
 def test_dask_only_options_need_the_dask_backend(cli, script):

@@ -12,8 +12,8 @@ from rich.console import Console
 import taskpoint
 from taskpoint import current_context, task, workflow
 from taskpoint.cli.progress import LiveProgress, PlainProgress
+from taskpoint.engine import configure
 from taskpoint.engine.loader import load_file
-from taskpoint.engine.settings import configure
 
 
 def test_plain_progress_lines():

@@ -16,7 +16,7 @@ from dask_support import stop_process
 distributed = pytest.importorskip("distributed", reason="needs taskpoint[dask]")
 
 from taskpoint.backends.dask import DaskBackend  # noqa: E402
-from taskpoint.engine.settings import settings  # noqa: E402
+from taskpoint.engine import configure  # noqa: E402
 
 HERE = Path(__file__).parent
 # A frozen worker is removed after this many seconds without heartbeat (the scheduler never
@@ -39,11 +39,11 @@ def markers(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def on_s3(s3_server, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Checkpoints, inputs and outputs of the engine under a fresh s3:// prefix."""
+def on_s3(s3_server) -> str:
+    """Checkpoints, inputs and outputs of the engine under a fresh s3:// prefix (on the default
+    engine, which ``tp_home`` replaces again after the test)."""
     url = s3_server.url()
-    monkeypatch.setattr(settings, "storage", url)
-    monkeypatch.setattr(settings, "storage_options", s3_server.storage_options)
+    configure(storage=url, storage_options=s3_server.storage_options)
     return url
 
 
@@ -59,16 +59,16 @@ def local_cluster() -> Iterator[distributed.Client]:
 
 
 @pytest.fixture
-def cluster(local_cluster, monkeypatch: pytest.MonkeyPatch) -> distributed.Client:
+def cluster(local_cluster) -> distributed.Client:
     """The module's LocalCluster with both workers up (a test may have killed one), used by
     the engine for every task."""
     local_cluster.wait_for_workers(2, timeout=120)
-    monkeypatch.setattr(settings, "backend", DaskBackend(client=local_cluster))
+    configure(backend=DaskBackend(client=local_cluster))
     return local_cluster
 
 
 @pytest.fixture
-def bare_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[distributed.Client]:
+def bare_cluster() -> Iterator[distributed.Client]:
     """A scheduler with a short worker TTL and 2 worker processes started without a nanny."""
     import dask
 
@@ -96,7 +96,7 @@ def bare_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[distributed.Client
     client = distributed.Client(cluster)
     try:
         client.wait_for_workers(2, timeout=120)
-        monkeypatch.setattr(settings, "backend", DaskBackend(client=client))
+        configure(backend=DaskBackend(client=client))
         yield client
     finally:
         for proc in procs:

@@ -11,7 +11,7 @@ import pytest
 import taskpoint
 from taskpoint import TaskpointError, task
 from taskpoint.backends import create, for_isolation, shipping
-from taskpoint.engine.settings import Settings, configure, settings
+from taskpoint.engine import Engine, configure, default_engine
 
 
 def test_each_isolation_has_its_backend():
@@ -22,21 +22,34 @@ def test_each_isolation_has_its_backend():
         create("yarn")
 
 
-def test_a_configured_backend_runs_every_task(monkeypatch: pytest.MonkeyPatch):
+def test_a_configured_backend_runs_every_task():
     import os
 
-    monkeypatch.setattr(settings, "backend", None)
+    @task  # inline by its own isolation=, but the configured backend wins
+    def where() -> int:
+        return os.getpid()
+
+    assert default_engine().backend is None
     configure(backend="process")
-    try:
+    assert taskpoint.run(where).result != os.getpid()
+    configure(backend="auto")
+    assert default_engine().backend is None
+    assert taskpoint.run(where).result == os.getpid()
 
-        @task  # inline by its own isolation=, but the configured backend wins
-        def where() -> int:
-            return os.getpid()
 
-        assert taskpoint.run(where).result != os.getpid()
-    finally:
-        configure(backend="auto")
-    assert settings.backend is None
+def test_an_engine_of_its_own_leaves_the_default_alone(tp_home: Path):
+    import os
+
+    @task
+    def where() -> int:
+        return os.getpid()
+
+    engine = Engine(home=str(tp_home / "other"), backend="process")
+    execution = engine.run(where)
+    assert execution.result != os.getpid()
+    assert (tp_home / "other" / "taskpoint.db").exists()
+    assert default_engine().backend is None
+    assert engine.resume(execution.id).result == execution.result
 
 
 def test_missing_dask_names_the_extra(monkeypatch: pytest.MonkeyPatch):
@@ -47,14 +60,14 @@ def test_missing_dask_names_the_extra(monkeypatch: pytest.MonkeyPatch):
 
 def test_storage_options_apply_to_remote_urls_only(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("TASKPOINT_S3_ENDPOINT_URL", "http://127.0.0.1:9000")
-    s = Settings(storage_options={"key": "k"})
+    s = Engine(storage_options={"key": "k"})
     assert s.storage_options_for("/data/blobs") == {}
     assert s.storage_options_for("s3://b/p") == {
         "key": "k",
         "endpoint_url": "http://127.0.0.1:9000",
     }
     assert s.storage_options_for("gs://b/p") == {"key": "k"}
-    explicit = Settings(storage_options={"client_kwargs": {"endpoint_url": "http://x"}})
+    explicit = Engine(storage_options={"client_kwargs": {"endpoint_url": "http://x"}})
     assert "endpoint_url" not in explicit.storage_options_for("s3://b/p")
 
 

@@ -13,8 +13,7 @@ import pytest
 
 import taskpoint
 from taskpoint import Checkpoint, Preempted, current_context, task, workflow
-from taskpoint.engine import blobs
-from taskpoint.engine.settings import configure
+from taskpoint.engine import blobs, configure
 
 
 def sigterm_when(marker: Path) -> threading.Thread:

@@ -10,8 +10,8 @@ import pytest
 
 import taskpoint
 from taskpoint import Checkpoint
+from taskpoint.engine import configure
 from taskpoint.engine.events import Listener
-from taskpoint.engine.settings import configure
 
 SEED = Path(__file__).resolve().parents[2] / "examples" / "seed_checkpoint.py"
 

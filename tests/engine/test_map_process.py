@@ -16,7 +16,7 @@ from engine_procs import run_cli, start_cli, wait_for
 import taskpoint
 from taskpoint import current_context, task, workflow
 from taskpoint.backends.process import ProcessBackend
-from taskpoint.engine.settings import settings
+from taskpoint.engine import configure
 
 
 def wait_file(path: Path, timeout: float = 60) -> bool:
@@ -29,9 +29,9 @@ def wait_file(path: Path, timeout: float = 60) -> bool:
 
 
 @pytest.fixture
-def pool_of(monkeypatch: pytest.MonkeyPatch):
+def pool_of():
     def use(concurrency: int) -> None:
-        monkeypatch.setattr(settings, "backend", ProcessBackend(concurrency=concurrency))
+        configure(backend=ProcessBackend(concurrency=concurrency))  # tp_home resets it
 
     return use
 

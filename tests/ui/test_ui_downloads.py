@@ -134,20 +134,18 @@ def test_a_home_without_records_is_shown_empty_and_left_uncreated(tmp_path):
     assert not home.exists()
 
 
-def test_executions_on_an_fsspec_store_are_listed_and_downloaded(tmp_path, monkeypatch):
+def test_executions_on_an_fsspec_store_are_listed_and_downloaded(tmp_path):
     """The non-local store path (fsspec: listing, manifests, streamed files) over memory://."""
     import importlib.util
     import uuid
 
-    import taskpoint
-    from taskpoint.engine.settings import settings
+    from taskpoint.engine import Engine
 
     spec = importlib.util.spec_from_file_location("ui_seed_in_process", SEED)
     seed = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(seed)
-    monkeypatch.setattr(settings, "home", str(tmp_path / "home"))
-    monkeypatch.setattr(settings, "storage", f"memory://ui-{uuid.uuid4().hex}")
-    execution = taskpoint.run(seed.example, n_iterations=12)
+    engine = Engine(home=str(tmp_path / "home"), storage=f"memory://ui-{uuid.uuid4().hex}")
+    execution = engine.run(seed.example, n_iterations=12)
     assert execution.status == "succeeded" and execution.storage.startswith("memory://")
 
     with serving(tmp_path / "home") as server:

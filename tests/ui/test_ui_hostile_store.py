@@ -281,16 +281,16 @@ def _check_pages(server, eid: str, good: list[str], damaged: str | None) -> dict
     return node
 
 
-def test_an_object_store_payload_is_verified_before_it_is_sent(tp_home, monkeypatch):
+def test_an_object_store_payload_is_verified_before_it_is_sent(tp_home):
     """The fsspec path (memory://): an object longer than its manifest says sends nothing."""
     import uuid
 
     import fsspec
 
-    from taskpoint.engine.settings import settings
+    from taskpoint.engine import Engine
 
-    monkeypatch.setattr(settings, "storage", f"memory://ui-hostile-{uuid.uuid4().hex}")
-    execution = taskpoint.run(stepping, steps=3)
+    engine = Engine(storage=f"memory://ui-hostile-{uuid.uuid4().hex}")
+    execution = engine.run(stepping, steps=3)
     assert execution.status == "succeeded"
     fs = fsspec.filesystem("memory")
     vdir = blobs.checkpoint_url(execution.storage, execution.id, "stepper#1") + "/v"

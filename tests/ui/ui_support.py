@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taskpoint.engine import Engine
 from taskpoint.ui.server import UiServer, make_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,10 +104,17 @@ def _interrupted_run(home: Path) -> str:
 
 
 @contextmanager
-def serving(home: Path, **kwargs: Any) -> Iterator[UiServer]:
-    """A UI server for ``home`` in a background thread (port 0: any free one)."""
+def serving(
+    home: Path,
+    storage: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Iterator[UiServer]:
+    """A UI server for ``home`` in a background thread (port 0: any free one), built from an
+    ``Engine`` as `taskpoint ui` builds it from its options."""
     kwargs.setdefault("port", 0)
-    server = make_server(str(home), **kwargs)
+    engine = Engine(home=str(home), storage=storage, storage_options=storage_options)
+    server = make_server(engine, **kwargs)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from taskpoint.engine.attempt import Outcome, portable
+from taskpoint.engine.attempt import AttemptJob, Outcome, portable
 from taskpoint.engine.events import AttemptInfo, Listener
 from taskpoint.errors import AttemptLost, TaskpointError
 
@@ -20,7 +20,7 @@ CLAIM = "taskpoint-claim"
 
 def run_attempt(payload: Any, info: AttemptInfo, grace: float) -> Outcome:
     from taskpoint.backends import shipping
-    from taskpoint.backends.inline import run_inline
+    from taskpoint.engine.execute import execute_attempt
     from taskpoint.engine.preempt import PreemptionGuard
 
     try:
@@ -45,7 +45,8 @@ def run_attempt(payload: Any, info: AttemptInfo, grace: float) -> Outcome:
         )
         return Outcome.from_error("failed", error)
     # Not the main thread: no signal handlers; a worker's own shutdown makes the attempt lost.
-    outcome = run_inline(task, arguments, info, PreemptionGuard(grace), Listener())
+    job = AttemptJob(task, arguments, info, PreemptionGuard(grace), Listener())
+    outcome = execute_attempt(job)
     outcome.pid = os.getpid()
     return portable(outcome, task)
 

@@ -24,11 +24,12 @@ import threading
 import uuid
 from typing import Any
 
+from taskpoint.backends.registry import BACKENDS
 from taskpoint.engine.attempt import AttemptJob, Outcome
 from taskpoint.engine.blobs import node_dir
 from taskpoint.errors import AttemptLost, TaskpointError
 
-INSTALL_HINT = "pip install 'taskpoint[dask]'"
+INSTALL_HINT = BACKENDS["dask"][1]
 _POLL = 0.1  # seconds between looks at the driver's signal state while an attempt runs
 
 

@@ -2,7 +2,7 @@
 
 Fork (not spawn) so functions defined in a script run by ``taskpoint run FILE.py`` and in test
 modules need not be importable by name, and so an attempt starts in milliseconds. The child runs
-the same inline flow (context, checkpoint proxy, SIGTERM -> preempted) and sends its outcome
+the engine's ``execute_attempt`` (context, checkpoint, SIGTERM -> preempted) and sends its outcome
 through a pipe. A child that dies without reporting (SIGKILL, OOM kill, segfault, ``os._exit``)
 is a *lost* attempt, retried from the latest checkpoint under the system budget. SIGINT (Ctrl-C)
 reaches the whole process group: the child ignores it and the driver stops the child.
@@ -35,11 +35,11 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from taskpoint._process import process_alive
-from taskpoint.backends.inline import run_inline
 from taskpoint.backends.shipping import importable
 from taskpoint.engine.attempt import AttemptJob, Outcome
 from taskpoint.engine.events import AttemptInfo, Listener
-from taskpoint.engine.preempt import PreemptionGuard, _kill
+from taskpoint.engine.execute import execute_attempt
+from taskpoint.engine.preempt import PreemptionGuard, send_signal
 from taskpoint.engine.task import Task
 from taskpoint.errors import AttemptLost, TaskpointError
 
@@ -99,7 +99,7 @@ class ProcessHandle:
         sender.close()
         self.guard.children.add(self.child.pid)
         if self.guard.preempted:  # SIGTERM landed while forking
-            _kill(self.child.pid, signal.SIGTERM)
+            send_signal(self.child.pid, signal.SIGTERM)
 
     def result(self) -> Outcome:
         child, info = self.child, self.info
@@ -130,14 +130,14 @@ class ProcessHandle:
         self.cancelled = True
         if self.ended.is_set():
             return
-        _kill(self.child.pid, signal.SIGTERM)
+        send_signal(self.child.pid, signal.SIGTERM)
         timer = threading.Timer(_ABORT_WAIT, self._kill_if_running)
         timer.daemon = True
         timer.start()
 
     def _kill_if_running(self) -> None:
         if not self.ended.is_set():
-            _kill(self.child.pid, signal.SIGKILL)
+            send_signal(self.child.pid, signal.SIGKILL)
 
 
 def run_in_process(
@@ -199,7 +199,7 @@ def _wait_for(child: Any, receiver: Connection, guard: PreemptionGuard) -> Outco
                 child.pid,
                 guard.grace,
             )
-            _kill(child.pid, signal.SIGKILL)
+            send_signal(child.pid, signal.SIGKILL)
             killed = True
             continue
         if receiver in ready or receiver.poll():
@@ -218,10 +218,10 @@ def _wait_for(child: Any, receiver: Connection, guard: PreemptionGuard) -> Outco
 def _stop(child: Any) -> None:
     if child.exitcode is not None:
         return
-    _kill(child.pid, signal.SIGTERM)
+    send_signal(child.pid, signal.SIGTERM)
     child.join(_ABORT_WAIT)
     if child.is_alive():
-        _kill(child.pid, signal.SIGKILL)
+        send_signal(child.pid, signal.SIGKILL)
         child.join()
 
 
@@ -257,7 +257,7 @@ def _child_main(
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     guard = PreemptionGuard(grace)
     with guard.installed():
-        outcome = run_inline(task, arguments, info, guard, Listener())
+        outcome = execute_attempt(AttemptJob(task, arguments, info, guard, Listener()))
     _send(sender, outcome, task)
     sender.close()
 

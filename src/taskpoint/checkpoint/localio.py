@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_all
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +46,12 @@ MAPPED_COPY_MIN = 64 << 20  # below this a copy through one buffer is as fast
 _copy_file_range = hasattr(os, "copy_file_range")
 _direct_io = hasattr(os, "O_DIRECT")
 _bounce = threading.local()
+
+
+class Readable(Protocol):
+    """A binary file object that reads into a caller's buffer (raw or buffered files)."""
+
+    def readinto(self, buffer: Any, /) -> int | None: ...
 
 
 # ---------------------------------------------------------------------------------- writing
@@ -137,7 +143,7 @@ class StreamReader:
 
     def __init__(
         self,
-        handle: BinaryIO,
+        handle: Readable,
         size: int,
         crc: Callable[[Any, int], int],
         executor: ThreadPoolExecutor | None,
@@ -222,7 +228,7 @@ class StreamReader:
 
 # ---------------------------------------------------------------------------------- copying
 def copy_verified(
-    handle: BinaryIO,
+    handle: Readable,
     dest: str,
     crc: Callable[[Any, int], int],
     executor: ThreadPoolExecutor,
@@ -297,7 +303,7 @@ def _write_at(fd: int, view: memoryview, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
-def _advise_sequential(handle: BinaryIO) -> None:
+def _advise_sequential(handle: Any) -> None:
     """Ask for a larger readahead window on a local file (a remote handle has no descriptor)."""
     try:
         os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)

@@ -99,7 +99,7 @@ class Manifest:
         return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
 
-def check_relative_path(path: str) -> str:
+def check_relative_path(path: Any) -> str:
     """Return ``path`` if it is a safe relative POSIX path inside a version, else raise."""
     if not isinstance(path, str) or not path:
         raise ManifestError(f"empty or non-string path {_show(path)}")

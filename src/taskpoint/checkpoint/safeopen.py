@@ -11,6 +11,7 @@ component, the last included, may be a link), opens the last one without blockin
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 from typing import BinaryIO
@@ -23,7 +24,7 @@ class NotARegularFile(OSError):
     """A store entry that should be a regular file is a link, a FIFO, a device or a directory."""
 
 
-def open_in_store(base: str, parts: list[str]) -> BinaryIO:
+def open_in_store(base: str, parts: list[str]) -> io.FileIO:
     """Open ``base/parts[0]/.../parts[-1]`` for reading; every part must be a real entry.
 
     ``base`` is trusted (the scope's ``v/`` directory, reached however its path says); below it a
@@ -40,7 +41,7 @@ def open_in_store(base: str, parts: list[str]) -> BinaryIO:
         if not stat.S_ISREG(info.st_mode):
             raise NotARegularFile(f"{rel} is not a regular file")
         os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb", buffering=0)
+        return io.FileIO(fd, "rb")
     except BaseException:
         os.close(fd)
         raise

@@ -28,7 +28,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from taskpoint.checkpoint.localio import StreamReader, copy_verified
+from taskpoint.checkpoint.localio import Readable, StreamReader, copy_verified
 from taskpoint.checkpoint.manifest import FileEntry
 from taskpoint.checkpoint.payload import Source
 from taskpoint.checkpoint.version import parse_version_id
@@ -158,7 +158,9 @@ class Store(Protocol):
 
     is_local: bool
     root: str
-    staging_root: str | None
+
+    @property
+    def staging_root(self) -> str | None: ...  # where async snapshots are staged (local only)
 
     def ensure(self) -> None: ...  # create (local) or check (object store) the scope
     def scan(self) -> Listing: ...
@@ -173,7 +175,7 @@ class Store(Protocol):
     def has_manifest(self, vid: str) -> bool: ...
     def read_file(self, vid: str, entry: FileEntry) -> bytes: ...
     def open_reader(self, vid: str, entry: FileEntry) -> AbstractContextManager[StreamReader]: ...
-    def open_file(self, vid: str, entry: FileEntry) -> AbstractContextManager[BinaryIO]: ...
+    def open_file(self, vid: str, entry: FileEntry) -> AbstractContextManager[Any]: ...
     def copy_out(self, vid: str, entry: FileEntry, dest: str) -> None: ...
     def retire(self, vid: str, grace: bool = False) -> None: ...
     def delete_manifest(self, vid: str) -> None: ...
@@ -197,7 +199,7 @@ def make_store(url: str, storage_options: dict[str, Any], timeout: float | None 
     return FsspecStore(fs, root, timeout)
 
 
-def copy_verified_to(handle: BinaryIO, dest: str, entry: FileEntry) -> None:
+def copy_verified_to(handle: Readable, dest: str, entry: FileEntry) -> None:
     # copy_verified reads at most entry.size + 1 bytes: enough to tell a longer file.
     verify(entry, *copy_verified(handle, dest, crc_of, helper_thread("copy"), entry.size))
 
@@ -207,7 +209,7 @@ def verify_reader(reader: StreamReader, entry: FileEntry) -> None:
     verify(entry, *reader.digest())
 
 
-def check_size(handle: BinaryIO, entry: FileEntry) -> None:
+def check_size(handle: Any, entry: FileEntry) -> None:
     """Fail before reading a local payload file whose size is not the manifest's."""
     size = os.fstat(handle.fileno()).st_size
     if size != entry.size:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import io
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import BinaryIO
 
 from taskpoint.checkpoint.localio import (
     MAPPED_COPY_MIN,
@@ -180,11 +180,11 @@ class LocalStore:
             crc = copy_mapped(handle.fileno(), dest, entry.size, crc_of, helper_thread("copy"))
             verify(entry, entry.size, crc)
 
-    def open_file(self, vid: str, entry: FileEntry) -> BinaryIO:
+    def open_file(self, vid: str, entry: FileEntry) -> io.FileIO:
         """A payload file, opened as `_open_payload` does (the caller verifies what it reads)."""
         return self._open_payload(vid, entry)
 
-    def _open_payload(self, vid: str, entry: FileEntry) -> BinaryIO:
+    def _open_payload(self, vid: str, entry: FileEntry) -> io.FileIO:
         """Open a payload file as a regular file reached through no link, without blocking."""
         return open_in_store(self.vdir, [vid, *entry.path.split("/")])
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from taskpoint.cli import EXIT_ABORTED, EXIT_FAILED, EXIT_USAGE
-from taskpoint.engine.settings import configure, settings
+from taskpoint.engine.config import Engine
 from taskpoint.errors import ExecutionNotFound, TaskpointError
 
 
@@ -42,20 +42,30 @@ class CliError(Exception):
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.version_option(package_name="taskpoint", message="taskpoint %(version)s")
-def cli(home: str | None, storage: str | None, grace: float | None, debug: bool) -> None:
+@click.pass_context
+def cli(
+    ctx: click.Context, home: str | None, storage: str | None, grace: float | None, debug: bool
+) -> None:
     """taskpoint: long-running Python tasks that survive failure, with intra-task checkpoints."""
-    configure(home=home, storage=storage, grace=grace)
+    # This command's engine: its subcommands refine a copy of it (never a global).
+    ctx.obj = Engine().updated(home=home, storage=storage, grace=grace)
     if debug:
         import logging
 
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
 
 
-def records_for_reading():  # -> Records
-    """The records of the configured home, without creating a home that does not exist."""
+def current_engine() -> Engine:
+    """The engine the ``taskpoint`` group built from its options for this command."""
+    engine = click.get_current_context().find_root().obj
+    return engine if isinstance(engine, Engine) else Engine()
+
+
+def records_for_reading(engine: Engine | None = None):  # -> Records
+    """The records of the engine's home, without creating a home that does not exist."""
     from taskpoint.records import Records
 
-    home = settings.resolved_home()
+    home = (engine or current_engine()).resolved_home()
     if not (Path(home) / "taskpoint.db").exists():
         raise ExecutionNotFound(
             f"no executions are recorded under {home} (no taskpoint.db there); "

@@ -12,7 +12,7 @@ import click
 
 from taskpoint.cli import EXIT_USAGE
 from taskpoint.cli.app import CliError
-from taskpoint.engine.settings import settings
+from taskpoint.engine.config import Engine
 
 BACKENDS = ("inline", "process", "dask")
 # Option values that stay strings even when they look like JSON numbers.
@@ -72,14 +72,15 @@ def with_backend_options(storage: bool = True) -> Callable[[Any], Any]:
 
 @contextmanager
 def configured(
+    engine: Engine,
     backend: str | None,
     scheduler: str | None,
     workers: int | None,
     storage_option: tuple[str, ...] = (),
     storage: str | None = None,
-) -> Iterator[None]:
-    """Apply the options for one command, start the backend, and undo it all afterwards (the
-    settings are process-wide, and tests run many commands in one process)."""
+) -> Iterator[Engine]:
+    """``engine`` with this command's options applied and its backend started (and closed
+    afterwards); nothing process-wide changes."""
     if (scheduler or workers) and backend != "dask":
         raise CliError("--scheduler and --workers need --backend dask", EXIT_USAGE)
     if scheduler and workers:
@@ -87,25 +88,21 @@ def configured(
             "--workers sizes the local Dask cluster; it cannot be used with --scheduler",
             EXIT_USAGE,
         )
-    saved = (settings.storage, settings.storage_options, settings.backend)
+    options = parse_storage_options(storage_option) if storage_option else None
+    engine = engine.updated(storage=storage or None, storage_options=options)
     chosen = None
     try:
-        if storage:
-            settings.storage = storage
-        if storage_option:
-            settings.storage_options = parse_storage_options(storage_option)
         if backend is not None:
             chosen = _start(backend, scheduler, workers)
-            settings.backend = chosen
-        yield
+            engine = engine.updated(backend=chosen)
+        yield engine
     finally:
-        settings.storage, settings.storage_options, settings.backend = saved
         if chosen is not None:
             chosen.close()
 
 
 def _start(name: str, scheduler: str | None, workers: int | None) -> Any:
-    from taskpoint.backends import create
+    from taskpoint.backends.registry import create
 
     if name != "dask":
         return create(name)

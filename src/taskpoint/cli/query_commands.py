@@ -6,7 +6,7 @@ import json
 
 import click
 
-from taskpoint.cli.app import CliError, cli, records_for_reading
+from taskpoint.cli.app import CliError, cli, current_engine, records_for_reading
 from taskpoint.cli.render import (
     duration,
     execution_dict,
@@ -89,11 +89,13 @@ def show_command(execution_id: str, as_json: bool) -> None:
 
     The result and outputs shown are the previews stored when they were produced: nothing is
     unpickled (a planted pickle in the storage cannot run code here)."""
-    execution = load_execution(records_for_reading(), execution_id)
+    engine = current_engine()
+    execution = load_execution(records_for_reading(engine), execution_id)
     if as_json:
         from taskpoint.engine.browse import all_checkpoints
 
-        click.echo(json.dumps(execution_dict(execution, all_checkpoints(execution)), indent=2))
+        checkpoints = all_checkpoints(engine, execution)
+        click.echo(json.dumps(execution_dict(execution, checkpoints), indent=2))
         return
     _print_execution(execution)
 
@@ -163,14 +165,15 @@ def checkpoints_command(
     """List the committed checkpoint versions of an execution's nodes, or restore one."""
     from taskpoint.engine.browse import find_node, node_checkpoints, open_node_checkpoint
 
-    execution = load_execution(records_for_reading(), execution_id)
+    engine = current_engine()
+    execution = load_execution(records_for_reading(engine), execution_id)
     keys = [find_node(execution, node)] if node else [n.key for n in execution.nodes]
     if version_id and not restore_dir:
         raise click.UsageError("--version needs --restore DIR")
     if restore_dir:
         if not node:
             raise click.UsageError("--restore needs a NODE (see `taskpoint show EXEC_ID`)")
-        cp = open_node_checkpoint(execution, keys[0])
+        cp = open_node_checkpoint(engine, execution, keys[0])
         try:
             if version_id and version_id not in [v.id for v in cp.versions()]:
                 raise CliError(f"node {keys[0]} has no committed checkpoint version {version_id!r}")
@@ -181,7 +184,7 @@ def checkpoints_command(
             raise CliError(f"node {keys[0]} has no committed checkpoint to restore", 1)
         click.echo(f"restored {keys[0]} checkpoint {version_id or 'latest'} into {restored}")
         return
-    versions = {key: node_checkpoints(execution, key) for key in keys}
+    versions = {key: node_checkpoints(engine, execution, key) for key in keys}
     if as_json:
         nodes = [
             {"key": k, "checkpoints": [version_dict(v) for v in vs]} for k, vs in versions.items()

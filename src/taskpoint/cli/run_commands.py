@@ -10,13 +10,13 @@ from typing import Any
 import click
 
 from taskpoint.cli import EXIT_FAILED, EXIT_OF_STATUS, EXIT_USAGE
-from taskpoint.cli.app import CliError, cli
+from taskpoint.cli.app import CliError, cli, current_engine
 from taskpoint.cli.backend_options import backend_options, configured, with_backend_options
 from taskpoint.cli.params import options_for, to_arguments
 from taskpoint.cli.render import duration, execution_dict
+from taskpoint.engine.config import Engine
 from taskpoint.engine.events import Listener
 from taskpoint.engine.execution import Execution
-from taskpoint.engine.settings import configure
 
 RUN_HELP = """Usage: taskpoint run FILE.py NAME [--PARAM VALUE ...] [--json]
 
@@ -47,7 +47,6 @@ JSON_OPTION = click.Option(["--json"], is_flag=True, help="Print the execution a
 @click.pass_context
 def run_command(ctx: click.Context, as_json: bool, argv: tuple[str, ...], **backend: Any) -> int:
     """Run a workflow or task from a Python file: FILE.py NAME [--param value ...]."""
-    from taskpoint.engine import run
     from taskpoint.engine.loader import find_target, load_file, targets_in
 
     args = list(argv)
@@ -80,8 +79,8 @@ def run_command(ctx: click.Context, as_json: bool, argv: tuple[str, ...], **back
         target.bind((), arguments)
     except TypeError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
-    with configured(**backend):
-        return execute(lambda: run(target, **arguments), as_json)
+    with configured(current_engine(), **backend) as engine:
+        return execute(engine, lambda e: e.run(target, **arguments), as_json)
 
 
 @cli.command("resume")
@@ -99,28 +98,26 @@ def resume_command(execution_id: str, as_json: bool, from_scratch: bool, **backe
     """Continue an execution: succeeded nodes are not run again, the unfinished node resumes
     from its latest checkpoint. A succeeded execution just prints its result."""
     from taskpoint.cli.app import records_for_reading
-    from taskpoint.engine import resume
 
-    rec = records_for_reading().get_execution(execution_id)
-    if rec.status == "succeeded":
-        if not as_json:
-            click.echo(f"execution {rec.id} already succeeded; nothing to run", err=True)
-        return report(resume(rec.id), as_json)
-    with configured(**backend):
-        return execute(lambda: resume(rec.id, from_scratch=from_scratch), as_json)
+    with configured(current_engine(), **backend) as engine:
+        rec = records_for_reading(engine).get_execution(execution_id)
+        if rec.status == "succeeded":
+            if not as_json:
+                click.echo(f"execution {rec.id} already succeeded; nothing to run", err=True)
+            return report(engine, engine.resume(rec.id), as_json)
+        return execute(engine, lambda e: e.resume(rec.id, from_scratch=from_scratch), as_json)
 
 
-def execute(start: Callable[[], Execution], as_json: bool) -> int:
+def execute(engine: Engine, start: Callable[[Engine], Execution], as_json: bool) -> int:
+    """Run ``start`` on ``engine`` with this command's progress display as its listener."""
     listener = progress_listener(as_json)
-    configure(listener=listener)
     try:
-        execution = start()
+        execution = start(engine.updated(listener=listener))
     finally:
         close = getattr(listener, "close", None)
         if close is not None:
             close()
-        configure(listener=Listener())
-    return report(execution, as_json)
+    return report(engine, execution, as_json)
 
 
 def progress_listener(as_json: bool) -> Listener:
@@ -131,12 +128,12 @@ def progress_listener(as_json: bool) -> Listener:
     return LiveProgress() if sys.stderr.isatty() else PlainProgress()
 
 
-def report(execution: Execution, as_json: bool) -> int:
+def report(engine: Engine, execution: Execution, as_json: bool) -> int:
     code = EXIT_OF_STATUS.get(execution.status, EXIT_FAILED)
     if as_json:
         from taskpoint.engine.browse import all_checkpoints
 
-        data = execution_dict(execution, all_checkpoints(execution))
+        data = execution_dict(execution, all_checkpoints(engine, execution))
         click.echo(json.dumps(data, indent=2))
         return code
     attempts = sum(len(n.attempts) for n in execution.nodes)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
+from typing import Any
 
 import click
 
-from taskpoint.cli.app import cli
-from taskpoint.engine.settings import settings
+from taskpoint.cli.app import cli, current_engine
 
 
 @cli.command("ui")
@@ -20,6 +19,14 @@ from taskpoint.engine.settings import settings
     help="Read blobs from here instead of the store each execution recorded (a moved or "
     "re-mounted store).",
 )
+@click.option(
+    "--storage-option",
+    "storage_option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="fsspec option for the storage read (repeatable; client_kwargs.region_name=... nests). "
+    "S3 also reads the AWS environment and TASKPOINT_S3_ENDPOINT_URL.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=8265, show_default=True, help="0: any free."
@@ -31,18 +38,22 @@ from taskpoint.engine.settings import settings
     "(generated and printed when not given).",
 )
 def ui_command(
-    home: str | None, storage: str | None, host: str, port: int, token: str | None
+    home: str | None,
+    storage: str | None,
+    storage_option: tuple[str, ...],
+    host: str,
+    port: int,
+    token: str | None,
 ) -> None:
     """Serve a web view of executions, attempts and checkpoints (read-only)."""
+    from taskpoint.cli.backend_options import parse_storage_options
     from taskpoint.ui.server import serve
 
-    storage = storage or settings.storage
-    if storage and "://" not in storage:
-        storage = os.path.abspath(os.path.expanduser(storage))
+    options: Any = parse_storage_options(storage_option) if storage_option else None
+    engine = current_engine().updated(home=home, storage=storage, storage_options=options)
     try:
         serve(
-            home or settings.resolved_home(),
-            storage,
+            engine,
             host=host,
             port=port,
             token=token,

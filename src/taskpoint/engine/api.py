@@ -1,4 +1,5 @@
-"""``run`` and ``resume``: the engine's entry points for programs (the CLI uses them too)."""
+"""``run`` and ``resume``: the engine's entry points for programs, on the default engine; the
+``Engine`` methods (the CLI uses them) call ``run_with`` / ``resume_with`` here."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import time
 from typing import Any
 
 from taskpoint.engine import blobs
+from taskpoint.engine.config import Engine, default_engine
 from taskpoint.engine.driver import Run
 from taskpoint.engine.execution import Execution, load_execution, stored_result
-from taskpoint.engine.settings import settings
 from taskpoint.engine.task import Target
 from taskpoint.errors import TaskpointError
 from taskpoint.records import ExecutionRecord, Records
@@ -29,18 +30,23 @@ def run(fn: Target, /, *args: Any, **kwargs: Any) -> Execution:
 
     Never raises for a failed execution: look at ``.status`` / ``.error``, or call
     ``.unwrap()``. Raises ``TypeError`` (before anything runs) when inputs do not match the
-    type hints.
+    type hints. Uses the default engine (see ``configure``); ``Engine(...).run`` uses another.
     """
+    return run_with(default_engine(), fn, args, kwargs)
+
+
+def run_with(engine: Engine, fn: Target, args: tuple, kwargs: dict[str, Any]) -> Execution:
     if not isinstance(fn, Target):
         raise TypeError(f"run() needs a @workflow or @task, got {fn!r}; decorate it first")
     arguments = fn.bind(args, kwargs)
-    records = Records(settings.resolved_home())
-    storage = settings.resolved_storage()
+    records = engine.records()
+    storage = engine.resolved_storage()
     rec = _new_record(fn, arguments, storage, records)
-    rec.inputs_ref = _store_inputs(fn, arguments, storage, rec.id)
+    options = engine.storage_options_for(storage)
+    rec.inputs_ref = _store_inputs(fn, arguments, storage, rec.id, options)
     records.create_execution(rec)
     _targets[rec.id] = fn
-    return _with_preview(records, Run(records, rec, settings, resumed=False).execute(fn, arguments))
+    return _with_preview(records, Run(records, rec, engine, resumed=False).execute(fn, arguments))
 
 
 def resume(execution_id: str, *, from_scratch: bool = False) -> Execution:
@@ -51,10 +57,16 @@ def resume(execution_id: str, *, from_scratch: bool = False) -> Execution:
     A node whose records show committed checkpoints that its storage no longer holds fails with
     ``CheckpointMissingError`` rather than starting from zero; ``from_scratch=True`` restarts
     such nodes from zero on purpose (each one is logged)."""
-    records = Records(settings.resolved_home())
+    return resume_with(default_engine(), execution_id, from_scratch=from_scratch)
+
+
+def resume_with(engine: Engine, execution_id: str, *, from_scratch: bool = False) -> Execution:
+    records = engine.records()
     rec = records.get_execution(execution_id)
+    options = engine.storage_options_for(rec.storage)  # the recorded store, not the engine's
     if rec.status == "succeeded":
-        return load_execution(records, rec, result=stored_result(rec))  # a run needs the value
+        result = stored_result(rec, options)  # a run needs the value
+        return load_execution(records, rec, result=result)
     if rec.status == "running" and rec.driver_alive:
         raise TaskpointError(
             f"execution {rec.id} is still running (driver pid {rec.driver_pid} on "
@@ -69,12 +81,12 @@ def resume(execution_id: str, *, from_scratch: bool = False) -> Execution:
         target = load_recorded(rec.module, rec.file, rec.qualname)
         _targets[rec.id] = target
     try:
-        arguments = blobs.get_pickle(rec.inputs_ref)
+        arguments = blobs.get_pickle(rec.inputs_ref, options)
     except FileNotFoundError as exc:
         raise TaskpointError(f"the stored inputs of execution {rec.id} are missing: {exc}") from exc
     records.restart_execution(rec.id)
     rec = records.get_execution(rec.id)
-    resumed = Run(records, rec, settings, resumed=True, from_scratch=from_scratch)
+    resumed = Run(records, rec, engine, resumed=True, from_scratch=from_scratch)
     return _with_preview(records, resumed.execute(target, arguments))
 
 
@@ -87,7 +99,9 @@ def _with_preview(records: Records, execution: Execution) -> Execution:
     return execution
 
 
-def _store_inputs(fn: Target, arguments: dict[str, Any], storage: str, execution_id: str) -> Any:
+def _store_inputs(
+    fn: Target, arguments: dict[str, Any], storage: str, execution_id: str, options: dict[str, Any]
+) -> Any:
     """Pickle the inputs into the blob store (for resume); an unusable store fails the run now,
     before anything runs, and is not mistaken for unpicklable inputs."""
     import pickle
@@ -101,7 +115,7 @@ def _store_inputs(fn: Target, arguments: dict[str, Any], storage: str, execution
         return None
     ref = f"{blobs.execution_url(storage, execution_id)}/inputs.pkl"
     try:
-        blobs.put_bytes(ref, data)
+        blobs.put_bytes(ref, data, options)
     except Exception as exc:
         raise TaskpointError(
             f"cannot write to the storage {storage} ({type(exc).__name__}: {exc}); point "

@@ -1,9 +1,15 @@
 """What a backend is asked to run (``AttemptJob``) and what it answers (``Outcome``).
 
-This is the contract between the engine and ``taskpoint/backends``: a backend *submits* an attempt
-and returns a handle whose ``result()`` says how the attempt ended. It never decides to retry; the
-attempt loop in ``engine/node.py`` does. A backend that loses track of an attempt (its process or
-worker died, the connection closed) answers an ``Outcome`` with status ``lost``.
+This is the contract between the engine and the transports that sit above it: a backend
+*submits* an attempt and returns a handle whose ``result()`` says how the attempt ended. Running
+the attempt itself is engine code (``engine/execute.py``, ``execute_attempt``) wherever it runs.
+A backend never decides to retry; the attempt loop in ``engine/node.py`` does. A backend that
+loses track of an attempt (its process or worker died, the connection closed) answers an
+``Outcome`` with status ``lost``.
+
+The engine imports no backend: the table of backends (name -> import path + install hint) is
+declared above it and installs itself here (``install_backend_table``) when ``taskpoint`` is
+imported, as a codec registry does; an ``Engine`` resolves backend names through it.
 """
 
 from __future__ import annotations
@@ -77,6 +83,31 @@ class Backend(Protocol):
     def submit(self, job: AttemptJob) -> AttemptHandle: ...
 
     def close(self) -> None: ...
+
+
+class BackendTable(Protocol):
+    """Backends by name (``create``) and the shared one a task's ``isolation=`` asks for."""
+
+    def create(self, name: str, **options: Any) -> Backend: ...
+
+    def for_isolation(self, isolation: str) -> Backend: ...
+
+
+_table: BackendTable | None = None
+
+
+def install_backend_table(table: BackendTable) -> None:
+    """Called once by the backend table's own module (imported by ``taskpoint/__init__``)."""
+    global _table
+    _table = table
+
+
+def backend_table() -> BackendTable:
+    if _table is None:
+        from taskpoint.errors import TaskpointError
+
+        raise TaskpointError("no backend table is installed: import taskpoint first")
+    return _table
 
 
 class DoneHandle:

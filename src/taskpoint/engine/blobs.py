@@ -8,15 +8,17 @@ Layout under the storage URL::
     <storage>/<execution id>/nodes/<node dir>/checkpoints/      (a Checkpoint scope)
 
 Small outputs are kept in the records database instead (see ``engine/node.py``); bounded
-previews of all of them are kept in the records for the read-only views. Local paths
-take a direct ``os`` path (write to a temp name, then rename). Blobs are not fsynced: a node
-whose output is lost or unreadable is simply run again on resume.
+previews of all of them are kept in the records for the read-only views. A remote URL is
+opened with the fsspec ``options`` its caller passes (the engine's ``storage_options_for(url)``).
+Local paths take a direct ``os`` path (write to a temp name, then rename). Blobs are not
+fsynced: a node whose output is lost or unreadable is simply run again on resume.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -46,18 +48,16 @@ def _local_path(url: str) -> str | None:
     return url
 
 
-def _remote(url: str) -> tuple[Any, str]:
+def _remote(url: str, options: Mapping[str, Any] | None) -> tuple[Any, str]:
     import fsspec
 
-    from taskpoint.engine.settings import settings
-
-    return fsspec.core.url_to_fs(url, **settings.storage_options_for(url))
+    return fsspec.core.url_to_fs(url, **(options or {}))
 
 
-def put_bytes(url: str, data: bytes) -> None:
+def put_bytes(url: str, data: bytes, options: Mapping[str, Any] | None = None) -> None:
     path = _local_path(url)
     if path is None:
-        fs, fpath = _remote(url)
+        fs, fpath = _remote(url, options)
         fs.pipe_file(fpath, data)
         return
     tmp = f"{path}.tmp-{os.getpid()}"
@@ -67,24 +67,24 @@ def put_bytes(url: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def get_bytes(url: str) -> bytes:
+def get_bytes(url: str, options: Mapping[str, Any] | None = None) -> bytes:
     """The blob's bytes; ``FileNotFoundError`` if it does not exist."""
     path = _local_path(url)
     if path is None:
-        fs, fpath = _remote(url)
+        fs, fpath = _remote(url, options)
         return fs.cat_file(fpath)
     with open(path, "rb") as f:
         return f.read()
 
 
-def put_pickle(url: str, value: Any) -> None:
-    put_bytes(url, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+def put_pickle(url: str, value: Any, options: Mapping[str, Any] | None = None) -> None:
+    put_bytes(url, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), options)
 
 
-def get_pickle(url: str) -> Any:
+def get_pickle(url: str, options: Mapping[str, Any] | None = None) -> Any:
     """Unpickle a stored input, output or result: **only** for a run that needs the value
     (``resume``, a downstream node). Whoever can write the blob store can make this run code,
     as with any pickle-based engine; read-only views (``list``, ``show``, ``checkpoints``, the
     web view) never call it and show the previews stored in the records instead. Checkpoint
     content is never unpickled."""
-    return pickle.loads(get_bytes(url))
+    return pickle.loads(get_bytes(url, options))

@@ -6,28 +6,28 @@ from typing import Any
 
 from taskpoint.checkpoint import Checkpoint
 from taskpoint.engine import blobs
+from taskpoint.engine.config import Engine
 from taskpoint.engine.execution import Execution
 from taskpoint.errors import TaskpointError
 
 
-def open_node_checkpoint(execution: Execution, key: str) -> Checkpoint:
-    """The node's checkpoint scope, opened to read (attempt 1 never sweeps anything)."""
-    from taskpoint.engine.settings import settings
-
+def open_node_checkpoint(engine: Engine, execution: Execution, key: str) -> Checkpoint:
+    """The node's checkpoint scope, opened to read (attempt 1 never sweeps anything), with the
+    engine's options for the execution's recorded storage."""
     url = blobs.checkpoint_url(execution.storage, execution.id, key)
-    return Checkpoint.open(url, storage_options=settings.storage_options_for(url) or None)
+    return Checkpoint.open(url, storage_options=engine.storage_options_for(url) or None)
 
 
-def node_checkpoints(execution: Execution, key: str) -> list[Any]:
-    cp = open_node_checkpoint(execution, key)
+def node_checkpoints(engine: Engine, execution: Execution, key: str) -> list[Any]:
+    cp = open_node_checkpoint(engine, execution, key)
     try:
         return cp.versions()
     finally:
         cp.close()
 
 
-def all_checkpoints(execution: Execution) -> dict[str, list[Any]]:
-    return {node.key: node_checkpoints(execution, node.key) for node in execution.nodes}
+def all_checkpoints(engine: Engine, execution: Execution) -> dict[str, list[Any]]:
+    return {node.key: node_checkpoints(engine, execution, node.key) for node in execution.nodes}
 
 
 def find_node(execution: Execution, name: str) -> str:

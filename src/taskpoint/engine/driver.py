@@ -11,11 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from taskpoint.engine import blobs
+from taskpoint.engine.attempt import Backend
+from taskpoint.engine.config import Engine
 from taskpoint.engine.execution import Execution, load_execution
 from taskpoint.engine.fanout import Fanout
 from taskpoint.engine.node import NodeRun
 from taskpoint.engine.preempt import PreemptionGuard
-from taskpoint.engine.settings import Settings
 from taskpoint.engine.task import Target, Task
 from taskpoint.errors import Preempted
 from taskpoint.records import ExecutionRecord, NodeRecord, Records
@@ -38,7 +39,7 @@ class Run:
         self,
         records: Records,
         rec: ExecutionRecord,
-        settings: Settings,
+        engine: Engine,
         *,
         resumed: bool,
         from_scratch: bool = False,
@@ -48,10 +49,10 @@ class Run:
         self.rec = rec
         self.execution_id = rec.id
         self.storage = rec.storage  # from the record, so a resume finds the same blobs
-        self.storage_options = settings.storage_options_for(self.storage)
-        self.backend = settings.backend  # None: each task's isolation= picks
-        self.listener = settings.listener
-        self.guard = PreemptionGuard(settings.grace)
+        self.engine = engine
+        self.storage_options = engine.storage_options_for(self.storage)
+        self.listener = engine.listener
+        self.guard = PreemptionGuard(engine.grace)
         self.resumed = resumed
         # `resume --from-scratch`: a node whose recorded checkpoints are missing from the
         # storage starts from zero (logged) instead of failing with CheckpointMissingError.
@@ -74,12 +75,8 @@ class Run:
     def call_task(self, task: Task, args: tuple, kwargs: dict) -> Any:
         return self.call_bound(task, task.bind(args, kwargs))
 
-    def backend_for(self, task: Task) -> Any:
-        if self.backend is not None:
-            return self.backend
-        from taskpoint.backends import for_isolation  # lazy: backends sit above the engine
-
-        return for_isolation(task.isolation)
+    def backend_for(self, task: Task) -> Backend:
+        return self.engine.backend_for(task)
 
     def call_bound(self, task: Task, arguments: dict[str, Any]) -> Any:
         return self.run_node(task, self.next_key(task.name), arguments)
@@ -94,7 +91,7 @@ class Run:
             )
         previous = self.previous.get(key)
         if previous is not None and previous.status == "succeeded":
-            found, value = _stored_output(previous)
+            found, value = _stored_output(previous, self.storage_options)
             if found:
                 self.listener.node_reused(self.execution_id, key)
                 return value
@@ -132,7 +129,7 @@ class Run:
             return self._finish_error(Preempted(execution_id=self.execution_id))
         ref = f"{blobs.execution_url(self.storage, self.execution_id)}/result.pkl"
         try:
-            blobs.put_pickle(ref, value)
+            blobs.put_pickle(ref, value, self.storage_options)
         except Exception as exc:
             error = TypeError(f"the workflow's result cannot be pickled ({exc})")
             return self._finish_error(error)
@@ -166,12 +163,12 @@ class Run:
         return load_execution(self.records, self.execution_id, exception=exc)
 
 
-def _stored_output(node: NodeRecord) -> tuple[bool, Any]:
+def _stored_output(node: NodeRecord, options: dict[str, Any]) -> tuple[bool, Any]:
     try:
         if node.output is not None:
             return True, pickle.loads(node.output)
         if node.output_ref:
-            return True, blobs.get_pickle(node.output_ref)
+            return True, blobs.get_pickle(node.output_ref, options)
     except Exception as exc:  # lost or unreadable: running the node again is always correct
         log.warning(
             "taskpoint: stored output of %s is unusable (%s); running it again", node.key, exc
@@ -190,8 +187,9 @@ def _caused_by(exc: BaseException, cause: BaseException) -> bool:
 
 
 def run_eagerly(target: Target, args: tuple, kwargs: dict) -> Any:
-    """A top-level call of a workflow or task: run an execution, return its result or raise."""
-    from taskpoint.engine.api import run
+    """A top-level call of a workflow or task: run an execution on the default engine, return
+    its result or raise."""
+    from taskpoint.engine.config import default_engine
 
-    execution = run(target, *args, **kwargs)
+    execution = default_engine().run(target, *args, **kwargs)
     return execution.unwrap()

@@ -128,7 +128,7 @@ def load_execution(
     )
 
 
-def stored_result(rec: ExecutionRecord) -> Any:
+def stored_result(rec: ExecutionRecord, options: dict[str, Any] | None = None) -> Any:
     """Unpickle a succeeded execution's stored result. Only for a run that needs the value
     (``resume``): whoever can write the blob store can make this run code."""
     if rec.status != "succeeded" or not rec.result_ref:
@@ -136,7 +136,7 @@ def stored_result(rec: ExecutionRecord) -> Any:
     from taskpoint.engine import blobs
 
     try:
-        return blobs.get_pickle(rec.result_ref)
+        return blobs.get_pickle(rec.result_ref, options)
     except (OSError, ImportError, AttributeError):
         return None  # e.g. the result's class is defined in a module not loaded here
 

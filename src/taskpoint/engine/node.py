@@ -222,7 +222,7 @@ class NodeRun:
             self._record_end(info, outcome, "succeeded", output=data, output_preview=preview)
         else:
             ref = f"{self.url}/output.pkl"
-            blobs.put_bytes(ref, data)
+            blobs.put_bytes(ref, data, self.run.storage_options)
             self._record_end(info, outcome, "succeeded", output_ref=ref, output_preview=preview)
         return outcome.value
 

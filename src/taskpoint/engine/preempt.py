@@ -56,7 +56,7 @@ class PreemptionGuard:
         self.preempted = True
         self.deadline = time.monotonic() + self.grace
         for pid in list(self.children):
-            _kill(pid, signal.SIGTERM)
+            send_signal(pid, signal.SIGTERM)
         if self.ctx is not None:
             self.ctx.mark_preempted()
             self._arm()
@@ -105,7 +105,8 @@ class PreemptionGuard:
             )
 
 
-def _kill(pid: int, sig: int) -> None:
+def send_signal(pid: int, sig: int) -> None:
+    """``os.kill``, quiet when the process is already gone."""
     try:
         os.kill(pid, sig)
     except ProcessLookupError:

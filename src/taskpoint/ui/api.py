@@ -19,10 +19,13 @@ that execution's nodes, a version one listed as committed in that node's scope.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 from taskpoint.cli.render import execution_dict, iso, local_time, version_dict
+from taskpoint.engine import blobs
+from taskpoint.engine.config import Engine
 from taskpoint.engine.execution import Execution, load_execution
 from taskpoint.records import ExecutionRecord
 from taskpoint.ui.readonly import ReadOnlyRecords
@@ -38,9 +41,15 @@ class NotFound(LookupError):
 
 
 class Api:
-    """Builds the documents; ``storage`` overrides the blob store recorded per execution."""
+    """Builds the documents. The engine's ``storage``, when it names one, overrides the blob
+    store recorded per execution (a moved or re-mounted store); its storage options (and
+    ``TASKPOINT_S3_ENDPOINT_URL``) open whichever store is read."""
 
-    def __init__(self, storage: str | None = None) -> None:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        storage = engine.storage
+        if storage and "://" not in storage:
+            storage = os.path.abspath(os.path.expanduser(storage))
         self.storage = storage
 
     # -- executions ------------------------------------------------------------------------------
@@ -109,7 +118,10 @@ class Api:
         return self._scope(execution, self.node_key(execution, key))
 
     def _scope(self, execution: Execution, key: str) -> ReadOnlyScope:
-        return ReadOnlyScope(self.storage or execution.storage, execution.id, key)
+        storage = self.storage or execution.storage
+        url = blobs.checkpoint_url(storage, execution.id, key)
+        options = self.engine.storage_options_for(url)
+        return ReadOnlyScope(storage, execution.id, key, storage_options=options)
 
     def _load(self, records: ReadOnlyRecords | None, execution_id: str) -> Execution:
         rec = records.execution_exact(execution_id) if records is not None else None

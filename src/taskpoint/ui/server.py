@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
 from taskpoint.engine import blobs
+from taskpoint.engine.config import Engine
 from taskpoint.errors import TaskpointError
 from taskpoint.ui import assets, auth
 from taskpoint.ui.api import MAX_LIMIT, STATUSES, Api, NotFound
@@ -63,13 +64,12 @@ class UiServer(ThreadingHTTPServer):
         self,
         address: tuple[str, int],
         *,
-        home: str,
-        storage: str | None,
+        engine: Engine,
         token: str | None,
     ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.records = RecordsSource(home)
-        self.api = Api(storage)
+        self.records = RecordsSource(engine.resolved_home())
+        self.api = Api(engine)
         self.token = token
         self.loopback = auth.is_loopback(address[0])
         self.assets = assets.load_assets()
@@ -321,26 +321,25 @@ def _list_params(query: str) -> tuple[str | None, int]:
 
 
 def make_server(
-    home: str,
-    storage: str | None = None,
+    engine: Engine,
     host: str = "127.0.0.1",
     port: int = 8265,
     token: str | None = None,
 ) -> UiServer:
-    """A server ready to ``serve_forever()``; off loopback it always requires a token."""
-    return UiServer((host, port), home=home, storage=storage, token=auth.resolve_token(host, token))
+    """A server ready to ``serve_forever()`` over the engine's home (records) and storage
+    options; off loopback it always requires a token."""
+    return UiServer((host, port), engine=engine, token=auth.resolve_token(host, token))
 
 
 def serve(
-    home: str,
-    storage: str | None = None,
+    engine: Engine,
     host: str = "127.0.0.1",
     port: int = 8265,
     token: str | None = None,
     echo: Any = print,
 ) -> None:
     """Serve until Ctrl-C, after printing where (and the token when one is required)."""
-    server = make_server(home, storage, host, port, token)
+    server = make_server(engine, host, port, token)
     with server:
         echo(f"taskpoint ui: records {server.records.db_path} (read-only)")
         if not server.records.exists():

@@ -1,0 +1,161 @@
+"""``Engine``: the configuration a run needs (home, storage and its options, grace period,
+listener, backend), as an explicit object; and the default engine ``taskpoint.run()`` uses.
+
+Resolution: the engine's own fields, then the ``TASKPOINT_HOME`` / ``TASKPOINT_STORAGE``
+environment variables, then ``./.taskpoint`` and ``<home>/blobs``. Options for a remote storage
+URL (fsspec ``storage_options``) come from ``storage_options`` (the CLI's ``--storage-option
+key=value``); for ``s3://`` the endpoint may also come from ``TASKPOINT_S3_ENDPOINT_URL``, and
+credentials from the standard AWS environment variables, which s3fs reads itself.
+
+The default engine is made on first use; ``configure()`` replaces it with an updated copy (as
+dramatiq's default broker). The CLI never touches it: it builds an ``Engine`` per command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from taskpoint.engine.attempt import Backend, backend_table
+from taskpoint.engine.events import Listener
+
+if TYPE_CHECKING:
+    from taskpoint.engine.execution import Execution
+    from taskpoint.engine.task import Target, Task
+    from taskpoint.records import Records
+
+DEFAULT_GRACE = 30.0
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Where records and blobs live, the preemption grace period, who hears progress events,
+    and where attempts run (``backend=None``: each task's own ``isolation=`` picks).
+
+    ``backend`` may be a backend object or a name (``"inline"``, ``"process"``, ``"dask"``;
+    ``"auto"`` is ``None``)."""
+
+    home: str | None = None
+    storage: str | None = None
+    storage_options: Mapping[str, Any] | None = field(default=None, repr=False)
+    grace: float = DEFAULT_GRACE
+    listener: Listener = field(default_factory=Listener)
+    backend: Backend | None = None
+
+    def __post_init__(self) -> None:
+        if self.grace < 0:
+            raise ValueError(f"grace must be >= 0 seconds, got {self.grace}")
+        if isinstance(self.backend, str):
+            chosen = None if self.backend == "auto" else backend_table().create(self.backend)
+            object.__setattr__(self, "backend", chosen)
+        if self.storage_options is not None:
+            object.__setattr__(self, "storage_options", dict(self.storage_options))
+
+    def updated(self, **changes: Any) -> Engine:
+        """A copy with the given fields changed; ``None`` leaves a field as it is."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    # -- where things are ------------------------------------------------------------------------
+
+    def resolved_home(self) -> str:
+        home = self.home or os.environ.get("TASKPOINT_HOME") or ".taskpoint"
+        return os.path.abspath(os.path.expanduser(home))
+
+    def resolved_storage(self) -> str:
+        storage = self.storage or os.environ.get("TASKPOINT_STORAGE")
+        if not storage:
+            return os.path.join(self.resolved_home(), "blobs")
+        if "://" in storage:
+            return storage.rstrip("/")
+        # A plain path is made absolute so a resume from another directory finds the same blobs.
+        return os.path.abspath(os.path.expanduser(storage))
+
+    def storage_options_for(self, url: str) -> dict[str, Any]:
+        """fsspec options for ``url``: none for a local path (fsspec would reject them)."""
+        if "://" not in url or url.startswith("file://"):
+            return {}
+        options = dict(self.storage_options or {})
+        endpoint = os.environ.get("TASKPOINT_S3_ENDPOINT_URL")
+        client_kwargs = options.get("client_kwargs") or {}
+        if (
+            endpoint
+            and url.startswith(("s3://", "s3a://"))
+            and "endpoint_url" not in options
+            and "endpoint_url" not in client_kwargs
+        ):
+            options["endpoint_url"] = endpoint
+        return options
+
+    def records(self) -> Records:
+        from taskpoint.records import Records
+
+        return Records(self.resolved_home())
+
+    def backend_for(self, task: Task) -> Backend:
+        """The configured backend, else the one the task's own ``isolation=`` asks for."""
+        if self.backend is not None:
+            return self.backend
+        return backend_table().for_isolation(task.isolation)
+
+    # -- entry points ----------------------------------------------------------------------------
+
+    def run(self, fn: Target, /, *args: Any, **kwargs: Any) -> Execution:
+        """See `taskpoint.run`: a new execution of ``fn`` under this engine."""
+        from taskpoint.engine.api import run_with
+
+        return run_with(self, fn, args, kwargs)
+
+    def resume(self, execution_id: str, *, from_scratch: bool = False) -> Execution:
+        """See `taskpoint.resume`."""
+        from taskpoint.engine.api import resume_with
+
+        return resume_with(self, execution_id, from_scratch=from_scratch)
+
+
+_default: Engine | None = None
+
+
+def default_engine() -> Engine:
+    """The engine ``taskpoint.run()`` / ``resume()`` and top-level task calls use."""
+    global _default
+    if _default is None:
+        _default = Engine()
+    return _default
+
+
+def set_default_engine(engine: Engine | None) -> Engine | None:
+    """Make ``engine`` the default (``None``: a fresh one on next use); returns the previous."""
+    global _default
+    previous, _default = _default, engine
+    return previous
+
+
+def configure(
+    *,
+    home: str | None = None,
+    storage: str | None = None,
+    grace: float | None = None,
+    listener: Listener | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    backend: Any = None,
+) -> Engine:
+    """Replace the default engine with an updated copy (arguments left ``None`` are unchanged)
+    and return it.
+
+    ``backend`` runs every task's attempts: ``"inline"``, ``"process"``, ``"dask"`` (a local
+    cluster) or a backend object, such as a ``DaskBackend(client=...)`` of your own;
+    ``"auto"`` goes back to each task's own ``isolation=``.
+    """
+    engine = default_engine().updated(
+        home=home,
+        storage=storage,
+        grace=grace,
+        listener=listener,
+        storage_options=storage_options,
+        backend=backend,
+    )
+    set_default_engine(engine)
+    return engine

@@ -1,0 +1,93 @@
+"""Running one attempt, wherever a backend put it (the driver's thread, a child process, a Dask
+worker): set the task context, call the task, classify how it ended (a failure after SIGTERM
+counts as preempted), settle the checkpoint's async writes and report the latest version."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from taskpoint.checkpoint import Checkpoint
+from taskpoint.context import TaskContext, reset_context, set_context
+from taskpoint.engine.attempt import AttemptJob, Outcome
+from taskpoint.engine.events import AttemptInfo
+from taskpoint.engine.preempt import PreemptibleCheckpoint, PreemptionGuard
+from taskpoint.engine.retry import classify
+
+log = logging.getLogger("taskpoint")
+
+
+def execute_attempt(job: AttemptJob) -> Outcome:
+    """Run the task function once, with its context set, and close its checkpoint after.
+
+    Never raises for the task's own errors: they become the outcome's status and error."""
+    task, info, guard, checkpoint = job.task, job.info, job.guard, job.checkpoint
+
+    def open_checkpoint(ctx: TaskContext) -> PreemptibleCheckpoint:
+        cp = checkpoint or Checkpoint.open(
+            info.checkpoint_url,
+            attempt=info.attempt,
+            keep=task.keep,
+            storage_options=info.storage_options or None,
+        )
+        return PreemptibleCheckpoint(cp, ctx, guard, info, job.listener)
+
+    ctx = TaskContext(info.execution_id, info.node, task.name, info.attempt, open_checkpoint)
+    token = set_context(ctx)
+    guard.task_started(ctx)
+    try:
+        try:
+            value = task.call_bound(job.arguments)
+        finally:
+            guard.task_finished()
+            reset_context(token)
+    except BaseException as exc:
+        status = classify(exc, task.retry_on)
+        if ctx.preempted and status == "failed":
+            # Whatever a task raises once SIGTERM arrived (a framework's own SIGTERM exception,
+            # a SystemExit, an error from a half-torn-down library) is the preemption's doing.
+            status = "preempted"
+        outcome = Outcome.from_error(status, exc)
+    else:
+        outcome = Outcome("succeeded", value=value)
+    if ctx.checkpoint_opened:
+        outcome.checkpoint_at_end = _settle(ctx.checkpoint.inner, info, guard)
+    else:
+        if checkpoint is not None:
+            checkpoint.close()
+        outcome.checkpoint_at_end = info.checkpoint_at_start
+    return outcome
+
+
+def _settle(checkpoint: Any, info: AttemptInfo, guard: PreemptionGuard) -> Any:
+    """Wait for the attempt's async writes (within the grace period when preempted), close the
+    checkpoint and return the latest committed version."""
+    timeout = guard.remaining()
+    try:
+        checkpoint.wait(timeout=timeout)
+    except TimeoutError:
+        log.warning(
+            "taskpoint: %s attempt %d: async checkpoint writes did not finish within the grace "
+            "period; the latest committed version is kept",
+            info.node,
+            info.attempt,
+        )
+        return _latest(checkpoint)
+    except Exception as exc:
+        log.warning(
+            "taskpoint: %s attempt %d: checkpoint writer failed: %s", info.node, info.attempt, exc
+        )
+    latest = _latest(checkpoint)
+    try:
+        checkpoint.close()
+    except Exception as exc:
+        log.warning("taskpoint: closing the checkpoint of %s failed: %s", info.node, exc)
+    return latest
+
+
+def _latest(checkpoint: Any) -> Any:
+    try:
+        return checkpoint.latest()
+    except Exception as exc:  # a corrupt store must not hide the task's own outcome
+        log.warning("taskpoint: cannot read the latest checkpoint: %s", exc)
+        return None
