@@ -1,6 +1,6 @@
 """Versioned, atomic checkpoints on any fsspec URL; usable without the engine."""
 
-from taskpoint.checkpoint.core import Checkpoint, CheckpointWarning
+from taskpoint.checkpoint.core import Checkpoint, CheckpointHook, CheckpointWarning
 from taskpoint.checkpoint.version import CheckpointVersion
 
-__all__ = ["Checkpoint", "CheckpointVersion", "CheckpointWarning"]
+__all__ = ["Checkpoint", "CheckpointHook", "CheckpointVersion", "CheckpointWarning"]

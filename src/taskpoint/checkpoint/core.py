@@ -45,6 +45,19 @@ DEFAULT_RETIRE_GRACE = 60.0
 _open_scopes: weakref.WeakSet[Checkpoint] = weakref.WeakSet()
 
 
+class CheckpointHook:
+    """Called by a `Checkpoint` around its writes; the methods are no-ops to override.
+
+    The engine uses one to report commits to the progress listener and to raise `Preempted`
+    after the commit that follows a SIGTERM; a user may add their own (metrics, logging).
+    """
+
+    def after_write(self, checkpoint: Checkpoint, result: Any, blocking: bool) -> None:
+        """After ``write``/``save`` returned: ``result`` is the committed `CheckpointVersion`
+        (blocking) or the future of an async write. An exception raised here reaches the
+        caller of ``write``/``save``; the version stays committed."""
+
+
 class _Job:
     def __init__(self, payload: Payload, step: int | None, metadata: dict[str, Any]) -> None:
         self.payload, self.step, self.metadata = payload, step, metadata
@@ -69,6 +82,7 @@ class Checkpoint:
         self.retire_grace = retire_grace
         self.readonly = readonly
         self._reader = VersionReader(store, url)
+        self._hooks: list[CheckpointHook] = []
         self._retention = Retention(store, url, attempt, keep, retire_grace)
         self._commit_lock = threading.Lock()
         self._next_seq: int | None = None
@@ -217,7 +231,7 @@ class Checkpoint:
         """
         step, metadata = _check_step_metadata(step, metadata)
         payload = bytes_payload(data, snapshot=not blocking and copy)
-        return self._submit(payload, step, metadata, blocking)
+        return self._after_write(self._submit(payload, step, metadata, blocking), blocking)
 
     def save(
         self,
@@ -237,7 +251,19 @@ class Checkpoint:
                 payload = path_payload(src, staging_root=staging)
             else:
                 payload = stream_payload(src, staging_root=staging)  # type: ignore[arg-type]
-        return self._submit(payload, step, metadata, blocking)
+        return self._after_write(self._submit(payload, step, metadata, blocking), blocking)
+
+    def add_hook(self, hook: CheckpointHook) -> None:
+        """Call ``hook`` after every write of this scope object (in the order added)."""
+        self._hooks.append(hook)
+
+    def remove_hook(self, hook: CheckpointHook) -> None:
+        self._hooks.remove(hook)
+
+    def _after_write(self, result: Any, blocking: bool) -> Any:
+        for hook in list(self._hooks):
+            hook.after_write(self, result, blocking)
+        return result
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until every async write is committed; re-raise a writer error."""
@@ -419,4 +445,4 @@ def _flush_at_exit() -> None:
             log.error("pending checkpoint write to %s failed at exit: %s", scope.url, exc)
 
 
-__all__ = ["Checkpoint", "CheckpointWarning", "classify"]
+__all__ = ["Checkpoint", "CheckpointHook", "CheckpointWarning", "classify"]

@@ -11,7 +11,7 @@ from taskpoint.checkpoint import Checkpoint
 from taskpoint.context import TaskContext, reset_context, set_context
 from taskpoint.engine.attempt import AttemptJob, Outcome
 from taskpoint.engine.events import AttemptInfo
-from taskpoint.engine.preempt import PreemptibleCheckpoint, PreemptionGuard
+from taskpoint.engine.preempt import PreemptionGuard, PreemptionHook
 from taskpoint.engine.retry import classify
 
 log = logging.getLogger("taskpoint")
@@ -23,14 +23,15 @@ def execute_attempt(job: AttemptJob) -> Outcome:
     Never raises for the task's own errors: they become the outcome's status and error."""
     task, info, guard, checkpoint = job.task, job.info, job.guard, job.checkpoint
 
-    def open_checkpoint(ctx: TaskContext) -> PreemptibleCheckpoint:
+    def open_checkpoint(ctx: TaskContext) -> Checkpoint:
         cp = checkpoint or Checkpoint.open(
             info.checkpoint_url,
             attempt=info.attempt,
             keep=task.keep,
             storage_options=info.storage_options or None,
         )
-        return PreemptibleCheckpoint(cp, ctx, guard, info, job.listener)
+        cp.add_hook(PreemptionHook(ctx, guard, info, job.listener))
+        return cp
 
     ctx = TaskContext(info.execution_id, info.node, task.name, info.attempt, open_checkpoint)
     token = set_context(ctx)
@@ -51,7 +52,7 @@ def execute_attempt(job: AttemptJob) -> Outcome:
     else:
         outcome = Outcome("succeeded", value=value)
     if ctx.checkpoint_opened:
-        outcome.checkpoint_at_end = _settle(ctx.checkpoint.inner, info, guard)
+        outcome.checkpoint_at_end = _settle(ctx.checkpoint, info, guard)
     else:
         if checkpoint is not None:
             checkpoint.close()

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from taskpoint.checkpoint import CheckpointHook
 from taskpoint.context import TaskContext
 from taskpoint.engine.events import AttemptInfo, Listener
 from taskpoint.errors import Preempted
@@ -113,32 +114,20 @@ def send_signal(pid: int, sig: int) -> None:
         pass
 
 
-class PreemptibleCheckpoint:
-    """The ``Checkpoint`` a task sees: a thin proxy that raises ``Preempted`` after a write
-    commits once the attempt is preempted, and reports writes to the progress listener."""
+class PreemptionHook(CheckpointHook):
+    """The engine's hook on the task's `Checkpoint`: report each commit to the progress
+    listener, and once the attempt is preempted raise `Preempted` after the write committed
+    (an async one is committed first, within the grace period)."""
 
     def __init__(
-        self,
-        checkpoint: Any,
-        ctx: TaskContext,
-        guard: PreemptionGuard,
-        info: AttemptInfo,
-        listener: Listener,
+        self, ctx: TaskContext, guard: PreemptionGuard, info: AttemptInfo, listener: Listener
     ) -> None:
-        self._checkpoint = checkpoint
         self._ctx = ctx
         self._guard = guard
         self._info = info
         self._listener = listener
 
-    def write(self, data: Any, **options: Any) -> Any:
-        return self._after(self._checkpoint.write(data, **options), options)
-
-    def save(self, src: Any, **options: Any) -> Any:
-        return self._after(self._checkpoint.save(src, **options), options)
-
-    def _after(self, result: Any, options: dict[str, Any]) -> Any:
-        blocking = options.get("blocking", True)
+    def after_write(self, checkpoint: Any, result: Any, blocking: bool) -> None:
         if blocking and result is not None:
             self._listener.checkpoint_written(self._info, result)
         if self._ctx.preempted:
@@ -150,14 +139,3 @@ class PreemptibleCheckpoint:
                 execution_id=self._ctx.execution_id,
                 node=self._ctx.node,
             )
-        return result
-
-    @property
-    def inner(self) -> Any:
-        return self._checkpoint
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._checkpoint, name)
-
-    def __repr__(self) -> str:
-        return f"<preemptible {self._checkpoint!r}>"
