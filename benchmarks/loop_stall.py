@@ -38,8 +38,15 @@ import torch
 from benchmarks.common import Row, print_table, rotate, save_json, workdir_root
 from benchmarks.torch_state import Outcome, StateModel, state_bytes
 from taskpoint import Checkpoint
-from taskpoint.integrations._torch_state import usable_cores
 from taskpoint.integrations.torch import TorchCheckpointer
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the rule TorchCheckpointer(overlap=True) applies)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 class Loop:

@@ -32,6 +32,8 @@ import pytest
 from taskpoint import Checkpoint, CheckpointError
 from taskpoint.checkpoint.version import parse_version_id
 
+pytestmark = pytest.mark.slow  # kills processes, starts a JVM or a browser
+
 CHILD_SCRIPT = Path(__file__).with_name("crash_child.py")
 _spec = importlib.util.spec_from_file_location("taskpoint_tests_crash_child", CHILD_SCRIPT)
 assert _spec is not None and _spec.loader is not None

@@ -26,6 +26,8 @@ from faults_stats import record
 from taskpoint import Checkpoint
 from taskpoint.checkpoint.version import parse_version_id
 
+pytestmark = pytest.mark.slow  # kills processes, starts a JVM or a browser
+
 CHILD = Path(child.__file__)
 KEEP = 2
 

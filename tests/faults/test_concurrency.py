@@ -17,8 +17,11 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from faults_procs import DEADLINE, Driver, cli_command, tp_env, wait_until
 from faults_stats import record
+
+pytestmark = pytest.mark.slow  # kills processes, starts a JVM or a browser
 
 N_EXECUTIONS = 8
 NODES = 12

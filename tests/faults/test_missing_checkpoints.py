@@ -28,8 +28,8 @@ from faults_procs import DEADLINE, cli_command, tp_env
 from faults_stats import record
 
 import taskpoint
+from taskpoint.engine import configure
 from taskpoint.engine.events import Listener
-from taskpoint.engine.settings import configure
 from taskpoint.errors import CheckpointMissingError
 
 FLOW = """

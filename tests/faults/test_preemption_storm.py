@@ -38,6 +38,8 @@ from pathlib import Path
 
 from taskpoint import Preempted, current_context, task, workflow
 
+pytestmark = pytest.mark.slow  # kills processes, starts a JVM or a browser
+
 HERE = Path(__file__).parent
 
 

@@ -58,6 +58,8 @@ from hypothesis import strategies as st
 from taskpoint import Checkpoint
 from taskpoint.checkpoint.version import parse_version_id
 
+pytestmark = pytest.mark.slow  # kills processes, starts a JVM or a browser
+
 SEED = env_seed(20261126)
 MAX_EXAMPLES = int(os.environ.get("TASKPOINT_FAULTS_EXAMPLES", "16"))
 MiB = 1 << 20

@@ -30,6 +30,8 @@ import taskpoint
 from taskpoint import Checkpoint, CheckpointError, current_context, task
 from taskpoint.checkpoint.version import parse_version_id
 
+pytestmark = pytest.mark.slow  # kills processes, starts a JVM or a browser
+
 pytest.importorskip("s3fs")
 
 CONNECT_TIMEOUT = 2.0

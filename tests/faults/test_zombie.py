@@ -30,10 +30,13 @@ import warnings
 from pathlib import Path
 
 import faults_zombie_writer as writer
+import pytest
 from faults_procs import DEADLINE, Driver, Proc, log_lines, wait_until
 from faults_stats import env_seed, record
 
 from taskpoint import Checkpoint
+
+pytestmark = pytest.mark.slow  # kills processes, starts a JVM or a browser
 
 SEED = env_seed(20261126)
 KEEP = 2

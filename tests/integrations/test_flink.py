@@ -36,7 +36,7 @@ from taskpoint.engine import configure
 from taskpoint.errors import TaskpointError
 from taskpoint.integrations.flink import FlinkCheckpointer
 
-pytestmark = pytest.mark.timeout(400)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 N, KEYS = 4000, 13
 JOB_SETTINGS = {

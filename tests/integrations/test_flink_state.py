@@ -14,6 +14,8 @@ import pytest
 from taskpoint.errors import CheckpointError
 from taskpoint.integrations import _flink_state as fs
 
+pytestmark = pytest.mark.slow  # kills processes, starts a JVM or a browser
+
 
 def utf(text: str) -> bytes:
     data = text.encode()

@@ -26,7 +26,7 @@ from taskpoint import Checkpoint, RecoverableError, current_context, task
 from taskpoint.errors import CheckpointError
 from taskpoint.integrations.spark import restore_dataframe, save_dataframe
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 N_NODES, N_EDGES, ITERATIONS, SAVE_EVERY = 300, 260, 6, 2
 

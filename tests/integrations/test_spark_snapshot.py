@@ -14,6 +14,8 @@ import pytest
 from taskpoint.errors import TaskpointError
 from taskpoint.integrations import _spark_snapshot as cut
 
+pytestmark = pytest.mark.slow  # kills processes, starts a JVM or a browser
+
 
 def touch(path: Path, text: str = "x") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from taskpoint.engine import configure
 N_FILES = 12
 WORDS = [f"w{i:02d}" for i in range(23)]
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def session():

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from ui_support import FLOWS, base_url, cli_command, cli_env, serving
 
+pytestmark = pytest.mark.slow  # kills processes, starts a JVM or a browser
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",

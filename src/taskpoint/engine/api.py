@@ -17,6 +17,7 @@ from taskpoint.engine.task import Target
 from taskpoint.errors import TaskpointError
 from taskpoint.records import ExecutionRecord, Records
 from taskpoint.records.preview import inputs_preview, make_preview
+from taskpoint.records.status import ExecutionStatus
 
 log = logging.getLogger("taskpoint")
 
@@ -64,10 +65,10 @@ def resume_with(engine: Engine, execution_id: str, *, from_scratch: bool = False
     records = engine.records()
     rec = records.get_execution(execution_id)
     options = engine.storage_options_for(rec.storage)  # the recorded store, not the engine's
-    if rec.status == "succeeded":
+    if rec.status == ExecutionStatus.SUCCEEDED:
         result = stored_result(rec, options)  # a run needs the value
         return load_execution(records, rec, result=result)
-    if rec.status == "running" and rec.driver_alive:
+    if rec.status == ExecutionStatus.RUNNING and rec.driver_alive:
         raise TaskpointError(
             f"execution {rec.id} is still running (driver pid {rec.driver_pid} on "
             f"{rec.driver_host}); wait for it, or stop it before resuming"
@@ -93,7 +94,7 @@ def resume_with(engine: Engine, execution_id: str, *, from_scratch: bool = False
 def _with_preview(records: Records, execution: Execution) -> Execution:
     """Store the bounded preview of a succeeded execution's result: `show` and the web view
     show it, and never unpickle the result (DESIGN.md, trust boundaries)."""
-    if execution.status == "succeeded":
+    if execution.status == ExecutionStatus.SUCCEEDED:
         execution.result_preview = make_preview(execution.result)
         records.set_result_preview(execution.id, execution.result_preview)
     return execution
@@ -141,7 +142,7 @@ def _new_record(
         inputs=inputs_preview(arguments),
         inputs_ref=None,
         storage=storage,
-        status="running",
+        status=ExecutionStatus.RUNNING,
         result_ref=None,
         error_type=None,
         error_message=None,

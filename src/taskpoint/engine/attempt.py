@@ -19,6 +19,8 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from taskpoint.records.status import AttemptStatus
+
 if TYPE_CHECKING:
     from taskpoint.engine.events import AttemptInfo, Listener
     from taskpoint.engine.preempt import PreemptionGuard
@@ -132,7 +134,7 @@ def portable(outcome: Outcome, task: Task) -> Outcome:
             pickle.loads(pickle.dumps(outcome.error))
         except Exception:
             outcome.error = None
-    if outcome.status == "succeeded":
+    if outcome.status == AttemptStatus.SUCCEEDED:
         try:
             pickle.dumps(outcome.value, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
@@ -140,5 +142,5 @@ def portable(outcome: Outcome, task: Task) -> Outcome:
                 f"task {task.name!r} returned a value that cannot be pickled ({exc}); "
                 "outputs must be picklable so they can be stored and returned on resume"
             )
-            return Outcome.from_error("failed", replacement, outcome.checkpoint_at_end)
+            return Outcome.from_error(AttemptStatus.FAILED, replacement, outcome.checkpoint_at_end)
     return outcome

@@ -20,6 +20,7 @@ from taskpoint.engine.preempt import PreemptionGuard
 from taskpoint.engine.task import Target, Task
 from taskpoint.errors import Preempted
 from taskpoint.records import ExecutionRecord, NodeRecord, Records
+from taskpoint.records.status import ExecutionStatus, NodeStatus
 
 log = logging.getLogger("taskpoint")
 
@@ -90,7 +91,7 @@ class Run:
                 node=key,
             )
         previous = self.previous.get(key)
-        if previous is not None and previous.status == "succeeded":
+        if previous is not None and previous.status == NodeStatus.SUCCEEDED:
             found, value = _stored_output(previous, self.storage_options)
             if found:
                 self.listener.node_reused(self.execution_id, key)
@@ -133,20 +134,21 @@ class Run:
         except Exception as exc:
             error = TypeError(f"the workflow's result cannot be pickled ({exc})")
             return self._finish_error(error)
-        self.records.finish_execution(self.execution_id, "succeeded", result_ref=ref)
+        self.records.finish_execution(self.execution_id, ExecutionStatus.SUCCEEDED, result_ref=ref)
         return load_execution(self.records, self.execution_id, result=value)
 
     def _finish_error(self, exc: BaseException) -> Execution:
         node = None
-        error_type, error_message = type(exc).__name__, str(exc)
+        error_type: str | None = type(exc).__name__
+        error_message: str | None = str(exc)
         if isinstance(exc, KeyboardInterrupt):
-            status = "aborted"
+            status = ExecutionStatus.ABORTED
         elif self.preempted_node is not None or (
             isinstance(exc, Preempted) and self.guard.preempted
         ):
-            status, node = "preempted", self.preempted_node
+            status, node = ExecutionStatus.PREEMPTED, self.preempted_node
         else:
-            status = "failed"
+            status = ExecutionStatus.FAILED
             for failure in self.failures:
                 if _caused_by(exc, failure[1]):
                     # As the task raised it (an attempt's child may only have sent its text).

@@ -13,6 +13,7 @@ from typing import Any
 
 from taskpoint.errors import ExecutionFailed, Preempted
 from taskpoint.records import AttemptRecord, ExecutionRecord, NodeRecord, Records
+from taskpoint.records.status import ExecutionStatus
 
 
 @dataclass
@@ -69,18 +70,18 @@ class Execution:
 
     @property
     def succeeded(self) -> bool:
-        return self.status == "succeeded"
+        return self.status == ExecutionStatus.SUCCEEDED
 
     def unwrap(self) -> Any:
         """The result if the execution succeeded; otherwise raise what the caller should see:
         ``ExecutionFailed`` chained to the task's exception, ``Preempted``, or
         ``KeyboardInterrupt`` for an aborted one."""
-        if self.status == "succeeded":
+        if self.status == ExecutionStatus.SUCCEEDED:
             return self.result
         exc = self.exception
-        if self.status == "aborted":
+        if self.status == ExecutionStatus.ABORTED:
             raise KeyboardInterrupt from exc
-        if self.status == "preempted":
+        if self.status == ExecutionStatus.PREEMPTED:
             raise Preempted(
                 f"execution {self.id} was preempted; `taskpoint resume {self.id}` continues it",
                 execution_id=self.id,
@@ -124,14 +125,14 @@ def load_execution(
         storage=rec.storage,
         traceback=rec.traceback,
         exception=exception,
-        result_preview=rec.result_preview if rec.status == "succeeded" else None,
+        result_preview=rec.result_preview if rec.status == ExecutionStatus.SUCCEEDED else None,
     )
 
 
 def stored_result(rec: ExecutionRecord, options: dict[str, Any] | None = None) -> Any:
     """Unpickle a succeeded execution's stored result. Only for a run that needs the value
     (``resume``): whoever can write the blob store can make this run code."""
-    if rec.status != "succeeded" or not rec.result_ref:
+    if rec.status != ExecutionStatus.SUCCEEDED or not rec.result_ref:
         return None
     from taskpoint.engine import blobs
 
@@ -142,7 +143,11 @@ def stored_result(rec: ExecutionRecord, options: dict[str, Any] | None = None) -
 
 
 def _live(status: str, execution_status: str) -> str:
-    return "interrupted" if status == "running" and execution_status == "interrupted" else status
+    return (
+        ExecutionStatus.INTERRUPTED
+        if status == ExecutionStatus.RUNNING and execution_status == ExecutionStatus.INTERRUPTED
+        else status
+    )
 
 
 def _attempt(a: AttemptRecord, execution_status: str) -> Attempt:

@@ -16,6 +16,7 @@ from taskpoint.engine.task import Task
 from taskpoint.errors import CheckpointMissingError, Preempted, TaskpointError
 from taskpoint.records import AttemptEnd, NodeRecord
 from taskpoint.records.preview import make_preview
+from taskpoint.records.status import AttemptStatus, NodeStatus
 
 if TYPE_CHECKING:
     from taskpoint.engine.driver import Run
@@ -48,16 +49,16 @@ class NodeRun:
         n = self.previous.attempts + 1 if self.previous else 1
         while True:
             info, outcome = self._attempt(n)
-            if outcome.status == "succeeded":
+            if outcome.status == AttemptStatus.SUCCEEDED:
                 return self._succeed(info, outcome)
             state.ended(info.attempt, outcome.status, outcome.error)
             retry = (
-                outcome.status != "aborted"
+                outcome.status != AttemptStatus.ABORTED
                 and not self.run.guard.preempted
                 and not self.run.is_stopped(self.key)
                 and policy.should_retry(state)
             )
-            node_status = "running" if retry else self._final_status(outcome)
+            node_status = NodeStatus.RUNNING if retry else self._final_status(outcome)
             self._record_end(info, outcome, node_status)
             if not retry:
                 self._stop(outcome, node_status)
@@ -66,14 +67,16 @@ class NodeRun:
             if delay > 0:
                 policy.sleep(delay)
             if self.run.guard.preempted:
-                self.run.records.finish_node(self.run.execution_id, self.key, "preempted")
-                self._stop(outcome, "preempted")
+                self.run.records.finish_node(self.run.execution_id, self.key, NodeStatus.PREEMPTED)
+                self._stop(outcome, NodeStatus.PREEMPTED)
             n = info.attempt + 1
 
     # -- one attempt -----------------------------------------------------------------------------
 
     def _attempt(self, n: int) -> tuple[AttemptInfo, Outcome]:
-        checkpoint, start_version, missing = None, None, None
+        checkpoint: Any = None  # the checkpoint the attempt resumes from (a retry or resume)
+        start_version: Any = None
+        missing: CheckpointMissingError | None = None
         if n > 1 or self.run.resumed:
             # Only a retry or a resume can find checkpoints: a fresh node's scope is new.
             checkpoint, start_version, n, missing = self._find_start(n)
@@ -101,7 +104,7 @@ class NodeRun:
         if missing is not None:
             # Never started: a configuration problem, not the task's, so no retry either.
             checkpoint.close()
-            return info, Outcome.from_error("failed", missing)
+            return info, Outcome.from_error(AttemptStatus.FAILED, missing)
         self.run.listener.attempt_started(info)
         if isolated and checkpoint is not None:
             checkpoint.close()  # the child or worker opens its own
@@ -109,7 +112,10 @@ class NodeRun:
         job = AttemptJob(self.task, self.arguments, info, self.run.guard, self.run.listener)
         job.checkpoint = checkpoint
         outcome = self.run.wait_for(self.key, self.backend.submit(job))
-        if isolated and outcome.status in ("lost", "aborted"):  # it could not say what it left
+        if isolated and outcome.status in (
+            AttemptStatus.LOST,
+            AttemptStatus.ABORTED,
+        ):  # it could not say what it left
             outcome.checkpoint_at_end = self._latest(n)
         return info, outcome
 
@@ -180,7 +186,7 @@ class NodeRun:
                 checkpoint_at_start=None,
             )
             message = "its driver died before the attempt's start was recorded (it committed)"
-            end = AttemptEnd("lost", "running", "AttemptLost", message)
+            end = AttemptEnd(AttemptStatus.LOST, NodeStatus.RUNNING, "AttemptLost", message)
             self.run.records.attempt_ended(self.run.execution_id, self.key, n, end)
 
     def _open_checkpoint(self, n: int) -> Any:
@@ -205,25 +211,29 @@ class NodeRun:
             data = pickle.dumps(outcome.value, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             failure = Outcome.from_error(
-                "failed",
+                AttemptStatus.FAILED,
                 TypeError(
                     f"task {self.task.name!r} returned a value that cannot be pickled ({exc}); "
                     "outputs must be picklable so they can be stored and returned on resume"
                 ),
                 outcome.checkpoint_at_end,
             )
-            self._record_end(info, failure, "failed")
-            self._stop(failure, "failed")
+            self._record_end(info, failure, NodeStatus.FAILED)
+            self._stop(failure, NodeStatus.FAILED)
         # Read-only views show this bounded preview and never unpickle the output.
         preview = make_preview(outcome.value)
         if len(data) <= INLINE_OUTPUT_MAX:
             # Small outputs ride in the attempt's end transaction: one write, atomic with the
             # status, and no file per node on the hot path.
-            self._record_end(info, outcome, "succeeded", output=data, output_preview=preview)
+            self._record_end(
+                info, outcome, NodeStatus.SUCCEEDED, output=data, output_preview=preview
+            )
         else:
             ref = f"{self.url}/output.pkl"
             blobs.put_bytes(ref, data, self.run.storage_options)
-            self._record_end(info, outcome, "succeeded", output_ref=ref, output_preview=preview)
+            self._record_end(
+                info, outcome, NodeStatus.SUCCEEDED, output_ref=ref, output_preview=preview
+            )
         return outcome.value
 
     def _record_end(
@@ -256,18 +266,20 @@ class NodeRun:
         )
         self.run.listener.attempt_ended(info, outcome.status, outcome.error_text, end_version)
 
-    def _final_status(self, outcome: Outcome) -> str:
-        if outcome.status == "aborted":
-            return "aborted"
-        if self.run.guard.preempted and outcome.status != "failed":
-            return "preempted"  # the driver itself is going away: resume continues this node
-        return "failed"
+    def _final_status(self, outcome: Outcome) -> NodeStatus:
+        if outcome.status == AttemptStatus.ABORTED:
+            return NodeStatus.ABORTED
+        if self.run.guard.preempted and outcome.status != AttemptStatus.FAILED:
+            return (
+                NodeStatus.PREEMPTED
+            )  # the driver itself is going away: resume continues this node
+        return NodeStatus.FAILED
 
     def _stop(self, outcome: Outcome, node_status: str) -> None:
         error = outcome.error or TaskpointError(outcome.error_text or outcome.status)
-        if node_status == "aborted":
+        if node_status == AttemptStatus.ABORTED:
             raise KeyboardInterrupt from error
-        if node_status == "preempted":
+        if node_status == AttemptStatus.PREEMPTED:
             self.run.preempted_node = self.key
             raise Preempted(
                 f"execution {self.run.execution_id} preempted in node {self.key}; "

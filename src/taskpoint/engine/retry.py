@@ -16,23 +16,28 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from taskpoint.errors import AttemptLost, Preempted, RecoverableError
+from taskpoint.records.status import AttemptStatus
 
 USER_BUDGET = "user"
 SYSTEM_BUDGET = "system"
-BUDGET_OF_STATUS = {"recoverable": USER_BUDGET, "preempted": SYSTEM_BUDGET, "lost": SYSTEM_BUDGET}
+BUDGET_OF_STATUS: dict[str, str] = {
+    AttemptStatus.RECOVERABLE: USER_BUDGET,
+    AttemptStatus.PREEMPTED: SYSTEM_BUDGET,
+    AttemptStatus.LOST: SYSTEM_BUDGET,
+}
 
 
-def classify(exc: BaseException, retry_on: tuple[type[BaseException], ...] = ()) -> str:
+def classify(exc: BaseException, retry_on: tuple[type[BaseException], ...] = ()) -> AttemptStatus:
     """The attempt status an exception stands for."""
     if isinstance(exc, Preempted):
-        return "preempted"
+        return AttemptStatus.PREEMPTED
     if isinstance(exc, AttemptLost):
-        return "lost"
+        return AttemptStatus.LOST
     if isinstance(exc, RecoverableError) or (retry_on and isinstance(exc, retry_on)):
-        return "recoverable"
+        return AttemptStatus.RECOVERABLE
     if isinstance(exc, KeyboardInterrupt):
-        return "aborted"
-    return "failed"
+        return AttemptStatus.ABORTED
+    return AttemptStatus.FAILED
 
 
 @dataclass
@@ -70,7 +75,9 @@ def stop_after_budget(retries: int, system_retries: int) -> RetryPredicate:
     )
 
 
-def wait_fixed(seconds: float, statuses: tuple[str, ...] = ("recoverable",)) -> WaitStrategy:
+def wait_fixed(
+    seconds: float, statuses: tuple[str, ...] = (AttemptStatus.RECOVERABLE,)
+) -> WaitStrategy:
     """``seconds`` before retrying the given statuses; preempted/lost attempts go again at once."""
     return lambda state: seconds if state.status in statuses else 0.0
 

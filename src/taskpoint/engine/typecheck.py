@@ -55,7 +55,7 @@ def _check_plain(value: Any, hint: Any) -> str | None:
     return None if isinstance(value, hint) else _given(value)
 
 
-def _check_collection(value: Any, origin: type, args: tuple) -> str | None:
+def _check_collection(value: Any, origin: type[Any], args: tuple) -> str | None:
     if not isinstance(value, origin):
         return _given(value)
     if not args:
