@@ -14,6 +14,7 @@ from typing import Any
 from taskpoint.engine.attempt import AttemptJob, Outcome, portable
 from taskpoint.engine.events import AttemptInfo, Listener
 from taskpoint.errors import AttemptLost, TaskpointError
+from taskpoint.records.status import AttemptStatus
 
 CLAIM = "taskpoint-claim"
 
@@ -27,10 +28,12 @@ def run_attempt(payload: Any, info: AttemptInfo, grace: float) -> Outcome:
         claimed = _claim()
     except Exception as exc:  # the scheduler is unreachable: not the task's fault, retry it
         why = f"could not claim it with the Dask scheduler ({type(exc).__name__}: {exc})"
-        return Outcome.from_error("lost", AttemptLost(f"{info.node} attempt {info.attempt}: {why}"))
+        return Outcome.from_error(
+            AttemptStatus.LOST, AttemptLost(f"{info.node} attempt {info.attempt}: {why}")
+        )
     if not claimed:
         return Outcome.from_error(
-            "lost",
+            AttemptStatus.LOST,
             AttemptLost(
                 f"{info.node} attempt {info.attempt}: its Dask worker left while running it and "
                 "Dask started it again elsewhere; it runs as a new attempt instead"
@@ -43,7 +46,7 @@ def run_attempt(payload: Any, info: AttemptInfo, grace: float) -> Outcome:
             f"cannot load the task of {info.node} on Dask worker pid {os.getpid()}: "
             f"{type(exc).__name__}: {exc}"
         )
-        return Outcome.from_error("failed", error)
+        return Outcome.from_error(AttemptStatus.FAILED, error)
     # Not the main thread: no signal handlers; a worker's own shutdown makes the attempt lost.
     job = AttemptJob(task, arguments, info, PreemptionGuard(grace), Listener())
     outcome = execute_attempt(job)

@@ -28,6 +28,7 @@ from taskpoint.backends.registry import BACKENDS
 from taskpoint.engine.attempt import AttemptJob, Outcome
 from taskpoint.engine.blobs import node_dir
 from taskpoint.errors import AttemptLost, TaskpointError
+from taskpoint.records.status import AttemptStatus
 
 INSTALL_HINT = BACKENDS["dask"][1]
 _POLL = 0.1  # seconds between looks at the driver's signal state while an attempt runs
@@ -148,10 +149,12 @@ class DaskHandle:
                     # The driver is going away: record the attempt now; the resumed execution
                     # starts a later attempt, which fences this one if it still runs.
                     self.future.cancel()
-                    return self._ended("preempted", "the driver was preempted (SIGTERM)")
+                    return self._ended(
+                        AttemptStatus.PREEMPTED, "the driver was preempted (SIGTERM)"
+                    )
         except KeyboardInterrupt as exc:
             self.future.cancel()
-            return Outcome.from_error("aborted", exc, self.info.checkpoint_at_start)
+            return Outcome.from_error(AttemptStatus.ABORTED, exc, self.info.checkpoint_at_start)
         return self._collect()
 
     def cancel(self) -> None:
@@ -168,13 +171,13 @@ class DaskHandle:
             return self.future.result()
         except CancelledError:
             if self.cancelled:
-                return self._ended("aborted", "it was stopped: its execution ended")
+                return self._ended(AttemptStatus.ABORTED, "it was stopped: its execution ended")
             return self._lost("Dask cancelled it (the scheduler or the connection was lost)")
         except (KilledWorker, CommClosedError, ConnectionError) as exc:
             return self._lost(f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # run_attempt itself failed (e.g. taskpoint not on the worker)
             return Outcome.from_error(
-                "failed",
+                AttemptStatus.FAILED,
                 TaskpointError(
                     f"{self.info.node} attempt {self.info.attempt} could not run on the Dask "
                     f"worker: {type(exc).__name__}: {exc} (is taskpoint installed there?)"
@@ -186,7 +189,8 @@ class DaskHandle:
     def _lost(self, why: str) -> Outcome:
         info = self.info
         return Outcome.from_error(
-            "lost", AttemptLost(f"{info.node} attempt {info.attempt} lost its Dask worker: {why}")
+            AttemptStatus.LOST,
+            AttemptLost(f"{info.node} attempt {info.attempt} lost its Dask worker: {why}"),
         )
 
     def _ended(self, status: str, why: str) -> Outcome:

@@ -42,6 +42,7 @@ from taskpoint.engine.execute import execute_attempt
 from taskpoint.engine.preempt import PreemptionGuard, send_signal
 from taskpoint.engine.task import Task
 from taskpoint.errors import AttemptLost, TaskpointError
+from taskpoint.records.status import AttemptStatus
 
 log = logging.getLogger("taskpoint")
 _ABORT_WAIT = 5.0  # seconds a child gets to stop on Ctrl-C before SIGKILL
@@ -76,7 +77,7 @@ class ProcessHandle:
         self.receiver, sender = mp.Pipe(duplex=False)
         # The parent pid lets the child stop with the driver. (PR_SET_PDEATHSIG fires when the
         # *thread* that forked exits: pool threads live until the execution ends.)
-        self.child = mp.Process(
+        self.child = mp.Process(  # type: ignore[attr-defined]  # stub: get_context(str) is BaseContext
             target=_child_main,
             args=(
                 job.task,
@@ -107,19 +108,21 @@ class ProcessHandle:
             message = _wait_for(child, self.receiver, self.guard)
         except KeyboardInterrupt as exc:
             _stop(child)
-            message = Outcome.from_error("aborted", exc, info.checkpoint_at_start)
+            message = Outcome.from_error(AttemptStatus.ABORTED, exc, info.checkpoint_at_start)
         finally:
             self.guard.children.discard(child.pid)
             self.receiver.close()
         child.join()
         self.ended.set()
         if message is None:
-            message = Outcome.from_error("lost", AttemptLost(_describe_death(child.exitcode, info)))
-        if self.cancelled and message.status != "succeeded":
+            message = Outcome.from_error(
+                AttemptStatus.LOST, AttemptLost(_describe_death(child.exitcode, info))
+            )
+        if self.cancelled and message.status != AttemptStatus.SUCCEEDED:
             stopped = TaskpointError(
                 f"{info.node} attempt {info.attempt} was stopped: its execution ended"
             )
-            message = Outcome.from_error("aborted", stopped, message.checkpoint_at_end)
+            message = Outcome.from_error(AttemptStatus.ABORTED, stopped, message.checkpoint_at_end)
         message.pid = child.pid
         return message
 
@@ -209,7 +212,8 @@ def _wait_for(child: Any, receiver: Connection, guard: PreemptionGuard) -> Outco
                 return None
             except Exception as exc:  # the child's result could not be unpickled here
                 return Outcome.from_error(
-                    "failed", TaskpointError(f"cannot load the result of the attempt: {exc}")
+                    AttemptStatus.FAILED,
+                    TaskpointError(f"cannot load the result of the attempt: {exc}"),
                 )
         if child.sentinel in ready:
             return None
@@ -309,12 +313,12 @@ def _send(sender: Connection, outcome: Outcome, task: Task) -> None:
         return
     except Exception as exc:  # the output or the exception could not be pickled
         problem = exc
-    if outcome.status == "succeeded":
+    if outcome.status == AttemptStatus.SUCCEEDED:
         replacement = TypeError(
             f"task {task.name!r} returned a value that cannot be pickled ({problem}); "
             "outputs must be picklable so they can be stored and returned on resume"
         )
-        outcome = Outcome.from_error("failed", replacement, outcome.checkpoint_at_end)
+        outcome = Outcome.from_error(AttemptStatus.FAILED, replacement, outcome.checkpoint_at_end)
     else:  # keep the status and the text, drop the unpicklable exception object
         outcome.error = None
     sender.send(outcome)

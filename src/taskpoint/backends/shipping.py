@@ -76,9 +76,13 @@ def _reference(task: Task) -> tuple:
         return ("value", cloudpickle.dumps((task.fn, options)))
     name, qualname = task.fn.__module__, task.fn.__qualname__
     module = sys.modules[name]
-    if "." in name or _installed(module.__file__):
+    if "." in name:
         return ("ref", name, qualname)
-    path, source, digest = _source_of(name, module.__file__)
+    file = module.__file__
+    assert file is not None, f"module {name!r} has no file, so it cannot be importable()"
+    if _installed(file):
+        return ("ref", name, qualname)
+    path, source, digest = _source_of(name, file)
     return ("file", name, qualname, path, source, digest)
 
 

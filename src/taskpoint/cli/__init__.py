@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import sys
 
+from taskpoint.records.status import ExecutionStatus
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_ABORTED = 130
 EXIT_PREEMPTED = 143
 
-EXIT_OF_STATUS = {
-    "succeeded": EXIT_OK,
-    "failed": EXIT_FAILED,
-    "preempted": EXIT_PREEMPTED,
-    "aborted": EXIT_ABORTED,
+EXIT_OF_STATUS: dict[str, int] = {
+    ExecutionStatus.SUCCEEDED: EXIT_OK,
+    ExecutionStatus.FAILED: EXIT_FAILED,
+    ExecutionStatus.PREEMPTED: EXIT_PREEMPTED,
+    ExecutionStatus.ABORTED: EXIT_ABORTED,
 }
 
 

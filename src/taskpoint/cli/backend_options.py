@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
 from taskpoint.cli import EXIT_USAGE
 from taskpoint.cli.app import CliError
 from taskpoint.engine.config import Engine
+
+if TYPE_CHECKING:
+    from taskpoint.backends.dask import DaskBackend
 
 BACKENDS = ("inline", "process", "dask")
 # Option values that stay strings even when they look like JSON numbers.
@@ -106,7 +109,7 @@ def _start(name: str, scheduler: str | None, workers: int | None) -> Any:
 
     if name != "dask":
         return create(name)
-    backend = create("dask", scheduler=scheduler, workers=workers)
+    backend = cast("DaskBackend", create("dask", scheduler=scheduler, workers=workers))
     try:
         return backend.start()
     except OSError as exc:

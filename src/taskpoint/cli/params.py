@@ -58,13 +58,18 @@ class BytesValue(click.ParamType):
 
 def _from_json(data: Any, hint: Any) -> Any:
     origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint) and isinstance(data, dict):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(data, dict):
         return hint(**data)
     if origin is tuple or hint is tuple:
         return tuple(data) if isinstance(data, list) else data
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(hint):
-            if arg is not type(None) and dataclasses.is_dataclass(arg) and isinstance(data, dict):
+            if (
+                isinstance(arg, type)
+                and arg is not type(None)
+                and dataclasses.is_dataclass(arg)
+                and isinstance(data, dict)
+            ):
                 return arg(**data)
     return data
 

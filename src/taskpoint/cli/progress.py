@@ -11,6 +11,7 @@ from typing import IO, Any
 
 from taskpoint.cli.render import STATUS_STYLE, duration, size
 from taskpoint.engine.events import AttemptInfo, Listener
+from taskpoint.records.status import AttemptStatus
 
 # Held while the display thread draws: forking (process isolation) waits for it, so a child
 # never inherits a console or stream lock held by a thread that does not exist in the child.
@@ -46,7 +47,7 @@ def ended_line(info: AttemptInfo, status: str, error: str | None, end_version: A
         f"{info.node}  attempt {info.attempt}/{info.max_attempts}  {status} after {took}, "
         f"{'latest ' if end_version is not None else ''}{describe_version(end_version)}"
     )
-    return f"{text}: {error}" if error and status != "succeeded" else text
+    return f"{text}: {error}" if error and status != AttemptStatus.SUCCEEDED else text
 
 
 class PlainProgress(Listener):

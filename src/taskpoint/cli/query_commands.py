@@ -18,6 +18,7 @@ from taskpoint.cli.render import (
 from taskpoint.engine.execution import Execution, load_execution
 from taskpoint.errors import ExecutionNotFound
 from taskpoint.records.preview import preview_text
+from taskpoint.records.status import ExecutionStatus, NodeStatus
 
 
 def _console():
@@ -105,7 +106,7 @@ def _print_execution(e: Execution) -> None:
     console.print(f"[bold]execution {e.id}[/bold]  {e.name}  {styled(e.status)}")
     console.print(f"inputs: {e.inputs}", markup=False)
     console.print(f"created {local_time(e.created)}, ran {duration(e.started, e.ended)}")
-    if e.status == "succeeded":
+    if e.status == ExecutionStatus.SUCCEEDED:
         console.print(f"result: {preview_text(e.result_preview)}", markup=False)
     elif e.error:
         where = f" in node {e.failed_node}" if e.failed_node else ""
@@ -113,7 +114,7 @@ def _print_execution(e: Execution) -> None:
     columns = ("NODE", "ATTEMPT", "STATUS", "FROM CHECKPOINT", "TO CHECKPOINT", "TOOK", "ERROR")
     table = _table(*columns, "OUTPUT")
     for node in e.nodes:
-        output = preview_text(node.output_preview) if node.status == "succeeded" else ""
+        output = preview_text(node.output_preview) if node.status == NodeStatus.SUCCEEDED else ""
         table.add_row(
             f"[bold]{_escape(node.key)}[/bold]",
             "",

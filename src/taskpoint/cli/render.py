@@ -8,6 +8,7 @@ from typing import Any
 
 from taskpoint.engine.execution import Execution, Node
 from taskpoint.records.preview import preview_text, preview_value
+from taskpoint.records.status import AttemptStatus, ExecutionStatus, NodeStatus
 
 
 def iso(ts: float | None) -> str | None:
@@ -57,7 +58,7 @@ def version_dict(v: Any) -> dict[str, Any]:
 
 
 def node_dict(node: Node, checkpoints: list[Any]) -> dict[str, Any]:
-    done = node.status == "succeeded"
+    done = node.status == NodeStatus.SUCCEEDED
     return {
         "key": node.key,
         "task": node.task,
@@ -86,7 +87,7 @@ def node_dict(node: Node, checkpoints: list[Any]) -> dict[str, Any]:
 
 
 def execution_dict(execution: Execution, checkpoints: dict[str, list[Any]]) -> dict[str, Any]:
-    done = execution.status == "succeeded"
+    done = execution.status == ExecutionStatus.SUCCEEDED
     return {
         "id": execution.id,
         "name": execution.name,
@@ -105,15 +106,15 @@ def execution_dict(execution: Execution, checkpoints: dict[str, list[Any]]) -> d
     }
 
 
-STATUS_STYLE = {
-    "succeeded": "green",
-    "failed": "red",
-    "recoverable": "yellow",
-    "preempted": "magenta",
-    "lost": "red",
-    "aborted": "yellow",
-    "interrupted": "red",
-    "running": "cyan",
+STATUS_STYLE: dict[str, str] = {
+    AttemptStatus.SUCCEEDED: "green",
+    AttemptStatus.FAILED: "red",
+    AttemptStatus.RECOVERABLE: "yellow",
+    AttemptStatus.PREEMPTED: "magenta",
+    AttemptStatus.LOST: "red",
+    AttemptStatus.ABORTED: "yellow",
+    ExecutionStatus.INTERRUPTED: "red",
+    AttemptStatus.RUNNING: "cyan",
 }
 
 

@@ -17,6 +17,7 @@ from taskpoint.cli.render import duration, execution_dict
 from taskpoint.engine.config import Engine
 from taskpoint.engine.events import Listener
 from taskpoint.engine.execution import Execution
+from taskpoint.records.status import ExecutionStatus
 
 RUN_HELP = """Usage: taskpoint run FILE.py NAME [--PARAM VALUE ...] [--json]
 
@@ -101,7 +102,7 @@ def resume_command(execution_id: str, as_json: bool, from_scratch: bool, **backe
 
     with configured(current_engine(), **backend) as engine:
         rec = records_for_reading(engine).get_execution(execution_id)
-        if rec.status == "succeeded":
+        if rec.status == ExecutionStatus.SUCCEEDED:
             if not as_json:
                 click.echo(f"execution {rec.id} already succeeded; nothing to run", err=True)
             return report(engine, engine.resume(rec.id), as_json)
@@ -143,7 +144,7 @@ def report(engine: Engine, execution: Execution, as_json: bool) -> int:
         f"{duration(execution.started, execution.ended)} "
         f"({_plural(len(execution.nodes), 'node')}, {_plural(attempts, 'attempt')})"
     )
-    if execution.status == "succeeded":
+    if execution.status == ExecutionStatus.SUCCEEDED:
         click.echo(summary)
         click.echo(f"result: {_show(execution.result)}")
         return code

@@ -13,6 +13,7 @@ from taskpoint.engine.attempt import AttemptJob, Outcome
 from taskpoint.engine.events import AttemptInfo
 from taskpoint.engine.preempt import PreemptionGuard, PreemptionHook
 from taskpoint.engine.retry import classify
+from taskpoint.records.status import AttemptStatus
 
 log = logging.getLogger("taskpoint")
 
@@ -44,13 +45,13 @@ def execute_attempt(job: AttemptJob) -> Outcome:
             reset_context(token)
     except BaseException as exc:
         status = classify(exc, task.retry_on)
-        if ctx.preempted and status == "failed":
+        if ctx.preempted and status == AttemptStatus.FAILED:
             # Whatever a task raises once SIGTERM arrived (a framework's own SIGTERM exception,
             # a SystemExit, an error from a half-torn-down library) is the preemption's doing.
-            status = "preempted"
+            status = AttemptStatus.PREEMPTED
         outcome = Outcome.from_error(status, exc)
     else:
-        outcome = Outcome("succeeded", value=value)
+        outcome = Outcome(AttemptStatus.SUCCEEDED, value=value)
     if ctx.checkpoint_opened:
         outcome.checkpoint_at_end = _settle(ctx.checkpoint, info, guard)
     else:

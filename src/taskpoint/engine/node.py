@@ -112,10 +112,8 @@ class NodeRun:
         job = AttemptJob(self.task, self.arguments, info, self.run.guard, self.run.listener)
         job.checkpoint = checkpoint
         outcome = self.run.wait_for(self.key, self.backend.submit(job))
-        if isolated and outcome.status in (
-            AttemptStatus.LOST,
-            AttemptStatus.ABORTED,
-        ):  # it could not say what it left
+        # A lost or aborted isolated attempt could not say what it left.
+        if isolated and outcome.status in (AttemptStatus.LOST, AttemptStatus.ABORTED):
             outcome.checkpoint_at_end = self._latest(n)
         return info, outcome
 
@@ -270,16 +268,15 @@ class NodeRun:
         if outcome.status == AttemptStatus.ABORTED:
             return NodeStatus.ABORTED
         if self.run.guard.preempted and outcome.status != AttemptStatus.FAILED:
-            return (
-                NodeStatus.PREEMPTED
-            )  # the driver itself is going away: resume continues this node
+            # The driver itself is going away: resume continues this node.
+            return NodeStatus.PREEMPTED
         return NodeStatus.FAILED
 
     def _stop(self, outcome: Outcome, node_status: str) -> None:
         error = outcome.error or TaskpointError(outcome.error_text or outcome.status)
-        if node_status == AttemptStatus.ABORTED:
+        if node_status == NodeStatus.ABORTED:
             raise KeyboardInterrupt from error
-        if node_status == AttemptStatus.PREEMPTED:
+        if node_status == NodeStatus.PREEMPTED:
             self.run.preempted_node = self.key
             raise Preempted(
                 f"execution {self.run.execution_id} preempted in node {self.key}; "

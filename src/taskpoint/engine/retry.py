@@ -27,7 +27,7 @@ BUDGET_OF_STATUS: dict[str, str] = {
 }
 
 
-def classify(exc: BaseException, retry_on: tuple[type[BaseException], ...] = ()) -> AttemptStatus:
+def classify(exc: BaseException, retry_on: tuple[type[BaseException], ...] = ()) -> str:
     """The attempt status an exception stands for."""
     if isinstance(exc, Preempted):
         return AttemptStatus.PREEMPTED

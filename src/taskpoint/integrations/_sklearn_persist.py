@@ -192,7 +192,7 @@ def restore_rng(state: dict[str, Any]) -> None:
     )
 
 
-def trusted_names(trusted: str | Sequence[str | type] | None) -> list[str]:
+def trusted_names(trusted: str | type | Sequence[str | type] | None) -> list[str]:
     """Normalise the user's ``trusted=`` argument to fully qualified type names."""
     if trusted is None:
         return []

@@ -34,7 +34,7 @@ _frame_lock = threading.Lock()
 
 
 def _frames_dir(checkpoint: Checkpoint, spark: SparkSession, work_dir: Any) -> Path:
-    if work_dir is None and not spark.sparkContext.master.startswith("local"):
+    if work_dir is None and not spark.sparkContext.master.startswith("local"):  # type: ignore[union-attr]  # pyspark stub: a live context has a master
         raise TaskpointError(
             "save_dataframe/restore_dataframe with a cluster master need work_dir=: a directory "
             "that the driver and every executor see at the same path (a shared POSIX mount)"

@@ -56,7 +56,7 @@ class _Slot:
             # Page aligned, so the store can write it with O_DIRECT (no page-cache copy).
             start = -raw.data_ptr() % _ALIGN
             self.buffer = raw[start : start + capacity]
-            self.view = memoryview(self.buffer.numpy())
+            self.view = memoryview(self.buffer.numpy())  # type: ignore[arg-type]  # ndarray is a Buffer
         assert self.view is not None
         return self.view
 

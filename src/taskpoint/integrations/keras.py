@@ -98,7 +98,7 @@ def _default_backend() -> None:
 
 
 _default_backend()
-keras = require("keras", "keras")
+keras: Any = require("keras", "keras")
 
 if TYPE_CHECKING:
     from taskpoint.checkpoint import Checkpoint

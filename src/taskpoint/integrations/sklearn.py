@@ -65,7 +65,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from taskpoint.errors import CheckpointError
 from taskpoint.integrations import _sklearn_persist as persist
@@ -78,7 +78,16 @@ require("skops.io", "sklearn")
 if TYPE_CHECKING:
     from taskpoint.checkpoint import Checkpoint
 
-E = TypeVar("E")
+
+class _Estimator(Protocol):
+    """What these helpers call on an estimator (every scikit-learn estimator has both)."""
+
+    def set_params(self, **params: Any) -> Any: ...
+
+    def fit(self, X: Any, y: Any = ..., **fit_params: Any) -> Any: ...
+
+
+E = TypeVar("E", bound=_Estimator)
 Batches = Sequence[Any] | Callable[..., Iterable[Any]]
 Trusted = str | type | Sequence[str | type] | None
 FORMAT = "taskpoint.sklearn/1"

@@ -227,7 +227,7 @@ class SparkStreamCheckpointer:
                 query.stop()
                 raise self._error
             try:
-                done = query.awaitTermination(self.poll_interval)
+                done = query.awaitTermination(self.poll_interval)  # type: ignore[arg-type]  # pyspark stub: seconds may be a float
             except Exception as exc:
                 self._snapshot(quiet=True)
                 self.checkpoint.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from taskpoint.records.liveness import hostname, process_alive
+from taskpoint.records.status import ExecutionStatus
 
 
 @dataclass
@@ -42,8 +43,8 @@ class ExecutionRecord:
     @property
     def effective_status(self) -> str:
         """The stored status, except ``interrupted`` for a running one whose driver died."""
-        if self.status == "running" and not self.driver_alive:
-            return "interrupted"
+        if self.status == ExecutionStatus.RUNNING and not self.driver_alive:
+            return ExecutionStatus.INTERRUPTED
         return self.status
 
 

@@ -12,6 +12,7 @@ from taskpoint.records import schema
 from taskpoint.records.db import Database, open_database
 from taskpoint.records.liveness import hostname, process_token
 from taskpoint.records.models import AttemptRecord, ExecutionRecord, NodeRecord
+from taskpoint.records.status import ExecutionStatus, NodeStatus
 
 
 @dataclass
@@ -97,12 +98,14 @@ class Records:
                     execution_id,
                 ),
             )
-            if status != "succeeded":
+            if status != ExecutionStatus.SUCCEEDED:
                 # Nodes that were running when the execution stopped stop with it.
                 c.execute(
                     "UPDATE nodes SET status=?, ended=? WHERE execution_id=? AND status='running'",
                     (
-                        status if status in ("preempted", "aborted") else "failed",
+                        status
+                        if status in (NodeStatus.PREEMPTED, NodeStatus.ABORTED)
+                        else NodeStatus.FAILED,
                         time.time(),
                         execution_id,
                     ),
@@ -194,7 +197,7 @@ class Records:
 
     def attempt_ended(self, execution_id: str, key: str, n: int, end: AttemptEnd) -> float:
         now = time.time()
-        node_done = end.node_status != "running"
+        node_done = end.node_status != NodeStatus.RUNNING
         with self.db.transaction() as c:
             start = self.db.deferred.take((execution_id, key, n))
             if start is not None:

@@ -28,11 +28,19 @@ from taskpoint.engine import blobs
 from taskpoint.engine.config import Engine
 from taskpoint.engine.execution import Execution, load_execution
 from taskpoint.records import ExecutionRecord
+from taskpoint.records.status import ExecutionStatus
 from taskpoint.ui.readonly import ReadOnlyRecords
 from taskpoint.ui.scopes import ReadOnlyScope, ScopeListing
 from taskpoint.ui.work import work_series
 
-STATUSES = ("running", "succeeded", "failed", "preempted", "aborted", "interrupted")
+STATUSES = (
+    ExecutionStatus.RUNNING,
+    ExecutionStatus.SUCCEEDED,
+    ExecutionStatus.FAILED,
+    ExecutionStatus.PREEMPTED,
+    ExecutionStatus.ABORTED,
+    ExecutionStatus.INTERRUPTED,
+)
 MAX_LIMIT = 1000
 
 
@@ -138,7 +146,7 @@ def _damaged(listing: ScopeListing) -> list[dict[str, Any]]:
 
 
 def _list_row(e: ExecutionRecord, status: str, attempts: int, now: float) -> dict[str, Any]:
-    end = e.ended if e.ended is not None else (now if status == "running" else None)
+    end = e.ended if e.ended is not None else (now if status == ExecutionStatus.RUNNING else None)
     return {
         # The shape of `taskpoint list --json` ...
         "id": e.id,

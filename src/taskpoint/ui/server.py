@@ -23,7 +23,7 @@ import re
 import socket
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, quote, unquote
 
 from taskpoint.engine import blobs
@@ -81,7 +81,7 @@ class UiServer(ThreadingHTTPServer):
 
     def url(self, host: str | None = None) -> str:
         """The address to open (with ``?token=`` when one is required)."""
-        host = host or self.server_address[0]
+        host = host or cast(str, self.server_address[0])  # an AF_INET(6) address: a str
         if host in ("0.0.0.0", "::", ""):
             host = socket.gethostname()
         if ":" in host:

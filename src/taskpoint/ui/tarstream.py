@@ -149,7 +149,7 @@ class VersionTar:
         files = self.manifest.files
         with self._verified(files[0] if files else None) as first:
             started()
-            with tarfile.open(
+            with tarfile.open(  # type: ignore[call-overload]  # stub lacks copybufsize
                 fileobj=out,  # type: ignore[arg-type]
                 mode="w|",
                 bufsize=64 * 1024,

@@ -21,8 +21,16 @@ from typing import Any
 
 from taskpoint.checkpoint.version import parse_version_id
 from taskpoint.engine.execution import Attempt
+from taskpoint.records.status import AttemptStatus, ExecutionStatus
 
-FINAL_FAILURES = ("failed", "recoverable", "preempted", "lost", "aborted", "interrupted")
+FINAL_FAILURES = (
+    AttemptStatus.FAILED,
+    AttemptStatus.RECOVERABLE,
+    AttemptStatus.PREEMPTED,
+    AttemptStatus.LOST,
+    AttemptStatus.ABORTED,
+    ExecutionStatus.INTERRUPTED,
+)
 
 
 def work_series(
@@ -72,7 +80,13 @@ def _attempt_points(a: Attempt, versions: list[Any], level: Any, now: float) -> 
         last_seq = v.seq
     end_id = a.checkpoint_at_end
     # Running: up to now; an attempt whose driver died unrecorded: up to what is known of it.
-    end_time = a.ended if a.ended is not None else now if a.status == "running" else pts[-1]["t"]
+    end_time = (
+        a.ended
+        if a.ended is not None
+        else now
+        if a.status == AttemptStatus.RUNNING
+        else pts[-1]["t"]
+    )
     if end_id is None:
         # Still running, or its end was never recorded (its driver died): the level stays
         # where the attempt's last known point left it.
