@@ -238,7 +238,22 @@ class LocalStore:
         return True
 
     def delete_temp(self, name: str) -> None:
-        _unlink_quiet(os.path.join(self.vdir, name))
+        """Delete a leftover manifest temp file ``.<id>.manifest.*.tmp``, unless the writer of
+        ``<id>`` is still committing it (it holds its payload directory's lock until then)."""
+        try:
+            fd = os.open(os.path.join(self.vdir, name[1:].split(".", 1)[0]), _DIR_LOCK_FLAGS)
+        except OSError:
+            fd = None  # no payload directory: no writer of that id is alive
+        try:
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return
+            _unlink_quiet(os.path.join(self.vdir, name))
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     def _path(self, vid: str, rel: str) -> str:
         return os.path.join(self.vdir, vid, *rel.split("/"))
