@@ -65,11 +65,7 @@ class VersionReader:
             yield version
 
     def read(self) -> bytes | None:
-        """Bytes of the latest committed version (written from bytes, a stream or one file).
-
-        ``None`` if nothing was committed. A directory version raises `CheckpointError`: use
-        `restore()`. A corrupt latest version is skipped with a warning for the previous one.
-        """
+        """See `Checkpoint.read`."""
 
         def use(manifest: Manifest) -> bytes:
             if manifest.kind == "dir":
@@ -82,18 +78,7 @@ class VersionReader:
         return self.use_latest(use)
 
     def read_with(self, fill: Callable[[StreamReader], T]) -> T | None:
-        """Stream the latest committed version (bytes, a stream or one file) through ``fill``.
-
-        ``fill(reader)`` reads with ``reader.readinto(buffer)`` (straight into the caller's
-        buffers, no intermediate copy) and ``reader.read(n)``; ``reader.size`` is the version's
-        size. The checksum is computed on a second thread while it reads, and what ``fill``
-        leaves unread is read and checked after it returns: its result is returned only if the
-        version is intact. Buffers it filled must stay unchanged until then. A damaged version
-        is skipped with a warning and ``fill`` runs again on the previous committed one, so it
-        must overwrite whatever it filled. An error ``fill`` raises is re-raised as it is when
-        the bytes were intact (else the version counts as damaged). ``None`` if nothing was
-        committed; a directory version raises `CheckpointError` as `read()` does.
-        """
+        """See `Checkpoint.read_with`."""
 
         def use(manifest: Manifest) -> T:
             if manifest.kind == "dir":
@@ -122,12 +107,7 @@ class VersionReader:
     def restore(
         self, path: str | os.PathLike[str] | None = None, *, version: str | None = None
     ) -> Path | None:
-        """Materialise the latest committed version (or ``version``) into ``path``.
-
-        ``path`` is created if missing and must be empty if it exists; without it a fresh temp
-        directory is used. A file keeps its name, a directory its tree, bytes become ``data``.
-        Returns the directory, or ``None`` if nothing was committed.
-        """
+        """See `Checkpoint.restore`."""
         target = self._restore_target(path)
         try:
             restored = self.use_latest(lambda m: self._restore_into(m, target), only=version)
