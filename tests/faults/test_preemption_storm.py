@@ -26,6 +26,8 @@ import pytest
 from faults_procs import DEADLINE, Driver, Proc, log_lines
 from faults_stats import env_seed, record
 
+pytestmark = pytest.mark.slow  # kills processes, starts a JVM or a browser
+
 SEED = env_seed(20261126)
 STEPS = 60
 INTERVAL = 0.03  # seconds of work per checkpoint
@@ -37,8 +39,6 @@ import time
 from pathlib import Path
 
 from taskpoint import Preempted, current_context, task, workflow
-
-pytestmark = pytest.mark.slow  # kills processes, starts a JVM or a browser
 
 HERE = Path(__file__).parent
 
