@@ -6,8 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 from typing import Any
 
 
@@ -18,15 +16,6 @@ def stop_process(pid: int) -> None:
             os.kill(pid, sig)
         except ProcessLookupError:
             return
-
-
-def wait_file(path: Path, timeout: float = 120) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.stat().st_size:
-            return path.read_text()
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {path}")
 
 
 def taskpoint_cli(*args: str) -> list[str]:
@@ -50,24 +39,3 @@ def descendants(pid: int) -> list[int]:
         return [p.pid for p in psutil.Process(pid).children(recursive=True)]
     except psutil.NoSuchProcess:
         return []
-
-
-def wait_gone(pids: list[int], timeout: float = 60) -> list[int]:
-    """Wait until none of ``pids`` runs any more; return those still running at the deadline."""
-    import psutil
-
-    deadline = time.monotonic() + timeout
-    alive = list(pids)
-    while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if psutil.pid_exists(p) and _not_zombie(p)]
-        time.sleep(0.05)
-    return alive
-
-
-def _not_zombie(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False

@@ -11,7 +11,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from dask_support import descendants, run_cli, stop_process, taskpoint_cli, wait_file, wait_gone
+from dask_support import descendants, run_cli, stop_process, taskpoint_cli
+
+from support.polling import running, wait_for_file, wait_gone
 
 FLOW = """
 import os
@@ -97,17 +99,19 @@ def test_resume_after_the_driver_was_killed_reruns_no_succeeded_node(flow, s3_se
         env={**os.environ, **endpoint},
     )
     try:
-        wait_file(flow.parent / "ready")
+        wait_for_file(flow.parent / "ready", 120)
         cluster = descendants(driver.pid)  # the local cluster's worker processes
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
         stop_process(driver.pid)
     # The local cluster's workers stop with their driver (Dask watches the parent).
-    orphans = wait_gone(cluster, timeout=60)
-    for pid in orphans:
-        stop_process(pid)
-    assert cluster and not orphans
+    assert cluster
+    try:
+        wait_gone(cluster, 60)
+    finally:
+        for pid in filter(running, cluster):
+            stop_process(pid)
     (flow.parent / "stall").unlink()
 
     execution_id = _only_execution(tp_home)

@@ -9,10 +9,11 @@ import signal
 import threading
 from pathlib import Path
 
-from dask_support import stop_process, wait_file
+from dask_support import stop_process
 from dask_tasks import counting, fan_out, freezing, holding
 
 import taskpoint
+from support.polling import wait_for_file
 from taskpoint.checkpoint import Checkpoint
 from taskpoint.engine import blobs
 
@@ -24,7 +25,7 @@ def in_background(fn, *args) -> threading.Thread:
 
 
 def kill_victim(markers: Path) -> None:
-    os.kill(int(wait_file(markers / "victim")), signal.SIGKILL)
+    os.kill(int(wait_for_file(markers / "victim", 120)), signal.SIGKILL)
 
 
 def versions(execution, key: str, storage_options: dict) -> list:
@@ -59,12 +60,12 @@ def test_a_frozen_worker_is_lost_and_its_zombie_writes_change_nothing(
     bare_cluster, on_s3, s3_server, markers
 ):
     def freeze_then_wake() -> None:
-        pid = int(wait_file(markers / "frozen"))
+        pid = int(wait_for_file(markers / "frozen", 120))
         os.kill(pid, signal.SIGSTOP)
         try:
             # The scheduler removes the silent worker (TTL), Dask's re-run of the attempt is
             # fenced, and the engine's attempt 2 starts on the other worker and writes once.
-            wait_file(markers / "successor", timeout=120)
+            wait_for_file(markers / "successor", 120)
             (markers / "release").write_text("go")
         finally:
             os.kill(pid, signal.SIGCONT)
@@ -115,7 +116,7 @@ def test_map_on_two_workers_reruns_only_the_interrupted_item(cluster, on_s3, mar
 
 def test_sigterm_to_the_driver_preempts_and_resume_continues(cluster, on_s3, markers):
     def preempt_driver() -> None:
-        wait_file(markers / "held")
+        wait_for_file(markers / "held", 120)
         os.kill(os.getpid(), signal.SIGTERM)  # this test process is the driver
 
     signaller = in_background(preempt_driver)
@@ -126,7 +127,7 @@ def test_sigterm_to_the_driver_preempts_and_resume_continues(cluster, on_s3, mar
 
     # The abandoned attempt still runs on its worker: let it finish (its result goes nowhere).
     (markers / "release").write_text("go")
-    wait_file(markers / "first-done")
+    wait_for_file(markers / "first-done", 120)
     resumed = taskpoint.resume(execution.id)
     assert resumed.status == "succeeded", resumed.error
     first, second = resumed.nodes[0].attempts

@@ -7,12 +7,13 @@ import json
 import os
 import signal
 import sqlite3
-import time
 from contextlib import closing
 from pathlib import Path
 
 import pytest
-from engine_procs import run_cli, start_cli, wait_for
+from engine_procs import run_cli, start_cli
+
+from support.polling import wait_for_file, wait_gone, wait_until
 
 FLOW = """
 import os
@@ -73,7 +74,7 @@ def start_and_signal(
     """Run `flow`, wait until `count` is at step 3 (and, with ``running``, until its attempt is
     recorded as running), then send ``sig`` to the driver."""
     proc = start_cli(*extra, "run", str(flow_file), "flow", "--total", "6", "--json", home=home)
-    wait_for(flow_file.parent / "ready", proc=proc)
+    wait_for_file(flow_file.parent / "ready", 30, proc=proc)
     if running:
         wait_for_running_attempt(home)
     os.kill(proc.pid, sig)
@@ -82,13 +83,11 @@ def start_and_signal(
 
 
 def wait_for_running_attempt(home: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def running() -> bool:
         with closing(sqlite3.connect(home / "taskpoint.db")) as db:
-            if db.execute("SELECT 1 FROM attempts WHERE status='running'").fetchall():
-                return
-        time.sleep(0.01)
-    raise AssertionError("no attempt was recorded as running")
+            return bool(db.execute("SELECT 1 FROM attempts WHERE status='running'").fetchall())
+
+    wait_until(running, timeout, "an attempt recorded as running")
 
 
 def resume_and_check(home: Path, execution_id: str, start: int, flow_file: Path) -> dict:
@@ -142,24 +141,13 @@ def test_resume_after_driver_sigkill(flow, tp_home, isolation):
     if isolation == "process":
         # The orphaned attempt got SIGTERM when its driver died: it committed the write it was
         # at (step 4) and exited, so the resumed attempt starts there.
-        wait_gone(int((flow_file.parent / "ready").read_text()))
+        wait_gone([int((flow_file.parent / "ready").read_text())], 30)
         start = 4
 
     data = resume_and_check(tp_home, execution_id, start, flow_file)
     first, second = data["nodes"][1]["attempts"]
     assert first["status"] in ("lost", "preempted")
     assert second["checkpoint_at_start"] is not None
-
-
-def wait_gone(pid: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"attempt process {pid} still alive")
 
 
 def test_sigterm_to_process_isolated_driver_preempts_the_child(flow, tp_home):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import taskpoint
+from support.polling import wait_until
 from taskpoint import Checkpoint, Preempted, current_context, task, workflow
 from taskpoint.engine import blobs, configure
 
@@ -28,12 +29,6 @@ def sigterm_when(marker: Path) -> threading.Thread:
     return thread
 
 
-def wait_until_preempted(ctx, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not ctx.preempted and time.monotonic() < deadline:
-        time.sleep(0.005)
-
-
 def make_counter(marker: Path, calls: list, blocking: bool = True):
     @task(retries=0)
     def count(total: int) -> list:
@@ -45,7 +40,7 @@ def make_counter(marker: Path, calls: list, blocking: bool = True):
         for i in range(start, total):
             if i == 2 and start == 0:
                 marker.write_text("ready")
-                wait_until_preempted(ctx)
+                wait_until(lambda: ctx.preempted, 30, "SIGTERM to preempt the attempt")
             result = cp.write(str(i + 1).encode(), blocking=blocking)
             calls.append(("wrote", i + 1, result if blocking else None))
         return [start, ctx.attempt]

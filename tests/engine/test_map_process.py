@@ -4,6 +4,7 @@ SIGTERM to the driver preempts every running child and ``taskpoint resume`` fini
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,21 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_procs import run_cli, start_cli, wait_for
+from engine_procs import run_cli, start_cli
 
 import taskpoint
+from support.polling import wait_for_file, wait_until
 from taskpoint import current_context, task, workflow
 from taskpoint.backends.process import ProcessBackend
 from taskpoint.engine import configure
-
-
-def wait_file(path: Path, timeout: float = 60) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 @pytest.fixture
@@ -43,7 +36,7 @@ def test_items_run_at_the_same_time_in_child_processes(tmp_path: Path, pool_of):
     def meet(x: int) -> int:
         (tmp_path / f"started-{x}").write_text("")
         # Each item waits for the other: both finish only if they ran at the same time.
-        assert wait_file(tmp_path / f"started-{1 - x}"), "the other item never started"
+        wait_until((tmp_path / f"started-{1 - x}").exists, 60, "the other item to start")
         return os.getpid()
 
     @workflow
@@ -98,7 +91,8 @@ def test_a_killed_item_is_retried_alone_from_its_own_checkpoint(tmp_path: Path, 
     import threading
 
     def killer() -> None:
-        if wait_file(tmp_path / "victim"):
+        with contextlib.suppress(AssertionError):  # no victim: the asserts below tell
+            wait_until((tmp_path / "victim").exists, 60, "the victim's pid")
             time.sleep(0.05)
             os.kill(int((tmp_path / "victim").read_text()), signal.SIGKILL)
 
@@ -123,7 +117,7 @@ def test_a_failed_item_stops_the_running_ones(tmp_path: Path, pool_of):
     def item(x: int) -> int:
         ctx = current_context()
         if x == 0:
-            assert wait_file(tmp_path / "slow-running")
+            wait_until((tmp_path / "slow-running").exists, 60, "item 1 to run")
             raise ValueError("item 0 is broken")
         (tmp_path / "slow-running").write_text("")
         deadline = time.monotonic() + 60
@@ -183,7 +177,7 @@ def test_sigterm_to_the_driver_preempts_every_running_item(script, tp_home: Path
     path = script(FLOW)
     proc = start_cli("run", str(path), "flow", "--json", home=tp_home)
     for x in (0, 1):
-        wait_for(path.parent / f"ready-{x}", timeout=60, proc=proc)
+        wait_for_file(path.parent / f"ready-{x}", 60, proc=proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err

@@ -9,12 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from faults_stats import record
+
+from support.polling import wait_until
 
 SLOW = float(os.environ.get("TASKPOINT_FAULTS_SLOW", "1"))  # scale every deadline
 DEADLINE = 120 * SLOW
@@ -140,19 +139,6 @@ def group_gone(pgid: int) -> bool:
             if group == pgid and state not in ("Z", "X"):
                 return False
     return True
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = DEADLINE, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    delay = 0.002
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.05)
 
 
 def log_lines(path: Path) -> list[list[str]]:

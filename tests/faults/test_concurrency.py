@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
-from faults_procs import DEADLINE, Driver, cli_command, tp_env, wait_until
+from faults_procs import DEADLINE, Driver, cli_command, tp_env
 from faults_stats import record
+
+from support.polling import wait_until
 
 pytestmark = pytest.mark.slow  # kills processes, starts a JVM or a browser
 

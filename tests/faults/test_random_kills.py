@@ -49,12 +49,12 @@ from faults_procs import (
     group_gone,
     log_lines,
     tp_env,
-    wait_until,
 )
 from faults_stats import env_seed, record
 from hypothesis import HealthCheck, Phase, example, given, note, seed, settings
 from hypothesis import strategies as st
 
+from support.polling import wait_until
 from taskpoint import Checkpoint
 from taskpoint.checkpoint.version import parse_version_id
 

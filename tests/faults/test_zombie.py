@@ -31,9 +31,10 @@ from pathlib import Path
 
 import faults_zombie_writer as writer
 import pytest
-from faults_procs import DEADLINE, Driver, Proc, log_lines, wait_until
+from faults_procs import DEADLINE, Driver, Proc, log_lines
 from faults_stats import env_seed, record
 
+from support.polling import wait_until
 from taskpoint import Checkpoint
 
 pytestmark = pytest.mark.slow  # kills processes, starts a JVM or a browser
