@@ -24,7 +24,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from support.stores import MANIFEST, Backend
 from taskpoint import Checkpoint, CheckpointCorruptError
 from taskpoint.checkpoint import CheckpointWarning
 from taskpoint.checkpoint.manifest import (
@@ -44,7 +44,6 @@ from taskpoint.checkpoint.manifest import (
     parse_manifest,
 )
 
-MANIFEST = ".manifest.json"
 OLD = b"version one: the intact one"
 NEW = b"version two: damaged behind the code's back"
 SECRET = b"a file outside the store that must never be read"
@@ -55,35 +54,11 @@ READ_BOUND = 8 << 20  # bytes a child may read per operation (imports included);
 
 
 # ------------------------------------------------------------------------------- the stores
-@dataclass
-class Store:
-    """A scope opened through the public API, and raw access to its layout under ``v/``."""
-
-    name: str
-    url: str
-    options: dict[str, Any] | None
-    fs: Any
-    root: str
-    opened: list[Checkpoint] = field(default_factory=list)
+class Store(Backend):
+    """A `Backend` whose scopes keep 5 versions (damage never meets retention here)."""
 
     def open(self, **kwargs: Any) -> Checkpoint:
-        cp = Checkpoint.open(self.url, storage_options=self.options, keep=5, **kwargs)
-        self.opened.append(cp)
-        return cp
-
-    def vpath(self, *parts: str) -> str:
-        return "/".join([self.root, "v", *parts])
-
-    def cat(self, *parts: str) -> bytes:
-        self.fs.invalidate_cache()
-        return self.fs.cat_file(self.vpath(*parts))
-
-    def pipe(self, data: bytes, *parts: str) -> None:
-        path = self.vpath(*parts)
-        if self.name == "local":
-            self.fs.makedirs(self.fs._parent(path), exist_ok=True)
-        self.fs.pipe_file(path, data)
-        self.fs.invalidate_cache()
+        return super().open(**{"keep": 5, **kwargs})
 
     def manifest(self, vid: str) -> dict[str, Any]:
         return json.loads(self.cat(vid + MANIFEST))
@@ -91,13 +66,6 @@ class Store:
     def local(self, *parts: str) -> Path:
         assert self.name == "local"
         return Path(self.vpath(*parts))
-
-    def close(self) -> None:
-        for cp in self.opened:
-            try:
-                cp.close(timeout=60)
-            except Exception:
-                pass
 
 
 @pytest.fixture
