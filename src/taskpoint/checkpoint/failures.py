@@ -50,6 +50,14 @@ _ENVIRONMENT_ERRNOS = {
     errno.ENFILE,
     errno.EACCES,
     errno.EPERM,
+    # A network error an HTTP client raises as a plain OSError (not a ConnectionError).
+    errno.ECONNRESET,
+    errno.ECONNREFUSED,
+    errno.ECONNABORTED,
+    errno.ETIMEDOUT,
+    errno.EPIPE,
+    errno.ENETUNREACH,
+    errno.EHOSTUNREACH,
 }
 
 
