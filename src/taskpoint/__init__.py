@@ -4,7 +4,7 @@
 from taskpoint.backends import registry as _backend_table  # noqa: F401
 from taskpoint.checkpoint import Checkpoint, CheckpointVersion
 from taskpoint.context import current_context
-from taskpoint.engine import Engine, Execution, configure, map, resume, run, task, workflow
+from taskpoint.engine import Backoff, Engine, Execution, configure, map, resume, run, task, workflow
 from taskpoint.errors import (
     CheckpointCorruptError,
     CheckpointError,
@@ -18,6 +18,7 @@ from taskpoint.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Backoff",
     "Checkpoint",
     "CheckpointCorruptError",
     "CheckpointError",

@@ -11,6 +11,8 @@ are never retried.
 
 from __future__ import annotations
 
+import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,6 +84,67 @@ def wait_fixed(
     return lambda state: seconds if state.status in statuses else 0.0
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter, for ``@task(retry_delay=Backoff(...))``.
+
+    The k-th retry of a recoverable failure waits ``initial * multiplier ** (k - 1)`` seconds,
+    capped at ``maximum``, minus a random share of up to ``jitter`` of it (``jitter=0.5``: between
+    half and all of it), so that many nodes failing together on one outage do not all come back
+    at the same instant. Preempted and lost attempts still go again at once.
+    """
+
+    initial: float = 1.0
+    maximum: float = 60.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("initial", "maximum", "multiplier", "jitter"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"Backoff: {name} must be a number, got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"Backoff: {name} must be a finite number >= 0, got {value!r}")
+        if self.multiplier < 1:
+            raise ValueError(f"Backoff: multiplier must be >= 1, got {self.multiplier!r}")
+        if self.jitter > 1:
+            raise ValueError(f"Backoff: jitter is a share of the delay (0 to 1), got {self.jitter}")
+        if self.maximum < self.initial:
+            raise ValueError(
+                f"Backoff: maximum ({self.maximum}) must be >= initial ({self.initial})"
+            )
+
+    def delay(self, retry: int, draw: float) -> float:
+        """Seconds before retry number ``retry`` (1-based), ``draw`` uniform in [0, 1)."""
+        exponent = min(retry - 1, 1024)  # 2.0 ** 1024 overflows; the cap applies long before
+        try:
+            base = min(self.maximum, self.initial * self.multiplier**exponent)
+        except OverflowError:
+            base = self.maximum
+        return base * (1.0 - self.jitter * draw)
+
+
+def wait_exponential_jitter(
+    backoff: Backoff,
+    statuses: tuple[str, ...] = (AttemptStatus.RECOVERABLE,),
+    draw: Callable[[], float] = random.random,
+) -> WaitStrategy:
+    """``backoff``'s delay for the n-th spent retry of the user budget; others go at once.
+
+    Called after ``RetryPolicy.spend`` counted the retry, so the first retry sees 1."""
+
+    def wait(state: AttemptState) -> float:
+        if state.status not in statuses:
+            return 0.0
+        return backoff.delay(max(1, state.spent[USER_BUDGET]), draw())
+
+    return wait
+
+
+RetryDelay = float | Backoff
+
+
 @dataclass
 class RetryPolicy:
     retry: tuple[RetryPredicate, ...]
@@ -93,12 +156,18 @@ class RetryPolicy:
         cls,
         retries: int,
         system_retries: int,
-        retry_delay: float,
+        retry_delay: RetryDelay,
         sleep: Callable[[float], None] | None = None,
+        draw: Callable[[], float] = random.random,
     ) -> RetryPolicy:
+        wait = (
+            wait_exponential_jitter(retry_delay, draw=draw)
+            if isinstance(retry_delay, Backoff)
+            else wait_fixed(retry_delay)
+        )
         return cls(
             retry=(retry_if_retryable(), stop_after_budget(retries, system_retries)),
-            wait=wait_fixed(retry_delay),
+            wait=wait,
             sleep=sleep or time.sleep,
         )
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from taskpoint.context import active_context
+from taskpoint.engine.retry import Backoff
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -127,7 +128,7 @@ class Task(Target):
         retries: int = 0,
         retry_on: tuple[type[BaseException], ...] | type[BaseException] = (),
         system_retries: int = 3,
-        retry_delay: float = 0.0,
+        retry_delay: float | Backoff = 0.0,
         isolation: str = "inline",
         keep: int = 2,
         on_missing_checkpoints: str = "fail",
@@ -138,8 +139,11 @@ class Task(Target):
         )
         if retries < 0 or system_retries < 0:
             raise ValueError(f"task {self.name!r}: retries and system_retries must be >= 0")
-        if retry_delay < 0:
-            raise ValueError(f"task {self.name!r}: retry_delay must be >= 0 seconds")
+        if not isinstance(retry_delay, Backoff) and not 0 <= retry_delay < float("inf"):
+            raise ValueError(
+                f"task {self.name!r}: retry_delay must be a finite number of seconds >= 0 "
+                f"(or a taskpoint.Backoff), got {retry_delay!r}"
+            )
         if isolation not in ISOLATIONS:
             raise ValueError(
                 f"task {self.name!r}: isolation must be one of {ISOLATIONS}, got {isolation!r}"
@@ -203,9 +207,12 @@ def _check_option_types(
     for option, value in (("retries", retries), ("system_retries", system_retries), ("keep", keep)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"task {name!r}: {option} must be an integer, got {value!r}")
-    if isinstance(retry_delay, bool) or not isinstance(retry_delay, int | float):
+    if not isinstance(retry_delay, Backoff) and (
+        isinstance(retry_delay, bool) or not isinstance(retry_delay, int | float)
+    ):
         raise TypeError(
-            f"task {name!r}: retry_delay must be seconds (a number), got {retry_delay!r}"
+            f"task {name!r}: retry_delay must be seconds (a number) or a taskpoint.Backoff "
+            f"(exponential backoff with jitter), got {retry_delay!r}"
         )
     types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
     for kind in types:
@@ -230,7 +237,7 @@ def task(
     retries: int = 0,
     retry_on: tuple[type[BaseException], ...] | type[BaseException] = (),
     system_retries: int = 3,
-    retry_delay: float = 0.0,
+    retry_delay: float | Backoff = 0.0,
     isolation: str = "inline",
     keep: int = 2,
     on_missing_checkpoints: str = "fail",
