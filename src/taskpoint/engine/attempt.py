@@ -66,7 +66,6 @@ class AttemptJob:
     info: AttemptInfo
     guard: PreemptionGuard  # the driver's signal state (remote backends only read it)
     listener: Listener
-    checkpoint: Any = None  # a Checkpoint the driver already opened (reused in the driver only)
 
 
 class AttemptHandle(Protocol):

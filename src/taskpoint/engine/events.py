@@ -6,11 +6,18 @@ Called synchronously in the driver's main thread; a listener must be quick and m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from taskpoint.checkpoint import Checkpoint
 
 
 @dataclass
 class AttemptInfo:
+    """The one description of an attempt: decided by the node (``NodeRun._plan``), carried to
+    the backend inside the ``AttemptJob`` and, wherever the attempt runs, used to open its
+    checkpoint scope (``open_checkpoint``) and shown to listeners."""
+
     execution_id: str
     node: str
     task: str
@@ -21,6 +28,18 @@ class AttemptInfo:
     started: float = 0.0
     # fsspec options for the checkpoint URL (credentials may be in them: never shown)
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    keep: int = 2  # committed versions the task's retention keeps
+
+    def open_checkpoint(self) -> Checkpoint:
+        """The attempt's writable checkpoint scope."""
+        from taskpoint.checkpoint import Checkpoint
+
+        return Checkpoint.open(
+            self.checkpoint_url,
+            attempt=self.attempt,
+            keep=self.keep,
+            storage_options=self.storage_options or None,
+        )
 
 
 class Listener:

@@ -22,15 +22,12 @@ def execute_attempt(job: AttemptJob) -> Outcome:
     """Run the task function once, with its context set, and close its checkpoint after.
 
     Never raises for the task's own errors: they become the outcome's status and error."""
-    task, info, guard, checkpoint = job.task, job.info, job.guard, job.checkpoint
+    task, info, guard = job.task, job.info, job.guard
 
     def open_checkpoint(ctx: TaskContext) -> Checkpoint:
-        cp = checkpoint or Checkpoint.open(
-            info.checkpoint_url,
-            attempt=info.attempt,
-            keep=task.keep,
-            storage_options=info.storage_options or None,
-        )
+        # Opened when the task first touches ``ctx.checkpoint``, once: a task that never
+        # checkpoints costs no store access.
+        cp = info.open_checkpoint()
         cp.add_hook(PreemptionHook(ctx, guard, info, job.listener))
         return cp
 
@@ -55,8 +52,6 @@ def execute_attempt(job: AttemptJob) -> Outcome:
     if ctx.checkpoint_opened:
         outcome.checkpoint_at_end = _settle(ctx.checkpoint, info, guard)
     else:
-        if checkpoint is not None:
-            checkpoint.close()
         outcome.checkpoint_at_end = info.checkpoint_at_start
     return outcome
 

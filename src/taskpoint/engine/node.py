@@ -40,46 +40,89 @@ class NodeRun:
         self.url = blobs.node_url(run.storage, run.execution_id, key)
         self.checkpoint_url = f"{self.url}/checkpoints"
         self.backend = run.backend_for(task)
+        self._viewer: Checkpoint | None = None
 
     def execute(self) -> Any:
         policy = RetryPolicy.for_task(
             self.task.retries, self.task.system_retries, self.task.retry_delay, self.run.sleep
         )
         state = AttemptState()
-        n = self.previous.attempts + 1 if self.previous else 1
-        while True:
-            info, outcome = self._attempt(n)
-            if outcome.status == AttemptStatus.SUCCEEDED:
-                return self._succeed(info, outcome)
-            state.ended(info.attempt, outcome.status, outcome.error)
-            retry = (
-                outcome.status != AttemptStatus.ABORTED
-                and not self.run.guard.preempted
-                and not self.run.is_stopped(self.key)
-                and policy.should_retry(state)
-            )
-            node_status = NodeStatus.RUNNING if retry else self._final_status(outcome)
-            self._record_end(info, outcome, node_status)
-            if not retry:
-                self._stop(outcome, node_status)
-            delay = policy.spend(state)
-            self.run.listener.retry_scheduled(info, delay)
-            if delay > 0:
-                policy.sleep(delay)
-            if self.run.guard.preempted:
-                self.run.records.finish_node(self.run.execution_id, self.key, NodeStatus.PREEMPTED)
-                self._stop(outcome, NodeStatus.PREEMPTED)
-            n = info.attempt + 1
+        last = self.previous.attempts if self.previous else 0  # the last attempt number used
+        try:
+            while True:
+                info, outcome = self._attempt(last + 1)
+                last = info.attempt
+                if outcome.status == AttemptStatus.SUCCEEDED:
+                    return self._succeed(info, outcome)
+                state.ended(info.attempt, outcome.status, outcome.error)
+                retry = (
+                    outcome.status != AttemptStatus.ABORTED
+                    and not self.run.guard.preempted
+                    and not self.run.is_stopped(self.key)
+                    and policy.should_retry(state)
+                )
+                node_status = NodeStatus.RUNNING if retry else self._final_status(outcome)
+                self._record_end(info, outcome, node_status)
+                if not retry:
+                    self._stop(outcome, node_status)
+                delay = policy.spend(state)
+                self.run.listener.retry_scheduled(info, delay)
+                if delay > 0:
+                    policy.sleep(delay)
+                if self.run.guard.preempted:
+                    self.run.records.finish_node(
+                        self.run.execution_id, self.key, NodeStatus.PREEMPTED
+                    )
+                    self._stop(outcome, NodeStatus.PREEMPTED)
+        finally:
+            if self._viewer is not None:
+                self._viewer.close()
 
     # -- one attempt -----------------------------------------------------------------------------
 
     def _attempt(self, n: int) -> tuple[AttemptInfo, Outcome]:
-        checkpoint: Any = None  # the checkpoint the attempt resumes from (a retry or resume)
-        start_version: Any = None
-        missing: CheckpointMissingError | None = None
+        """Plan attempt ``n`` (its number may move past versions the records missed), record
+        its start and hand it to the backend. The attempt opens its own writable scope when the
+        task first uses it; the driver only looks through one read-only scope per node."""
+        info, missing = self._plan(n)
+        isolated = not self.backend.in_driver
+        info.started = self.run.records.attempt_started(
+            self.run.execution_id,
+            self.key,
+            self.task.name,
+            info.attempt,
+            max_attempts=info.max_attempts,
+            pid=0 if isolated else os.getpid(),
+            checkpoint_at_start=info.checkpoint_at_start.id if info.checkpoint_at_start else None,
+            defer=not isolated,  # a forked or remote attempt takes long enough: record it now
+        )
+        if missing is not None:
+            # Never started: a configuration problem, not the task's, so no retry either.
+            return info, Outcome.from_error(AttemptStatus.FAILED, missing)
+        self.run.listener.attempt_started(info)
+        job = AttemptJob(self.task, self.arguments, info, self.run.guard, self.run.listener)
+        outcome = self.run.wait_for(self.key, self.backend.submit(job))
+        # A lost or aborted isolated attempt could not say what it left.
+        if isolated and outcome.status in (AttemptStatus.LOST, AttemptStatus.ABORTED):
+            outcome.checkpoint_at_end = self._look().latest()
+        return info, outcome
+
+    def _plan(self, n: int) -> tuple[AttemptInfo, CheckpointMissingError | None]:
+        """The one place an attempt's number and starting version are decided: ``n`` unless
+        the scope holds versions of attempt ``n`` or later that the records lost (a driver
+        killed right after they committed), then the number after the newest of those, so
+        numbers are never reused and versions never collide. Also the error that stops the
+        attempt when recorded checkpoints are missing from the scope."""
+        start_version = None
+        missing = None
         if n > 1 or self.run.resumed:
             # Only a retry or a resume can find checkpoints: a fresh node's scope is new.
-            checkpoint, start_version, n, missing = self._find_start(n)
+            start_version = self._look().latest()
+            if start_version is None and n > 1:
+                missing = self._missing_checkpoints(n)
+            elif start_version is not None and start_version.attempt >= n:
+                self._record_unrecorded(n, start_version.attempt)
+                n = start_version.attempt + 1
         info = AttemptInfo(
             execution_id=self.run.execution_id,
             node=self.key,
@@ -89,56 +132,26 @@ class NodeRun:
             checkpoint_url=self.checkpoint_url,
             checkpoint_at_start=start_version,
             storage_options=self.run.storage_options,
+            keep=self.task.keep,
         )
-        isolated = not self.backend.in_driver
-        info.started = self.run.records.attempt_started(
-            self.run.execution_id,
-            self.key,
-            self.task.name,
-            n,
-            max_attempts=info.max_attempts,
-            pid=0 if isolated else os.getpid(),
-            checkpoint_at_start=start_version.id if start_version else None,
-            defer=not isolated,  # a forked or remote attempt takes long enough: record it now
-        )
-        if missing is not None:
-            # Never started: a configuration problem, not the task's, so no retry either.
-            checkpoint.close()
-            return info, Outcome.from_error(AttemptStatus.FAILED, missing)
-        self.run.listener.attempt_started(info)
-        if isolated and checkpoint is not None:
-            checkpoint.close()  # the child or worker opens its own
-            checkpoint = None
-        job = AttemptJob(self.task, self.arguments, info, self.run.guard, self.run.listener)
-        job.checkpoint = checkpoint
-        outcome = self.run.wait_for(self.key, self.backend.submit(job))
-        # A lost or aborted isolated attempt could not say what it left.
-        if isolated and outcome.status in (AttemptStatus.LOST, AttemptStatus.ABORTED):
-            outcome.checkpoint_at_end = self._latest(n)
-        return info, outcome
+        return info, missing
 
-    def _find_start(self, n: int) -> tuple[Any, Any, int, CheckpointMissingError | None]:
-        """The open scope, the version attempt ``n`` starts from, the attempt number to use,
-        and the error that stops it when recorded checkpoints are missing from the scope."""
-        checkpoint = self._open_checkpoint(n)
-        start_version = checkpoint.latest()
-        if start_version is None and n > 1:
-            return checkpoint, None, n, self._missing_checkpoints(checkpoint, n)
-        if start_version is not None and start_version.attempt >= n:
-            # Records lost an attempt that committed (e.g. a crash right after): never
-            # reuse an attempt number, or versions could collide.
-            checkpoint.close()
-            self._record_unrecorded(n, start_version.attempt)
-            n = start_version.attempt + 1
-            checkpoint = self._open_checkpoint(n)
-        return checkpoint, start_version, n, None
+    def _look(self) -> Checkpoint:
+        """The node's read-only view of its scope, opened once (it creates nothing)."""
+        if self._viewer is None:
+            self._viewer = Checkpoint.open(
+                self.checkpoint_url,
+                readonly=True,
+                storage_options=self.run.storage_options or None,
+            )
+        return self._viewer
 
-    def _missing_checkpoints(self, checkpoint: Any, n: int) -> CheckpointMissingError | None:
+    def _missing_checkpoints(self, n: int) -> CheckpointMissingError | None:
         """The error that stops attempt ``n`` when the records say earlier attempts committed
         versions but the scope holds none; ``None`` when nothing is missing, or when the task
         or the resume chose to restart from zero (logged)."""
         expected = _recorded_versions(self.run.records, self.run.execution_id, self.key)
-        if not expected or checkpoint.prev_exists():
+        if not expected or self._look().prev_exists():
             return None  # committed manifests that do not parse: the reads report the damage
         shown = expected[0] + (f" (also {', '.join(expected[1:4])})" if expected[1:] else "")
         where = f"node {self.key} of execution {self.run.execution_id}"
@@ -186,21 +199,6 @@ class NodeRun:
             message = "its driver died before the attempt's start was recorded (it committed)"
             end = AttemptEnd(AttemptStatus.LOST, NodeStatus.RUNNING, "AttemptLost", message)
             self.run.records.attempt_ended(self.run.execution_id, self.key, n, end)
-
-    def _open_checkpoint(self, n: int) -> Any:
-        return Checkpoint.open(
-            self.checkpoint_url,
-            attempt=n,
-            keep=self.task.keep,
-            storage_options=self.run.storage_options or None,
-        )
-
-    def _latest(self, n: int) -> Any:
-        checkpoint = self._open_checkpoint(n)
-        try:
-            return checkpoint.latest()
-        finally:
-            checkpoint.close()
 
     # -- endings ---------------------------------------------------------------------------------
 
