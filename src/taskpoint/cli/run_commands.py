@@ -12,7 +12,7 @@ import click
 from taskpoint.cli import EXIT_FAILED, EXIT_OF_STATUS, EXIT_USAGE
 from taskpoint.cli.app import CliError, cli, current_engine
 from taskpoint.cli.backend_options import backend_options, configured, with_backend_options
-from taskpoint.cli.params import options_for, to_arguments
+from taskpoint.cli.params import command_help, options_for, to_arguments
 from taskpoint.cli.render import duration, execution_dict
 from taskpoint.engine.config import Engine
 from taskpoint.engine.events import Listener
@@ -67,7 +67,7 @@ def run_command(ctx: click.Context, as_json: bool, argv: tuple[str, ...], **back
     command = click.Command(
         target.name,
         params=[*options_for(target), JSON_OPTION, *backend_options(storage=True)],
-        help=(target.__doc__ or "").strip() or f"Run the {target.kind} {target.name}.",
+        help=command_help(target),
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     prog = f"{ctx.find_root().info_name or 'taskpoint'} run {file} {target.name}"
