@@ -55,6 +55,25 @@ def cli(
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
 
 
+def _set_home(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        root = ctx.find_root()
+        engine = root.obj if isinstance(root.obj, Engine) else Engine()
+        root.obj = engine.updated(home=value)
+
+
+def home_option(fn: Any) -> Any:
+    """``--home`` accepted after the subcommand too (``taskpoint list --home DIR``)."""
+    return click.option(
+        "--home",
+        metavar="DIR",
+        expose_value=False,
+        is_eager=True,
+        callback=_set_home,
+        help="Records directory (as the global --home).",
+    )(fn)
+
+
 def current_engine() -> Engine:
     """The engine the ``taskpoint`` group built from its options for this command."""
     engine = click.get_current_context().find_root().obj

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from taskpoint.cli.app import CliError, cli, current_engine, records_for_reading
+from taskpoint.cli.app import CliError, cli, current_engine, home_option, records_for_reading
 from taskpoint.cli.render import (
     duration,
     execution_dict,
@@ -43,6 +43,7 @@ def _table(*columns: str):
 
 
 @cli.command("list")
+@home_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 def list_command(as_json: bool, limit: int) -> None:
@@ -83,6 +84,7 @@ def list_command(as_json: bool, limit: int) -> None:
 
 
 @cli.command("show")
+@home_option
 @click.argument("execution_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the execution as one JSON object.")
 def show_command(execution_id: str, as_json: bool) -> None:
@@ -146,6 +148,7 @@ def _escape(text: str) -> str:
 
 
 @cli.command("checkpoints")
+@home_option
 @click.argument("execution_id")
 @click.argument("node", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

@@ -10,12 +10,12 @@ from typing import Any
 import click
 
 from taskpoint.cli import EXIT_FAILED, EXIT_OF_STATUS, EXIT_USAGE
-from taskpoint.cli.app import CliError, cli, current_engine
+from taskpoint.cli.app import CliError, cli, current_engine, home_option
 from taskpoint.cli.backend_options import backend_options, configured, with_backend_options
 from taskpoint.cli.params import command_help, options_for, to_arguments
 from taskpoint.cli.render import duration, execution_dict
 from taskpoint.engine.config import Engine
-from taskpoint.engine.events import Listener
+from taskpoint.engine.events import Listener, QuietListener
 from taskpoint.engine.execution import Execution
 from taskpoint.records.status import ExecutionStatus
 
@@ -26,6 +26,7 @@ RUN_HELP = """Usage: taskpoint run FILE.py NAME [--PARAM VALUE ...] [--json]
 
 Options:
   --json                     Print one JSON object describing the execution instead of progress.
+  --home DIR                 Records directory (as the global --home).
   --backend inline|process|dask
                              Where attempts run (default: each task's isolation=).
   --scheduler ADDRESS        Dask scheduler, e.g. tcp://HOST:8786 (default: a local cluster).
@@ -42,6 +43,7 @@ JSON_OPTION = click.Option(["--json"], is_flag=True, help="Print the execution a
     add_help_option=False,
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
 )
+@home_option
 @click.option("--json", "as_json", is_flag=True)
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 @with_backend_options(storage=True)
@@ -85,6 +87,7 @@ def run_command(ctx: click.Context, as_json: bool, argv: tuple[str, ...], **back
 
 
 @cli.command("resume")
+@home_option
 @click.argument("execution_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the execution as one JSON object.")
 @click.option(
@@ -123,7 +126,7 @@ def execute(engine: Engine, start: Callable[[Engine], Execution], as_json: bool)
 
 def progress_listener(as_json: bool) -> Listener:
     if as_json:
-        return Listener()
+        return QuietListener()
     from taskpoint.cli.progress import LiveProgress, PlainProgress
 
     return LiveProgress() if sys.stderr.isatty() else PlainProgress()

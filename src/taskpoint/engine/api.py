@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import time
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from taskpoint.engine import blobs
 from taskpoint.engine.config import Engine, default_engine
 from taskpoint.engine.driver import Run
+from taskpoint.engine.events import Listener
 from taskpoint.engine.execution import Execution, load_execution, stored_result
 from taskpoint.engine.task import Target
 from taskpoint.errors import TaskpointError
@@ -47,6 +49,7 @@ def run_with(engine: Engine, fn: Target, args: tuple, kwargs: dict[str, Any]) ->
     rec.inputs_ref = _store_inputs(fn, arguments, storage, rec.id, options)
     records.create_execution(rec)
     _targets[rec.id] = fn
+    _announce(engine, rec.id, fn.name)
     return _with_preview(records, Run(records, rec, engine, resumed=False).execute(fn, arguments))
 
 
@@ -89,6 +92,21 @@ def resume_with(engine: Engine, execution_id: str, *, from_scratch: bool = False
     rec = records.get_execution(rec.id)
     resumed = Run(records, rec, engine, resumed=True, from_scratch=from_scratch)
     return _with_preview(records, resumed.execute(target, arguments))
+
+
+def _announce(engine: Engine, execution_id: str, name: str) -> None:
+    """A program run with plain ``python train.py`` (no listener of its own) says which
+    execution it is and how to resume it, before anything can kill it."""
+    if type(engine.listener) is not Listener:
+        return  # the CLI, or the program's own listener, reports progress
+    home = engine.resolved_home()
+    where = "" if home == Engine().resolved_home() else f"--home {shlex.quote(home)} "
+    print(
+        f"taskpoint: execution {execution_id} ({name}) started; if it stops, resume it with: "
+        f"taskpoint {where}resume {execution_id}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _with_preview(records: Records, execution: Execution) -> Execution:

@@ -2,7 +2,9 @@
 listener, backend), as an explicit object; and the default engine ``taskpoint.run()`` uses.
 
 Resolution: the engine's own fields, then the ``TASKPOINT_HOME`` / ``TASKPOINT_STORAGE``
-environment variables, then ``./.taskpoint`` and ``<home>/blobs``. Options for a remote storage
+environment variables, then the project's settings (``taskpoint.toml`` or ``[tool.taskpoint]``
+in ``pyproject.toml``, found upwards from the current directory: ``engine/project.py``), then
+``./.taskpoint`` and ``<home>/blobs``. Options for a remote storage
 URL (fsspec ``storage_options``) come from ``storage_options`` (the CLI's ``--storage-option
 key=value``); for ``s3://`` the endpoint may also come from ``TASKPOINT_S3_ENDPOINT_URL``, and
 credentials from the standard AWS environment variables, which s3fs reads itself.
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskpoint.engine.attempt import Backend, backend_table
 from taskpoint.engine.events import Listener
+from taskpoint.engine.project import find_project_config
 
 if TYPE_CHECKING:
     from taskpoint.engine.execution import Execution
@@ -61,11 +64,13 @@ class Engine:
     # -- where things are ------------------------------------------------------------------------
 
     def resolved_home(self) -> str:
-        home = self.home or os.environ.get("TASKPOINT_HOME") or ".taskpoint"
-        return os.path.abspath(os.path.expanduser(home))
+        home = self.home or os.environ.get("TASKPOINT_HOME") or find_project_config().home
+        return os.path.abspath(os.path.expanduser(home or ".taskpoint"))
 
     def resolved_storage(self) -> str:
-        storage = self.storage or os.environ.get("TASKPOINT_STORAGE")
+        storage = (
+            self.storage or os.environ.get("TASKPOINT_STORAGE") or find_project_config().storage
+        )
         if not storage:
             return os.path.join(self.resolved_home(), "blobs")
         if "://" in storage:
@@ -77,7 +82,7 @@ class Engine:
         """fsspec options for ``url``: none for a local path (fsspec would reject them)."""
         if "://" not in url or url.startswith("file://"):
             return {}
-        options = dict(self.storage_options or {})
+        options = dict(self.storage_options or find_project_config().storage_options)
         endpoint = os.environ.get("TASKPOINT_S3_ENDPOINT_URL")
         client_kwargs = options.get("client_kwargs") or {}
         if (

@@ -62,3 +62,8 @@ class Listener:
 
     def retry_scheduled(self, info: AttemptInfo, delay: float) -> None:
         pass
+
+
+class QuietListener(Listener):
+    """Hears nothing and says nothing, not even the start line a plain ``Listener`` engine
+    prints for programs (``engine/api.py``): for ``--json`` output and embedding."""

@@ -1,0 +1,3 @@
+from taskpoint.cli import main
+
+main()
