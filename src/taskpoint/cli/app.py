@@ -99,7 +99,12 @@ _NO_ARGS: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 def run_cli(argv: list[str]) -> int:
     """Run the CLI on ``argv`` and return the exit status; errors become one line on stderr."""
-    from taskpoint.cli import query_commands, run_commands, ui_cmd  # noqa: F401  (registers them)
+    from taskpoint.cli import (  # noqa: F401  (registers them)
+        cleanup_commands,
+        query_commands,
+        run_commands,
+        ui_cmd,
+    )
 
     debug = "--debug" in argv
     try:
