@@ -103,6 +103,7 @@ def run_cli(argv: list[str]) -> int:
         cleanup_commands,
         query_commands,
         run_commands,
+        stop_cmd,
         ui_cmd,
     )
 
