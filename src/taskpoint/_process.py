@@ -1,7 +1,9 @@
-"""Is a process still alive on this host? (Shared by the records, the checkpoint sweep, ...)
+"""Is a process still alive on this host? (Shared by the records, the checkpoint sweep, the
+integrations' JVM work directories, ...)
 
 A pid alone lies (pids are reused, and a killed child stays a zombie until reaped), so the
-record also keeps the process's start time read from /proc where there is one.
+record also keeps the process's start time read from /proc where there is one. This is the one
+place that reads ``/proc/<pid>/stat``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ def hostname() -> str:
     return _HOST
 
 
-def _proc_stat(pid: int) -> list[str] | None:
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (field 3 on, so ``[0]`` is the
+    state and ``[19]`` the start time), or ``None`` where the process or ``/proc`` is missing."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read().decode(errors="replace")
@@ -30,15 +34,24 @@ def _proc_stat(pid: int) -> list[str] | None:
 
 
 def process_token(pid: int) -> str | None:
-    """Start time of ``pid`` in clock ticks since boot, or ``None`` where /proc is missing."""
-    fields = _proc_stat(pid)
-    return fields[19] if fields and len(fields) > 19 else None
+    """The start time of ``pid`` in clock ticks since boot (with the pid, it names one process);
+    ``None`` where the process is gone or a zombie, or /proc is missing (not Linux)."""
+    fields = proc_stat(pid)
+    if fields is None or len(fields) <= 19 or fields[0] in ("Z", "X"):  # exited, not reaped
+        return None
+    return fields[19]
+
+
+def parent_pid(pid: int) -> int | None:
+    """The parent's pid, or ``None`` where /proc does not tell."""
+    fields = proc_stat(pid)
+    return int(fields[1]) if fields is not None and len(fields) > 1 else None
 
 
 def process_alive(pid: int | None, token: str | None = None) -> bool:
     if not pid:
         return False
-    fields = _proc_stat(pid)
+    fields = proc_stat(pid)
     if fields is not None:
         if fields[0] in ("Z", "X"):  # zombie or dead: exited, not yet reaped
             return False

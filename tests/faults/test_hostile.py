@@ -332,7 +332,7 @@ def test_integration_loaders_refuse_a_pickle(tmp_path):
 
     import skops.io
 
-    from taskpoint.integrations import _sklearn_persist as persist
+    from taskpoint.integrations.sklearn import _persist as persist
     from taskpoint.integrations.sklearn import fit_incremental
 
     framed = persist.encode(

@@ -19,6 +19,7 @@ np = pytest.importorskip("numpy")
 pl = pytest.importorskip("lightning.pytorch")
 
 import taskpoint  # noqa: E402
+from support.datasets import indexed_linear_classes  # noqa: E402
 from taskpoint import Checkpoint, RecoverableError, current_context, task  # noqa: E402
 from taskpoint.integrations.lightning import LightningCheckpointer  # noqa: E402
 from taskpoint.integrations.torch import ResumableSampler  # noqa: E402
@@ -35,19 +36,6 @@ STEPS = N_SAMPLES // BATCH * EPOCHS
 def tp_home(tp_home: Path) -> Path:
     """This suite runs the engine in every test: the shared private home (tests/conftest.py)."""
     return tp_home
-
-
-class Synthetic(torch.utils.data.Dataset):
-    def __init__(self) -> None:
-        g = torch.Generator().manual_seed(1234)
-        self.x = torch.randn(N_SAMPLES, 16, generator=g)
-        self.y = (self.x @ torch.randn(16, 4, generator=g)).argmax(1)
-
-    def __len__(self) -> int:
-        return N_SAMPLES
-
-    def __getitem__(self, i: int):
-        return self.x[i], self.y[i], i
 
 
 class MLP(pl.LightningModule):
@@ -94,7 +82,7 @@ def fit(
     torch.manual_seed(0)
     np.random.seed(0)
     random.seed(0)
-    data = Synthetic()
+    data = indexed_linear_classes(N_SAMPLES)
     model = MLP(log_path)
     model.after_step = after_step
     loader = torch.utils.data.DataLoader(

@@ -94,12 +94,19 @@ class EpochBatches(Sequence):
         return X_ALL[rows] + noise, Y_ALL[rows]
 
 
+KILLED_SCOPE: list[Checkpoint] = []  # the child's scope (see interrupt)
+
+
 def interrupt(fault: str) -> None:
     if fault == "raise":
         raise Interrupt(f"interrupted at {FAULT_AT}")
     if fault == "recoverable":
         raise RecoverableError(f"interrupted at {FAULT_AT}")
     if fault == "kill":
+        if KILLED_SCOPE and KILLED_SCOPE[0].latest() is None:
+            # On a loaded disk no async save may have committed yet; the resume must start
+            # from one, so wait for the first (later ones still die with the process).
+            KILLED_SCOPE[0].wait()
         os.kill(os.getpid(), signal.SIGKILL)
     if fault == "term":  # preemption: the batch is trained, saved, and the attempt stops
         os.kill(os.getpid(), signal.SIGTERM)
@@ -479,5 +486,6 @@ def join_blob(meta: dict, payload: bytes) -> bytes:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["child"]:
-    train_incremental(Checkpoint.open(sys.argv[2], attempt=1), log=Path(sys.argv[3]), fault="kill")
+    KILLED_SCOPE.append(Checkpoint.open(sys.argv[2], attempt=1))
+    train_incremental(KILLED_SCOPE[0], log=Path(sys.argv[3]), fault="kill")
     print("not killed")

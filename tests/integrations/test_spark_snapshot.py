@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
+# The module needs no PySpark, but its package does (importing it names the missing extra).
+pytest.importorskip("pyspark")
+
 from taskpoint.errors import TaskpointError
-from taskpoint.integrations import _spark_snapshot as cut
+from taskpoint.integrations.spark import _snapshot as cut
 
 pytestmark = pytest.mark.slow  # kills processes, starts a JVM or a browser
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import os
 import random
+import subprocess
+import sys
 import warnings
 
 import pytest
 
+from support.polling import wait_until
 from taskpoint import Checkpoint
 from taskpoint.errors import CheckpointError, TaskpointError
 from taskpoint.integrations import _toolkit as kit
@@ -128,9 +132,58 @@ def test_link_or_copy(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+def test_rng_parts_and_whole_round_trip_through_json():
+    """The split the Keras and scikit-learn formats store: JSON scalars, arrays apart."""
+    np = pytest.importorskip("numpy")
+    random.seed(5), np.random.seed(5), random.gauss(0, 1), np.random.standard_normal()
+    scalars, bulk = kit.rng_parts(kit.capture_rng())
+    assert bulk["python"].dtype == np.uint64 and bulk["numpy"].dtype == np.uint32
+    assert "torch" not in bulk
+    scalars = json.loads(json.dumps(scalars))
+    lists = {name: array.tolist() for name, array in bulk.items()}
+    expected = (random.random(), random.gauss(0, 1), float(np.random.standard_normal()))
+    random.random(), np.random.standard_normal()
+    kit.restore_rng(kit.rng_whole(scalars, lists))
+    assert (random.random(), random.gauss(0, 1), float(np.random.standard_normal())) == expected
+
+
+def test_rng_parts_keep_torch_states_apart():
+    torch = pytest.importorskip("torch")
+    scalars, bulk = kit.rng_parts(kit.capture_rng(torch=True))
+    assert torch.equal(bulk["torch"], torch.get_rng_state()) and isinstance(bulk["cuda"], list)
+    expected = float(torch.rand(1))
+    kit.restore_rng(kit.rng_whole(scalars, bulk))
+    assert float(torch.rand(1)) == expected
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
 def test_proc_parsing():
+    """The toolkit uses the one /proc parser, taskpoint._process."""
+    from taskpoint import _process
+
+    assert kit.parent_pid is _process.parent_pid and kit.process_token is _process.process_token
     assert kit.parent_pid(os.getpid()) == os.getppid()
-    assert kit.start_time(os.getpid()) is not None
-    assert kit.start_time(2**22 + 12345) is None
+    assert kit.process_token(os.getpid()) is not None
+    assert kit.process_token(2**22 + 12345) is None
     assert kit.parent_pid(2**22 + 12345) is None
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_a_zombie_has_no_start_time_and_is_not_alive():
+    from taskpoint._process import proc_stat, process_alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        wait_until(lambda: (proc_stat(child.pid) or ["X"])[0] == "Z", timeout=30)
+        assert kit.process_token(child.pid) is None
+        assert not process_alive(child.pid)
+    finally:
+        child.wait()
+
+
+def test_publish_names_the_public_module():
+    def helper() -> None:
+        pass
+
+    kit.publish("taskpoint.integrations.example", helper)
+    assert helper.__module__ == "taskpoint.integrations.example"

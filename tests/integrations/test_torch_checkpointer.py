@@ -16,9 +16,9 @@ np = pytest.importorskip("numpy")
 
 from taskpoint import Checkpoint, TaskpointError  # noqa: E402
 from taskpoint.errors import CheckpointError  # noqa: E402
-from taskpoint.integrations import _torch_format as fmt  # noqa: E402
 from taskpoint.integrations._lazy import require  # noqa: E402
 from taskpoint.integrations.torch import ResumableSampler, TorchCheckpointer  # noqa: E402
+from taskpoint.integrations.torch import _format as fmt  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -17,8 +17,8 @@ torch = pytest.importorskip("torch")
 
 from taskpoint import Checkpoint  # noqa: E402
 from taskpoint.errors import CheckpointError, Preempted  # noqa: E402
-from taskpoint.integrations import _torch_state  # noqa: E402
 from taskpoint.integrations.torch import TorchCheckpointer  # noqa: E402
+from taskpoint.integrations.torch import _state as torch_state  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -29,15 +29,15 @@ def held_copy(monkeypatch):
     Also pretends a core is free (the CI machine may have one core)."""
     release = threading.Event()
     copied: list[int] = []
-    real = _torch_state._copy_chunk
+    real = torch_state._copy_chunk
 
     def held(dst, src, nbytes):
         assert release.wait(30), "test never released the background copy"
         real(dst, src, nbytes)
         copied.append(nbytes)
 
-    monkeypatch.setattr(_torch_state, "_copy_chunk", held)
-    monkeypatch.setattr("taskpoint.integrations.torch.spare_core", lambda: True)
+    monkeypatch.setattr(torch_state, "_copy_chunk", held)
+    monkeypatch.setattr("taskpoint.integrations.torch.checkpointer.spare_core", lambda: True)
     release.copied = copied  # type: ignore[attr-defined]
     return release
 
@@ -198,8 +198,8 @@ def test_the_step_hook_does_not_keep_the_checkpointer_alive(tmp_path) -> None:
 def test_the_loop_helps_with_the_copy_it_waits_for(tmp_path, monkeypatch) -> None:
     """A 12 MiB parameter is copied in 8 MiB chunks; with the staging thread stuck on its first
     chunk, the optimizer's step copies the rest itself and then waits only for that one."""
-    monkeypatch.setattr("taskpoint.integrations.torch.spare_core", lambda: True)
-    real = _torch_state._copy_chunk
+    monkeypatch.setattr("taskpoint.integrations.torch.checkpointer.spare_core", lambda: True)
+    real = torch_state._copy_chunk
     main = threading.current_thread()
     by_thread: list[tuple[bool, int]] = []
     release = threading.Event()
@@ -211,7 +211,7 @@ def test_the_loop_helps_with_the_copy_it_waits_for(tmp_path, monkeypatch) -> Non
         real(dst, src, nbytes)
         by_thread.append((on_main, nbytes))
 
-    monkeypatch.setattr(_torch_state, "_copy_chunk", copy)
+    monkeypatch.setattr(torch_state, "_copy_chunk", copy)
     big = torch.nn.Parameter(torch.randn(3 << 20))  # 12 MiB
     opt = torch.optim.SGD([big], lr=0.5)
     with Checkpoint.open(tmp_path / "ckpt") as cp:
@@ -248,7 +248,7 @@ class _Holder:
 def test_without_a_spare_core_everything_is_copied_before_save_returns(
     tmp_path, held_copy, monkeypatch
 ) -> None:
-    monkeypatch.setattr("taskpoint.integrations.torch.spare_core", lambda: False)
+    monkeypatch.setattr("taskpoint.integrations.torch.checkpointer.spare_core", lambda: False)
     model, opt = trained()
     train_step(model, opt, torch.randn(16, 64))
     with Checkpoint.open(tmp_path / "ckpt") as cp:

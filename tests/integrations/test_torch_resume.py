@@ -24,6 +24,7 @@ torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
 
 import taskpoint  # noqa: E402
+from support.datasets import indexed_linear_classes  # noqa: E402
 from taskpoint import Checkpoint, RecoverableError, current_context, task  # noqa: E402
 from taskpoint.integrations.torch import ResumableSampler, TorchCheckpointer  # noqa: E402
 
@@ -40,21 +41,6 @@ def tp_home(tp_home: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------ the training job
-class Synthetic(torch.utils.data.Dataset):
-    """Fixed random regression-to-class data; items carry their index so batches can be logged."""
-
-    def __init__(self) -> None:
-        g = torch.Generator().manual_seed(1234)
-        self.x = torch.randn(N_SAMPLES, 16, generator=g)
-        self.y = (self.x @ torch.randn(16, 4, generator=g)).argmax(1)
-
-    def __len__(self) -> int:
-        return N_SAMPLES
-
-    def __getitem__(self, i: int):
-        return self.x[i], self.y[i], i
-
-
 def train(
     checkpoint,
     log_path: str,
@@ -71,7 +57,7 @@ def train(
     torch.manual_seed(0)
     np.random.seed(0)
     random.seed(0)
-    data = Synthetic()
+    data = indexed_linear_classes(N_SAMPLES)  # items carry their index: batches are logged
     model = torch.nn.Sequential(
         torch.nn.Linear(16, 32),
         torch.nn.ReLU(),

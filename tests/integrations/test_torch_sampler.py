@@ -165,3 +165,13 @@ def test_dataloader_with_workers_needs_manual_advance():
         ResumableSampler(data).advance(1)
     with pytest.raises(ValueError, match="cannot advance"):
         resumed.advance(1000)
+
+
+def test_a_sampler_pickles_under_its_public_module():
+    """Pickled, it names the public module, which stays when private modules move."""
+    import pickle
+
+    sampler = ResumableSampler(10, seed=3)
+    data = pickle.dumps(sampler, protocol=5)
+    assert b"taskpoint.integrations.torch\x94" in data and b"_sampler" not in data
+    assert list(pickle.loads(data)) == list(sampler)

@@ -7,9 +7,14 @@
 (default: the running task's, ``current_context().checkpoint``; outside a task it must be given),
 a cadence ``every_n_steps`` where the framework counts steps (Flink: ``every_ms``; Spark saves
 every micro-batch), and reports ``resumed_step`` after restoring (``None`` when nothing was).
-What they share lives in the private ``_toolkit`` module.
+What they share lives in the private ``_toolkit`` module (``_jvm_workdir``: the local work
+directories of the JVM-backed ones; ``_lazy``: importing a framework, or naming its extra).
 
-Each integration lives in its own submodule and imports its framework only when that submodule is
-imported, so ``import taskpoint.integrations`` stays cheap. A missing framework raises a
+A framework that needs several modules is a subpackage (``torch/``, ``spark/``, ``flink/``,
+``keras/``, ``sklearn/``: the public names in its ``__init__``, the rest in private modules);
+``lightning`` is one module. Each imports its framework only when it is imported, so
+``import taskpoint.integrations`` stays cheap. A missing framework raises a
 :class:`~taskpoint.errors.TaskpointError` naming the ``pip install`` to run.
 """
+
+from __future__ import annotations

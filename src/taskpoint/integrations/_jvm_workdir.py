@@ -25,8 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-from taskpoint._process import process_alive
-from taskpoint.integrations._toolkit import start_time
+from taskpoint._process import process_alive, process_token
 
 log = logging.getLogger("taskpoint.integrations")
 
@@ -47,7 +46,7 @@ class AttemptDir:
         """Remember the JVM this attempt drives, so a later attempt can wait for it to exit."""
         if pid is None:
             return
-        record = {"pid": pid, "start": start_time(pid), "owner": os.getpid()}
+        record = {"pid": pid, "start": process_token(pid), "owner": os.getpid()}
         tmp = self.path / f".{_JVM_FILE}.tmp"
         tmp.write_text(json.dumps(record))
         os.replace(tmp, self.path / _JVM_FILE)
@@ -93,7 +92,7 @@ def _read_jvm(directory: Path) -> dict | None:
 def _same_process(pid: int, start: str | None) -> bool:
     if start is None:
         return False  # cannot tell a reused pid apart: never touch it
-    return start_time(pid) == start
+    return process_token(pid) == start
 
 
 def _wait_or_kill(pid: int, start: str, timeout: float) -> None:

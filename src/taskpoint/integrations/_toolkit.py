@@ -16,8 +16,12 @@
   initialised, and restored only when this process sees as many CUDA devices as the saving one
   did (else they are left as they are, with one warning per process); CPU states are always
   restored.
+- `rng_parts` / `rng_whole`: those states split into JSON scalars and bulk arrays (and put back
+  together), as the Keras and scikit-learn formats store them.
 - `link_or_copy`: hard-link a file, else copy it; False when it vanished meanwhile.
-- `proc_stat`, `start_time`, `parent_pid`: Linux ``/proc/<pid>/stat`` parsing.
+- `process_token`, `parent_pid`: a process's start time and parent, from ``taskpoint._process``
+  (the one ``/proc/<pid>/stat`` parser).
+- `publish`: make objects defined in a private module name their public one.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from taskpoint._process import parent_pid as parent_pid
+from taskpoint._process import process_token as process_token
 from taskpoint.errors import CheckpointError, TaskpointError
 
 if TYPE_CHECKING:
@@ -190,6 +196,53 @@ def restore_rng(state: dict[str, Any]) -> None:
         )
 
 
+def rng_parts(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A `capture_rng` state as JSON scalars and bulk arrays, for formats that store them apart.
+
+    Scalars: ``{"python": [version, gauss], "numpy": [bit_generator, pos, has_gauss, gauss]}``.
+    Bulk: ``"python"`` (the Mersenne Twister words, a uint64 array) and ``"numpy"`` (the key, a
+    uint32 array); with torch states also ``"torch"`` (a tensor) and ``"cuda"`` (a list of them,
+    empty when none were captured). `rng_whole` puts them back together.
+    """
+    import numpy as np
+
+    version, words, gauss = state["python"]
+    numpy = state["numpy"]
+    scalars = {
+        "python": [version, gauss],
+        "numpy": [
+            numpy["bit_generator"],
+            int(numpy["state"]["pos"]),
+            int(numpy["has_gauss"]),
+            float(numpy["gauss"]),
+        ],
+    }
+    bulk: dict[str, Any] = {
+        "python": np.asarray(words, dtype=np.uint64),
+        "numpy": np.asarray(numpy["state"]["key"], dtype=np.uint32),
+    }
+    if state.get("torch") is not None:
+        bulk["torch"] = state["torch"]
+        bulk["cuda"] = list(state.get("cuda") or ())
+    return scalars, bulk
+
+
+def rng_whole(scalars: dict[str, Any], bulk: dict[str, Any]) -> dict[str, Any]:
+    """The state for `restore_rng` from what `rng_parts` split (bulk arrays may be lists)."""
+    import numpy as np
+
+    version, gauss = scalars["python"]
+    name, pos, has_gauss, cached = scalars["numpy"]
+    state: dict[str, Any] = {
+        "python": (version, tuple(int(word) for word in bulk["python"]), gauss),
+        "numpy": (name, np.array(bulk["numpy"], dtype=np.uint32), pos, has_gauss, cached),
+    }
+    if bulk.get("torch") is not None:
+        state["torch"] = bulk["torch"]
+        state["cuda"] = list(bulk.get("cuda") or ())
+    return state
+
+
 # ---------------------------------------------------------------------------- files
 def link_or_copy(src: Path, dest: Path) -> bool:
     """Hard-link (else copy) one file; False if ``src`` vanished (deleted meanwhile)."""
@@ -209,28 +262,10 @@ def link_or_copy(src: Path, dest: Path) -> bool:
     return True
 
 
-# ---------------------------------------------------------------------------- processes
-def proc_stat(pid: int) -> list[str] | None:
-    """The fields of ``/proc/<pid>/stat`` after the command name (field 3 on), or ``None``
-    where the process or ``/proc`` is missing. The command name may hold spaces and
-    parentheses, so the line is split after its last ``)``."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2 :].split()
-
-
-def start_time(pid: int) -> str | None:
-    """The process start time (clock ticks since boot); None if the process is gone, a zombie,
-    or /proc is missing (not Linux)."""
-    fields = proc_stat(pid)
-    if fields is None or len(fields) < 20 or fields[0] in ("Z", "X"):  # exited, not reaped
-        return None
-    return fields[19]  # field 22 of the whole line
-
-
-def parent_pid(pid: int) -> int | None:
-    """The parent's pid, or ``None`` where /proc does not tell."""
-    fields = proc_stat(pid)
-    return int(fields[1]) if fields is not None and len(fields) > 1 else None
+# ---------------------------------------------------------------------------- public names
+def publish(module: str, *objects: Any) -> None:
+    """Make classes and functions defined in a private module name the public ``module`` that
+    exports them (``__module__``): pickles, reprs and docs then use the public path, which stays
+    the same when the private layout changes."""
+    for obj in objects:
+        obj.__module__ = module

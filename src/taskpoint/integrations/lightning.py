@@ -67,9 +67,9 @@ from lightning.pytorch.callbacks import Checkpoint as _CheckpointCallback  # noq
 
 from taskpoint.errors import TaskpointError  # noqa: E402
 from taskpoint.integrations import _toolkit as kit  # noqa: E402
-from taskpoint.integrations import _torch_format as fmt  # noqa: E402
-from taskpoint.integrations._torch_sampler import ResumableSampler  # noqa: E402
-from taskpoint.integrations._torch_state import StagedWriter  # noqa: E402
+from taskpoint.integrations.torch import ResumableSampler  # noqa: E402
+from taskpoint.integrations.torch import _format as fmt  # noqa: E402
+from taskpoint.integrations.torch._state import StagedWriter  # noqa: E402
 
 if TYPE_CHECKING:
     from taskpoint.checkpoint import Checkpoint

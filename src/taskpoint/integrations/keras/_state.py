@@ -73,29 +73,16 @@ def decode(blob: bytes, where: str) -> tuple[dict[str, Any], dict[str, np.ndarra
 
 def capture_rng(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     """Capture the global RNG states: JSON part returned, array parts put in ``arrays``."""
-    state = kit.capture_rng(torch=True)
-    version, py_state, gauss = state["python"]
-    arrays[f"{prefix}/python"] = np.asarray(py_state, dtype=np.uint64)
-    numpy = state["numpy"]
-    arrays[f"{prefix}/numpy"] = np.asarray(numpy["state"]["key"], dtype=np.uint32)
-    arrays[f"{prefix}/torch"] = state["torch"].numpy().copy()
-    cuda = state.get("cuda") or []
-    for i, device_state in enumerate(cuda):
+    scalars, bulk = kit.rng_parts(kit.capture_rng(torch=True))
+    arrays[f"{prefix}/python"] = bulk["python"]
+    arrays[f"{prefix}/numpy"] = bulk["numpy"]
+    arrays[f"{prefix}/torch"] = bulk["torch"].numpy().copy()
+    for i, device_state in enumerate(bulk["cuda"]):
         arrays[f"{prefix}/cuda{i}"] = device_state.numpy().copy()
     keras_global = _keras_global_generator(create=False)
     if keras_global is not None:
         arrays[f"{prefix}/keras"] = keras_global.state.value.detach().cpu().numpy().copy()
-    return {
-        "python": [version, gauss],
-        "numpy": [
-            numpy["bit_generator"],
-            int(numpy["state"]["pos"]),
-            int(numpy["has_gauss"]),
-            float(numpy["gauss"]),
-        ],
-        "cuda": len(cuda),
-        "keras": keras_global is not None,
-    }
+    return {**scalars, "cuda": len(bulk["cuda"]), "keras": keras_global is not None}
 
 
 def restore_rng(prefix: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -107,17 +94,14 @@ def restore_rng(prefix: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]
         _keras_global_generator(create=True).state.assign(arrays[f"{prefix}/keras"].copy())
     else:
         _forget_keras_global_generator()
-    version, gauss = meta["python"]
-    name, pos, has_gauss, cached = meta["numpy"]
     cuda = int(meta.get("cuda", 0))
-    kit.restore_rng(
-        {
-            "python": (version, tuple(int(v) for v in arrays[f"{prefix}/python"]), gauss),
-            "numpy": (name, arrays[f"{prefix}/numpy"].copy(), pos, has_gauss, cached),
-            "torch": torch.from_numpy(arrays[f"{prefix}/torch"].copy()),
-            "cuda": [torch.from_numpy(arrays[f"{prefix}/cuda{i}"].copy()) for i in range(cuda)],
-        }
-    )
+    bulk = {
+        "python": arrays[f"{prefix}/python"],
+        "numpy": arrays[f"{prefix}/numpy"],
+        "torch": torch.from_numpy(arrays[f"{prefix}/torch"].copy()),
+        "cuda": [torch.from_numpy(arrays[f"{prefix}/cuda{i}"].copy()) for i in range(cuda)],
+    }
+    kit.restore_rng(kit.rng_whole(meta, bulk))
 
 
 def _keras_global_generator(create: bool) -> Any:

@@ -1,4 +1,4 @@
-"""Read a torch state version straight into its destination tensors (see ``_torch_state``).
+"""Read a torch state version straight into its destination tensors (see ``_state``).
 
 A saved tensor whose dtype and shape match one of the component's own CPU tensors is read from
 the checkpoint directly into that tensor's memory, so ``load_state_dict`` afterwards copies
@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import torch
 
 from taskpoint.errors import CheckpointError
-from taskpoint.integrations import _torch_format as fmt
+from taskpoint.integrations.torch import _format as fmt
 
 
 class Loaded(NamedTuple):

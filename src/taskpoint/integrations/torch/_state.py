@@ -1,7 +1,7 @@
 """Write a torch state tree through a `Checkpoint` from reused staging buffers; read it back.
 
 Shared by `TorchCheckpointer` and `LightningCheckpointer`. A save encodes the tree (JSON skeleton +
-tensors, see ``_torch_format``), copies header and tensors into one of two staging buffers
+tensors, see ``_format``), copies header and tensors into one of two staging buffers
 (pinned when CUDA is available; reallocated only when the state grows) and hands that buffer to
 ``Checkpoint.write(..., copy=False)``: the checkpoint's writer thread writes it without another
 copy. Two buffers let one version be written while the next is staged; a save that finds both
@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 from taskpoint.errors import CheckpointError, Preempted
-from taskpoint.integrations import _torch_format as fmt
-from taskpoint.integrations._torch_load import Loaded, fill
+from taskpoint.integrations.torch import _format as fmt
+from taskpoint.integrations.torch._load import Loaded, fill
 
 METADATA = {"format": "taskpoint.torch/1"}
 _SLOTS = 2

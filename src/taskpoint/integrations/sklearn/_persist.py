@@ -165,31 +165,19 @@ def _tree_problem(tree: Any, n_features: int | None) -> str | None:
 
 def capture_rng() -> dict[str, Any]:
     """Python ``random`` and NumPy's global generator as JSON."""
-    state = kit.capture_rng()
-    version, py_state, gauss = state["python"]
-    numpy = state["numpy"]
-    keys = numpy["state"]["key"]
+    scalars, bulk = kit.rng_parts(kit.capture_rng())
+    (version, gauss), (name, *numpy) = scalars["python"], scalars["numpy"]
     return {
-        "python": [version, list(py_state), gauss],
-        "numpy": [
-            numpy["bit_generator"],
-            [int(k) for k in keys],
-            int(numpy["state"]["pos"]),
-            int(numpy["has_gauss"]),
-            float(numpy["gauss"]),
-        ],
+        "python": [version, bulk["python"].tolist(), gauss],
+        "numpy": [name, bulk["numpy"].tolist(), *numpy],
     }
 
 
 def restore_rng(state: dict[str, Any]) -> None:
-    version, py_state, gauss = state["python"]
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    kit.restore_rng(
-        {
-            "python": (version, tuple(py_state), gauss),
-            "numpy": (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached),
-        }
-    )
+    version, words, gauss = state["python"]
+    name, key, *numpy = state["numpy"]
+    scalars = {"python": [version, gauss], "numpy": [name, *numpy]}
+    kit.restore_rng(kit.rng_whole(scalars, {"python": words, "numpy": key}))
 
 
 def trusted_names(trusted: str | type | Sequence[str | type] | None) -> list[str]:
