@@ -2,7 +2,8 @@
 
 ``s3_server`` starts a real S3-protocol server (moto's ``ThreadedMotoServer``) on 127.0.0.1 with a
 free port, once per session, so checkpoint, engine and dask tests all talk S3 over HTTP through
-s3fs exactly as they would to a cloud bucket.
+s3fs exactly as they would to a cloud bucket. The fixtures of ``support/fixtures.py``
+(``workflow_copy``) are registered here for every suite.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+pytest_plugins = ["support.fixtures"]
 
 # A suite started in the background (nohup, `cmd &` in a script) inherits SIGINT ignored, and so
 # does every driver it starts: the Ctrl-C tests would then wait in vain. A process with a handler

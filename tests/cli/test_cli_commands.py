@@ -3,44 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-from cli_paths import SEED
+from cli_paths import SEED, WORKFLOWS
 
-OPTIONS_FLOW = """
-import dataclasses
-from pathlib import Path
-from typing import Optional
+from support.fixtures import run_cli
 
-from taskpoint import task, workflow
-
-
-@dataclasses.dataclass
-class Opt:
-    lr: float
-    name: str = "adam"
-
-
-@task
-def combine(n: int, ratio: float, tags: list[str], out: Optional[Path], verbose: bool,
-            opt: Opt, raw: bytes) -> str:
-    return f"{n}|{ratio}|{tags}|{out}|{verbose}|{opt}|{raw!r}"
-
-
-@workflow
-def flow(n: int, ratio: float = 0.5, tags: list[str] = ("a",), out: Optional[Path] = None,
-         verbose: bool = False, opt: Opt = Opt(0.1), raw: bytes = b"") -> str:
-    '''Combine the options into one string.'''
-    return combine(n=n, ratio=ratio, tags=list(tags), out=out, verbose=verbose, opt=opt, raw=raw)
-
-
-@task
-def fails(n: int) -> int:
-    raise ValueError(f"cannot handle {n}")
-"""
+OPTIONS_FLOW = WORKFLOWS / "options_flow.py"
 
 
 def test_run_seed_shows_retries_and_resumed_checkpoints(cli):
@@ -48,10 +17,12 @@ def test_run_seed_shows_retries_and_resumed_checkpoints(cli):
     assert r.code == 0, r.err
     assert "result: 11" in r.out
     assert "succeeded" in r.out and "3 attempts" in r.out
-    assert "attempt 1/4  recoverable" in r.err
+    assert "attempt 1  recoverable" in r.err
     assert "Failed at iteration 4" in r.err
-    assert "attempt 2/4  started, resuming from checkpoint 0001-000004" in r.err
-    assert "attempt 3/4  succeeded" in r.err
+    assert "attempt 2 (retries 1/3, system 0/3)  started, resuming from checkpoint 0001-000004" in (
+        r.err
+    )
+    assert "attempt 3  succeeded" in r.err
 
 
 def test_run_json_shape(cli):
@@ -76,19 +47,18 @@ def test_run_json_shape(cli):
     assert node["checkpoints"][-1]["id"] == node["attempts"][-1]["checkpoint_at_end"]
 
 
-def test_options_from_signature_with_types_and_defaults(cli, script):
-    flow = script(OPTIONS_FLOW)
-    r = cli("run", flow, "flow", "--help")
+def test_options_from_signature_with_types_and_defaults(cli):
+    r = cli("run", OPTIONS_FLOW, "flow", "--help")
     assert r.code == 0
     for expected in (
-        "--n INTEGER",
+        "--n int",
         "[required]",
-        "--ratio FLOAT",
+        "--ratio float",
         "[default: 0.5]",
-        "--tags TEXT",
-        "--out PATH",
+        "--tags list[str]",
+        "--out Path",
         "--verbose / --no-verbose",
-        "--opt JSON",
+        "--opt Opt",
         "--json",
     ):
         assert expected in r.out, expected
@@ -96,7 +66,7 @@ def test_options_from_signature_with_types_and_defaults(cli, script):
 
     r = cli(
         "run",
-        flow,
+        OPTIONS_FLOW,
         "flow",
         "--n",
         "3",
@@ -116,9 +86,8 @@ def test_options_from_signature_with_types_and_defaults(cli, script):
     assert "3|0.5|['x', 'y']|o.txt|True|Opt(lr=0.2, name='adam')|b'hi'" in r.out
 
 
-def test_run_without_name_lists_targets(cli, script):
-    flow = script(OPTIONS_FLOW)
-    r = cli("run", flow)
+def test_run_without_name_lists_targets(cli):
+    r = cli("run", OPTIONS_FLOW)
     assert r.code == 2
     assert "combine (task)" in r.out and "flow (workflow)" in r.out
 
@@ -128,20 +97,19 @@ def test_run_without_name_lists_targets(cli, script):
     [
         (["run", "missing.py", "flow"], "no such file: missing.py"),
         (["run", "FLOW", "nope"], "'nope' is not defined in"),
-        (["run", "FLOW", "flow", "--n", "abc"], "'abc' is not a valid integer"),
+        (["run", "FLOW", "flow", "--n", "abc"], "expects int, got 'abc'"),
         (["run", "FLOW", "flow"], "Missing"),
-        (["run", "FLOW", "flow", "--n", "1", "--opt", "{bad"], "is not valid JSON"),
-        (["run", "FLOW", "flow", "--n", "1", "--opt", "3"], "parameter 'opt' expects Opt"),
+        (["run", "FLOW", "flow", "--n", "1", "--opt", "{bad"], "expects Opt as JSON"),
+        (["run", "FLOW", "flow", "--n", "1", "--opt", "3"], "'--opt': expects Opt"),
         (["show", "nope"], "no execution"),
         (["resume", "nope"], "no execution"),
         (["checkpoints", "nope"], "no execution"),
         (["run", "FLOW", "flow", "--n", "1", "--bogus"], "No such option '--bogus'"),
     ],
 )
-def test_bad_input_is_one_line_exit_2(cli, script, args, message):
-    flow = script(OPTIONS_FLOW)
-    cli("run", flow, "fails", "--n", "1")  # a home with a database, for the id look-ups
-    r = cli(*[str(flow) if a == "FLOW" else a for a in args])
+def test_bad_input_is_one_line_exit_2(cli, args, message):
+    cli("run", OPTIONS_FLOW, "fails", "--n", "1")  # a home with a database, for the id look-ups
+    r = cli(*[str(OPTIONS_FLOW) if a == "FLOW" else a for a in args])
     assert r.code == 2
     assert message in r.err
     assert len(r.err.strip().splitlines()) == 1
@@ -157,15 +125,14 @@ def test_unwritable_home(cli, tmp_path):
     assert len(r.err.strip().splitlines()) == 1
 
 
-def test_failed_run_exits_1_and_debug_shows_traceback(cli, script):
-    flow = script(OPTIONS_FLOW)
-    r = cli("run", flow, "fails", "--n", "7")
+def test_failed_run_exits_1_and_debug_shows_traceback(cli):
+    r = cli("run", OPTIONS_FLOW, "fails", "--n", "7")
     assert r.code == 1
     assert "failed in node fails#1 after" in r.out
     assert "ValueError: cannot handle 7" in r.out
     assert "taskpoint resume" in r.out
     assert "Traceback" not in r.err
-    r = cli("--debug", "run", flow, "fails", "--n", "7")
+    r = cli("--debug", "run", OPTIONS_FLOW, "fails", "--n", "7")
     assert r.code == 1
     assert "Traceback" in r.err and "cannot handle 7" in r.err
 
@@ -243,14 +210,8 @@ def test_storage_option_puts_blobs_elsewhere(cli, tmp_path, tp_home):
 
 
 def test_console_script_entry_point_exit_code(tmp_path):
-    env = {**os.environ, "TASKPOINT_HOME": str(tmp_path / "home")}
-    done = subprocess.run(
-        [sys.executable, "-m", "taskpoint.cli", "run", str(SEED), "example", "--n-iterations", "3"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    args = ["run", SEED, "example", "--n-iterations", "3"]
+    done = run_cli(*args, home=tmp_path / "home", timeout=60)  # python -m taskpoint.cli
     assert done.returncode == 0, done.stderr
     assert "result: 2" in done.stdout
     assert "resuming from checkpoint" in done.stderr

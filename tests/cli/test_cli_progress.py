@@ -23,13 +23,17 @@ def test_plain_progress_lines():
     assert taskpoint.run(seed.example, n_iterations=12).result == 11
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("running example as execution ")
-    assert "attempt 1/4  started, from the start" in lines[1]
-    assert "attempt 1/4  recoverable after" in lines[2]
+    assert "attempt 1 (retries 0/3, system 0/3)  started, from the start" in lines[1]
+    assert "attempt 1  recoverable after" in lines[2]
     assert (
         "latest checkpoint 0001-000004 (1 B): RecoverableError: Failed at iteration 4" in lines[2]
     )
-    assert "attempt 2/4  started, resuming from checkpoint 0001-000004 (1 B)" in lines[3]
-    assert "attempt 3/4  succeeded" in lines[6]
+    assert lines[2].endswith("; retrying (retries 1/3)")
+    assert (
+        "attempt 2 (retries 1/3, system 0/3)  started, resuming from checkpoint 0001-000004"
+        in (lines[3])
+    )
+    assert "attempt 3  succeeded" in lines[6]
 
 
 def test_live_progress_with_process_isolation():
@@ -55,6 +59,6 @@ def test_live_progress_with_process_isolation():
     finally:
         live.close()
     text = out.getvalue()
-    assert "slow#3  attempt 1/2" in text
+    assert "slow#3  attempt 1 (retries 0/1, system 0/3)" in text
     assert "succeeded" in text
     assert "step" in text  # the live line showed a polled checkpoint

@@ -1,12 +1,10 @@
-"""Helpers of the Dask tests: marker files, processes, and `taskpoint` as a real process."""
+"""Helpers of the Dask tests: stopping processes and finding a driver's workers (`taskpoint` as a
+real process: tests/support/fixtures.py)."""
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-from typing import Any
 
 
 def stop_process(pid: int) -> None:
@@ -16,20 +14,6 @@ def stop_process(pid: int) -> None:
             os.kill(pid, sig)
         except ProcessLookupError:
             return
-
-
-def taskpoint_cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "taskpoint.cli", *args]
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> Any:
-    return subprocess.run(
-        taskpoint_cli(*args),
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-    )
 
 
 def descendants(pid: int) -> list[int]:

@@ -11,59 +11,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from dask_support import descendants, run_cli, stop_process, taskpoint_cli
+from dask_support import descendants, stop_process
 
+from support.fixtures import cli_command, run_cli, tp_env
 from support.polling import running, wait_for_file, wait_gone
 
-FLOW = """
-import os
-import time
-from dataclasses import dataclass
-from pathlib import Path
-
-from taskpoint import current_context, task, workflow
-
-HERE = Path(__file__).parent
-
-
-@dataclass
-class Job:
-    steps: int
-    by: int
-
-
-@task
-def prepare(steps: int) -> Job:
-    with (HERE / "prepare_runs").open("a") as f:  # side-effect counter
-        f.write("x")
-    return Job(steps, os.getpid())
-
-
-@task(system_retries=3)
-def count(job: Job) -> list:
-    ctx = current_context()
-    cp = ctx.checkpoint
-    prev = cp.read()
-    start = int(prev) if prev else 0
-    for i in range(start, job.steps):
-        cp.write(str(i + 1).encode(), step=i + 1)
-        if i == 2 and start == 0 and (HERE / "stall").exists():
-            (HERE / "ready").write_text(str(os.getpid()))
-            time.sleep(120)  # the driver is killed meanwhile
-    return [start, ctx.attempt, os.getpid(), job.by]
-
-
-@workflow
-def pipeline(steps: int) -> list:
-    return count(job=prepare(steps=steps))
-"""
+TIMEOUT = 240  # seconds for one CLI command that starts a local cluster
 
 
 @pytest.fixture
-def flow(tmp_path: Path) -> Path:
-    path = tmp_path / "dask_flow.py"
-    path.write_text(FLOW)
-    return path
+def flow(workflow_copy) -> Path:
+    """The test's own copy of workflows/dask_flow.py (its markers are written next to it)."""
+    return workflow_copy("dask_flow.py")
 
 
 def s3_options(s3_server) -> list[str]:
@@ -74,10 +33,11 @@ def s3_options(s3_server) -> list[str]:
     ]
 
 
-def test_run_ships_the_file_to_the_workers_and_checkpoints_on_s3(flow, s3_server):
+def test_run_ships_the_file_to_the_workers_and_checkpoints_on_s3(flow, s3_server, tp_home):
     storage = s3_server.url()
     args = ["run", str(flow), "pipeline", "--steps", "4", "--backend", "dask", "--workers", "2"]
-    done = run_cli(*args, "--storage", storage, *s3_options(s3_server), "--json")
+    options = [*s3_options(s3_server), "--json"]
+    done = run_cli(*args, "--storage", storage, *options, home=tp_home, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr
     execution = json.loads(done.stdout)
     start, attempt, worker_pid, prepared_by = execution["result"]
@@ -93,10 +53,10 @@ def test_resume_after_the_driver_was_killed_reruns_no_succeeded_node(flow, s3_se
     endpoint = {"TASKPOINT_S3_ENDPOINT_URL": s3_server.endpoint_url}
     args = ["run", str(flow), "pipeline", "--steps", "6", "--backend", "dask", "--workers", "2"]
     driver = subprocess.Popen(
-        taskpoint_cli(*args, "--storage", s3_server.url(), "--json"),
+        cli_command(*args, "--storage", s3_server.url(), "--json"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, **endpoint},
+        env=tp_env(tp_home, **endpoint),
     )
     try:
         wait_for_file(flow.parent / "ready", 120)
@@ -115,9 +75,8 @@ def test_resume_after_the_driver_was_killed_reruns_no_succeeded_node(flow, s3_se
     (flow.parent / "stall").unlink()
 
     execution_id = _only_execution(tp_home)
-    resumed = run_cli(
-        "resume", execution_id, "--backend", "dask", "--workers", "2", "--json", env=endpoint
-    )
+    args = ["resume", execution_id, "--backend", "dask", "--workers", "2", "--json"]
+    resumed = run_cli(*args, home=tp_home, env=endpoint, timeout=TIMEOUT)
     assert resumed.returncode == 0, resumed.stderr
     execution = json.loads(resumed.stdout)
     assert execution["status"] == "succeeded"
@@ -130,7 +89,7 @@ def test_resume_after_the_driver_was_killed_reruns_no_succeeded_node(flow, s3_se
 
 
 def _only_execution(home: Path) -> str:
-    listed = run_cli("list", "--json", env={"TASKPOINT_HOME": str(home)})
+    listed = run_cli("list", "--json", home=home)
     assert listed.returncode == 0, listed.stderr
     [execution] = json.loads(listed.stdout)
     return execution["id"]

@@ -1,8 +1,8 @@
-"""Engine test fixtures: a private taskpoint home per test, and helpers to run real processes."""
+"""Engine test fixtures: a private taskpoint home per test. Workflow files the tests run as real
+drivers live in ``workflows/`` (see ``workflow_copy`` in tests/support/fixtures.py)."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,15 +12,3 @@ import pytest
 def tp_home(tp_home: Path) -> Path:
     """This suite runs the engine in every test: the shared private home (tests/conftest.py)."""
     return tp_home
-
-
-@pytest.fixture
-def script(tmp_path: Path):
-    """Write a workflow file: ``script(source, name="flow.py") -> Path``."""
-
-    def write(source: str, name: str = "flow.py") -> Path:
-        path = tmp_path / name
-        path.write_text(textwrap.dedent(source))
-        return path
-
-    return write

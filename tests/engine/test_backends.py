@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,8 @@ import taskpoint
 from taskpoint import TaskpointError, task
 from taskpoint.backends import create, for_isolation, shipping
 from taskpoint.engine import Engine, configure, default_engine
+
+WORKFLOWS = Path(__file__).parent / "workflows"
 
 
 def test_each_isolation_has_its_backend():
@@ -85,26 +86,10 @@ def test_a_local_task_travels_by_value():
     assert again.retries == 2
 
 
-def test_a_file_task_travels_as_source_and_loads_under_its_name(tmp_path: Path):
+def test_a_file_task_travels_as_source_and_loads_under_its_name():
     from taskpoint.engine.loader import load_file
 
-    path = tmp_path / "shipped_flow.py"
-    path.write_text(
-        textwrap.dedent(
-            """
-            from dataclasses import dataclass
-            from taskpoint import task
-
-            @dataclass
-            class Box:
-                v: int
-
-            @task
-            def unbox(b: Box) -> int:
-                return b.v
-            """
-        )
-    )
+    path = WORKFLOWS / "shipped_flow.py"
     module = load_file(path)
     ref, arguments = shipping.pack(module.unbox, {"b": module.Box(7)})
     assert ref[:3] == ("file", "shipped_flow", "unbox")
@@ -119,16 +104,10 @@ def test_a_file_task_travels_as_source_and_loads_under_its_name(tmp_path: Path):
         sys.modules.pop("shipped_flow", None)
 
 
-def test_a_package_task_travels_by_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_a_package_task_travels_by_reference(monkeypatch: pytest.MonkeyPatch):
     import importlib
 
-    package = tmp_path / "tp_shipped_pkg"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "tasks.py").write_text(
-        "from taskpoint import task\n\n@task\ndef one() -> int:\n    return 1\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(WORKFLOWS))  # workflows/tp_shipped_pkg is importable
     module = importlib.import_module("tp_shipped_pkg.tasks")
     try:
         ref, arguments = shipping.pack(module.one, {})

@@ -11,55 +11,15 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from engine_procs import run_cli, start_cli
 
+from support.fixtures import run_cli, start_cli
 from support.polling import wait_for_file, wait_gone, wait_until
-
-FLOW = """
-import os
-import time
-from pathlib import Path
-
-from taskpoint import current_context, task, workflow
-
-HERE = Path(__file__).parent
-
-
-@task
-def prepare(total: int) -> int:
-    with (HERE / "prepare_runs").open("a") as f:  # side-effect counter
-        f.write("x")
-    return total
-
-
-@task(isolation=ISOLATION)
-def count(total: int) -> list:
-    ctx = current_context()
-    cp = ctx.checkpoint
-    prev = cp.read()
-    start = int(prev) if prev else 0
-    for i in range(start, total):
-        if i == 3 and start == 0:
-            (HERE / "ready").write_text(str(os.getpid()))
-            deadline = time.monotonic() + 60
-            while not ctx.preempted and time.monotonic() < deadline:
-                time.sleep(0.01)  # stopped here (SIGKILL, SIGINT) or preempted (SIGTERM)
-        cp.write(str(i + 1).encode(), step=i + 1)
-    return [start, ctx.attempt]
-
-
-@workflow
-def flow(total: int) -> list:
-    return count(total=prepare(total=total))
-"""
 
 
 @pytest.fixture
-def flow(script):
-    def make(isolation: str = "inline") -> Path:
-        return script(FLOW.replace("ISOLATION", repr(isolation)))
-
-    return make
+def flow_file(workflow_copy) -> Path:
+    """The test's own copy of workflows/signal_flow.py (its markers are written next to it)."""
+    return workflow_copy("signal_flow.py", as_name="flow.py")
 
 
 def show(home: Path, execution_id: str) -> dict:
@@ -69,11 +29,17 @@ def show(home: Path, execution_id: str) -> dict:
 
 
 def start_and_signal(
-    flow_file: Path, home: Path, sig: int, *extra: str, running: bool = False
+    flow_file: Path,
+    home: Path,
+    sig: int,
+    *extra: str,
+    isolation: str = "inline",
+    running: bool = False,
 ) -> tuple[int, str, str]:
-    """Run `flow`, wait until `count` is at step 3 (and, with ``running``, until its attempt is
-    recorded as running), then send ``sig`` to the driver."""
-    proc = start_cli(*extra, "run", str(flow_file), "flow", "--total", "6", "--json", home=home)
+    """Run `flow` (its counting task ``isolation``), wait until the task is at step 3 (and, with
+    ``running``, until its attempt is recorded as running), then send ``sig`` to the driver."""
+    args = ["run", str(flow_file), "flow", "--total", "6", "--isolation", isolation, "--json"]
+    proc = start_cli(*extra, *args, home=home)
     wait_for_file(flow_file.parent / "ready", 30, proc=proc)
     if running:
         wait_for_running_attempt(home)
@@ -90,6 +56,14 @@ def wait_for_running_attempt(home: Path, timeout: float = 30) -> None:
     wait_until(running, timeout, "an attempt recorded as running")
 
 
+def assert_isolation(execution: dict, isolation: str) -> None:
+    """The counting task's first attempt ran in the driver (inline) or in a child (process):
+    ``prepare`` runs inline, so its attempt's pid is the driver's."""
+    driver_pid = execution["nodes"][0]["attempts"][0]["pid"]
+    counted_in = execution["nodes"][1]["attempts"][0]["pid"]
+    assert counted_in is not None and (counted_in == driver_pid) == (isolation == "inline")
+
+
 def resume_and_check(home: Path, execution_id: str, start: int, flow_file: Path) -> dict:
     resumed = run_cli("resume", execution_id, "--json", home=home)
     assert resumed.returncode == 0, resumed.stderr
@@ -100,8 +74,7 @@ def resume_and_check(home: Path, execution_id: str, start: int, flow_file: Path)
     return data
 
 
-def test_sigterm_preempts_inline_driver_exit_143_then_resume(flow, tp_home):
-    flow_file = flow()
+def test_sigterm_preempts_inline_driver_exit_143_then_resume(flow_file, tp_home):
     code, out, err = start_and_signal(flow_file, tp_home, signal.SIGTERM, "--grace", "10")
     assert code == 143, err
     data = json.loads(out)
@@ -117,8 +90,7 @@ def test_sigterm_preempts_inline_driver_exit_143_then_resume(flow, tp_home):
     assert attempts[1]["checkpoint_at_start"] == attempts[0]["checkpoint_at_end"]
 
 
-def test_sigint_aborts_resumable(flow, tp_home):
-    flow_file = flow()
+def test_sigint_aborts_resumable(flow_file, tp_home):
     code, out, err = start_and_signal(flow_file, tp_home, signal.SIGINT)
     assert code == 130, err
     data = json.loads(out)
@@ -128,15 +100,17 @@ def test_sigint_aborts_resumable(flow, tp_home):
 
 
 @pytest.mark.parametrize("isolation", ["inline", "process"])
-def test_resume_after_driver_sigkill(flow, tp_home, isolation):
-    flow_file = flow(isolation)
-    code, out, _ = start_and_signal(flow_file, tp_home, signal.SIGKILL, running=True)
+def test_resume_after_driver_sigkill(flow_file, tp_home, isolation):
+    code, out, _ = start_and_signal(
+        flow_file, tp_home, signal.SIGKILL, isolation=isolation, running=True
+    )
     assert code == -signal.SIGKILL and out == ""
     listed = json.loads(run_cli("list", "--json", home=tp_home).stdout)
     assert [e["status"] for e in listed] == ["interrupted"]
     execution_id = listed[0]["id"]
     before = show(tp_home, execution_id)
     assert before["nodes"][1]["attempts"][0]["status"] == "interrupted"
+    assert_isolation(before, isolation)
     start = 3
     if isolation == "process":
         # The orphaned attempt got SIGTERM when its driver died: it committed the write it was
@@ -150,12 +124,12 @@ def test_resume_after_driver_sigkill(flow, tp_home, isolation):
     assert second["checkpoint_at_start"] is not None
 
 
-def test_sigterm_to_process_isolated_driver_preempts_the_child(flow, tp_home):
-    flow_file = flow("process")
-    code, out, err = start_and_signal(flow_file, tp_home, signal.SIGTERM)
+def test_sigterm_to_process_isolated_driver_preempts_the_child(flow_file, tp_home):
+    code, out, err = start_and_signal(flow_file, tp_home, signal.SIGTERM, isolation="process")
     assert code == 143, err
     data = json.loads(out)
     assert data["status"] == "preempted"
     attempt = data["nodes"][1]["attempts"][0]
     assert attempt["status"] == "preempted"
+    assert_isolation(data, "process")
     resume_and_check(tp_home, data["id"], 4, flow_file)

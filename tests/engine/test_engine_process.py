@@ -10,7 +10,11 @@ import time
 from pathlib import Path
 
 import taskpoint
+from support.fixtures import tp_env
+from support.polling import wait_for_file, wait_gone
 from taskpoint import RecoverableError, current_context, task
+
+WORKFLOWS = Path(__file__).parent / "workflows"
 
 
 def kill_when_ready(marker: Path, sig: int, times: int = 1) -> threading.Thread:
@@ -19,12 +23,10 @@ def kill_when_ready(marker: Path, sig: int, times: int = 1) -> threading.Thread:
 
     def killer() -> None:
         for _ in range(times):
-            deadline = time.monotonic() + 30
-            while not (marker.exists() and marker.read_text().strip()):
-                if time.monotonic() > deadline:
-                    return
-                time.sleep(0.005)
-            pid = int(marker.read_text())
+            try:
+                pid = int(wait_for_file(marker, 30).strip())
+            except AssertionError:
+                return  # no attempt announced itself: the test's asserts tell
             marker.unlink()
             os.kill(pid, sig)
 
@@ -206,33 +208,6 @@ def test_with_torch_loaded_attempts_come_from_a_fork_server(monkeypatch):
         assert torch_loaded and seen == marker
 
 
-DRIVER_WITH_TORCH = """
-import os, sys, time
-import torch  # noqa: F401  (loaded before the run: attempts come from the fork server)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import taskpoint
-from sleeper import sleeper
-if __name__ == "__main__":
-    taskpoint.run(sleeper, pidfile=sys.argv[1])
-"""
-
-SLEEPER = """
-import os, time
-from taskpoint import current_context, task
-
-@task(isolation="process")
-def sleeper(pidfile: str) -> None:
-    with open(pidfile + ".tmp", "w") as handle:
-        handle.write(str(os.getpid()))
-    os.rename(pidfile + ".tmp", pidfile)
-    deadline = time.monotonic() + 120
-    while not current_context().preempted and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if current_context().preempted:
-        open(pidfile + ".sigterm", "w").close()
-"""
-
-
 def test_a_fork_server_attempt_stops_when_its_driver_is_killed(tmp_path):
     """The attempt's parent is the fork server, not the driver: SIGKILL the driver and the
     attempt must still stop (the server exits with the driver, and its death signals the
@@ -243,25 +218,17 @@ def test_a_fork_server_attempt_stops_when_its_driver_is_killed(tmp_path):
     import pytest
 
     pytest.importorskip("torch")
-    (tmp_path / "driver.py").write_text(DRIVER_WITH_TORCH)
-    (tmp_path / "sleeper.py").write_text(SLEEPER)
     pidfile = tmp_path / "attempt.pid"
-    env = {**os.environ, "TASKPOINT_HOME": str(tmp_path / "home")}
-    driver = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), str(pidfile)], env=env)
+    driver = subprocess.Popen(
+        [sys.executable, str(WORKFLOWS / "fork_server_driver.py"), str(pidfile)],
+        env=tp_env(tmp_path / "home"),
+    )
     try:
-        deadline = time.monotonic() + 60
-        while not pidfile.exists():
-            assert driver.poll() is None, "the driver ended before the attempt started"
-            assert time.monotonic() < deadline, "the attempt did not start"
-            time.sleep(0.05)
-        attempt = int(pidfile.read_text())
+        attempt = int(wait_for_file(pidfile, 60, proc=driver))
         assert _parent_of(attempt) != driver.pid
         driver.kill()
         driver.wait()
-        deadline = time.monotonic() + 20
-        while _running(attempt):
-            assert time.monotonic() < deadline, f"attempt {attempt} outlived its driver"
-            time.sleep(0.05)
+        wait_gone([attempt], 20)  # else it outlived its driver
         assert (tmp_path / "attempt.pid.sigterm").exists()  # stopped as a preemption
     finally:
         driver.kill()
@@ -270,11 +237,3 @@ def test_a_fork_server_attempt_stops_when_its_driver_is_killed(tmp_path):
 def _parent_of(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as handle:
         return int(handle.read().rsplit(")", 1)[1].split()[1])
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_procs import run_cli, start_cli
 
 import taskpoint
+from support.fixtures import run_cli, start_cli
 from support.polling import wait_for_file, wait_until
 from taskpoint import current_context, task, workflow
 from taskpoint.backends.process import ProcessBackend
@@ -140,41 +140,9 @@ def test_a_failed_item_stops_the_running_ones(tmp_path: Path, pool_of):
     assert slow.attempts[0].checkpoint_at_end is not None
 
 
-FLOW = """
-import os
-import time
-from pathlib import Path
-
-from taskpoint import current_context, task, workflow
-
-HERE = Path(__file__).parent
-
-
-@task(isolation="process")
-def count(x: int) -> list:
-    ctx = current_context()
-    cp = ctx.checkpoint
-    prev = cp.read()
-    start = int(prev) if prev else 0
-    for i in range(start, 6):
-        if i == 2 and start == 0:
-            (HERE / f"ready-{x}").write_text(str(os.getpid()))
-            deadline = time.monotonic() + 60
-            while not ctx.preempted and time.monotonic() < deadline:
-                time.sleep(0.01)
-        cp.write(str(i + 1).encode(), step=i + 1)
-    return [x, start, ctx.attempt]
-
-
-@workflow
-def flow() -> list:
-    return count.map(x=[0, 1])
-"""
-
-
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the default pool has one slot")
-def test_sigterm_to_the_driver_preempts_every_running_item(script, tp_home: Path):
-    path = script(FLOW)
+def test_sigterm_to_the_driver_preempts_every_running_item(workflow_copy, tp_home: Path):
+    path = workflow_copy("map_flow.py")  # its items write their markers next to it
     proc = start_cli("run", str(path), "flow", "--json", home=tp_home)
     for x in (0, 1):
         wait_for_file(path.parent / f"ready-{x}", 60, proc=proc)

@@ -8,25 +8,15 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from faults_stats import record
 
+from support.fixtures import cli_command, tp_env
 from support.polling import wait_until
 
 SLOW = float(os.environ.get("TASKPOINT_FAULTS_SLOW", "1"))  # scale every deadline
 DEADLINE = 120 * SLOW
-
-
-def cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "taskpoint.cli", *args]
-
-
-def tp_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "TASKPOINT_HOME": str(home), **extra}
-    env.pop("TASKPOINT_STORAGE", None)
-    return env
 
 
 class Driver:

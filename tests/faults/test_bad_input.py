@@ -9,8 +9,8 @@ exit status 2, exactly one line on stderr, no traceback unless ``--debug``.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
-import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +21,8 @@ from faults_stats import record
 import taskpoint
 from taskpoint import Checkpoint, TaskpointError, task, workflow
 from taskpoint.errors import ExecutionNotFound
+
+WORKFLOWS = Path(__file__).parent / "workflows"
 
 
 @task
@@ -134,21 +136,6 @@ def test_api_unwritable_home_and_storage(readonly_dir, monkeypatch):
     record("bad_inputs", 2)
 
 
-FLOW = """
-from taskpoint import task, workflow
-
-
-@task
-def add(a: int, b: int = 1) -> int:
-    return a + b
-
-
-@workflow
-def flow(a: int) -> int:
-    return add(a=a)
-"""
-
-
 def _taskpoint(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         cli_command(*args),
@@ -164,7 +151,7 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
     ("missing file", ["run", "missing.py", "flow"], "no such file: missing.py"),
     ("a directory", ["run", ".", "flow"], "no such file"),
     ("unknown name", ["run", "flow.py", "nope"], "'nope' is not defined in flow.py"),
-    ("wrong type", ["run", "flow.py", "flow", "--a", "x"], "'x' is not a valid integer"),
+    ("wrong type", ["run", "flow.py", "flow", "--a", "x"], "expects int, got 'x'"),
     ("missing parameter", ["run", "flow.py", "flow"], "Missing option '--a'"),
     ("unknown parameter", ["run", "flow.py", "flow", "--a", "1", "--b", "2"], "'--b'"),
     ("import error", ["run", "broken.py", "x"], "importing broken.py failed: SyntaxError"),
@@ -183,25 +170,27 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
 ]
 
 
-@pytest.fixture
-def cli_dir(tmp_path: Path, tp_home: Path) -> Path:
-    work = tmp_path / "work"
+@pytest.fixture(scope="module")
+def cli_work(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A working directory holding the files the cases name, and a home with records, made once
+    for the module: no case changes what another one sees."""
+    root = tmp_path_factory.mktemp("bad-input-cli")
+    work, home = root / "work", root / "home"
     work.mkdir()
-    (work / "flow.py").write_text(textwrap.dedent(FLOW))
-    (work / "broken.py").write_text("def (\n")
-    (work / "keep0.py").write_text(
-        "from taskpoint import task\n@task(keep=0)\ndef t() -> int:\n    return 1\n"
-    )
-    done = _taskpoint(tp_home, work, "run", "flow.py", "flow", "--a", "1")  # a home with records
+    shutil.copyfile(WORKFLOWS / "bad_input_flow.py", work / "flow.py")
+    shutil.copyfile(WORKFLOWS / "keep0.py", work / "keep0.py")
+    (work / "broken.py").write_text("def (\n")  # a string: the point is a syntax error
+    done = _taskpoint(home, work, "run", "flow.py", "flow", "--a", "1")  # a home with records
     assert done.returncode == 0, done.stderr
-    return work
+    return work, home
 
 
 @pytest.mark.parametrize(
     ("args", "message"), [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES]
 )
-def test_cli_bad_input_is_one_line_exit_2(cli_dir, tp_home, args, message):
-    done = _taskpoint(tp_home, cli_dir, *args)
+def test_cli_bad_input_is_one_line_exit_2(cli_work, args, message):
+    work, home = cli_work
+    done = _taskpoint(home, work, *args)
     record("bad_inputs")
     assert done.returncode == 2, (done.returncode, done.stderr)
     lines = done.stderr.strip().splitlines()
@@ -210,15 +199,16 @@ def test_cli_bad_input_is_one_line_exit_2(cli_dir, tp_home, args, message):
     assert "Traceback" not in done.stderr
 
 
-def test_cli_unwritable_home_and_storage(cli_dir, tp_home, readonly_dir):
+def test_cli_unwritable_home_and_storage(cli_work, readonly_dir):
+    work, home = cli_work
     for args, word in (
         (["--home", str(readonly_dir)], "records database"),
         (["--storage", str(readonly_dir / "blobs")], "storage"),
     ):
-        done = _taskpoint(tp_home, cli_dir, *args, "run", "flow.py", "flow", "--a", "1")
+        done = _taskpoint(home, work, *args, "run", "flow.py", "flow", "--a", "1")
         record("bad_inputs")
         assert done.returncode == 2, done.stderr
         (line,) = done.stderr.strip().splitlines()
         assert word in line and str(readonly_dir) in line, line
-        debug = _taskpoint(tp_home, cli_dir, "--debug", *args, "run", "flow.py", "flow", "--a", "1")
+        debug = _taskpoint(home, work, "--debug", *args, "run", "flow.py", "flow", "--a", "1")
         assert debug.returncode == 2 and "Traceback" in debug.stderr

@@ -11,14 +11,16 @@ and its checkpoints written by those attempts.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
-import textwrap
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from faults_procs import DEADLINE, Driver, cli_command, tp_env
+from faults_procs import DEADLINE, Driver, tp_env
 from faults_stats import record
 
 from support.polling import wait_until
@@ -28,68 +30,23 @@ pytestmark = pytest.mark.slow  # kills processes, starts a JVM or a browser
 N_EXECUTIONS = 8
 NODES = 12
 
-FLOW = """
-import time
-from pathlib import Path
 
-from taskpoint import RecoverableError, current_context, task, workflow
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`taskpoint --home HOME ARGS` in this process, once the drivers are done: the look at the
+    records after the race need not start an interpreter per execution."""
+    from taskpoint.cli.app import run_cli
 
-HERE = Path(__file__).parent
-
-
-def _work(tag, i):
-    ctx = current_context()
-    cp = ctx.checkpoint
-    prev = cp.read()
-    for k in range(int(prev) if prev else 0, 3):
-        cp.write(str(k + 1).encode(), step=k + 1)
-    if i % 4 == 1 and ctx.attempt == 1:
-        raise RecoverableError("fails once, on purpose")
-    with open(HERE / f"progress-{tag}", "a") as f:
-        f.write(f"{i}\\n")
-    time.sleep(0.03)
-    return i * i
-
-
-@task(retries=2)
-def step(tag: str, i: int) -> int:
-    return _work(tag, i)
-
-
-@task(retries=2, isolation="process")
-def boxed(tag: str, i: int) -> int:
-    return _work(tag, i)
-
-
-@workflow
-def fan(tag: str, n: int) -> int:
-    return sum(step(tag=tag, i=i) if i % 3 else boxed(tag=tag, i=i) for i in range(n))
-"""
-
-
-def _cli(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        cli_command(*args), capture_output=True, text=True, env=tp_env(home), cwd=cwd,
-        timeout=DEADLINE,
-    )  # fmt: skip
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run_cli(["--home", str(home), *args])
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def _readers(home: Path, cwd: Path) -> list[subprocess.Popen[str]]:
     """Readers polling the records while the drivers write."""
-    script = "; ".join(
-        [
-            "import sys, time",
-            "from taskpoint.cli import main",
-            "end = time.monotonic() + 3",
-            "exec('while time.monotonic() < end:\\n"
-            '    try:\\n        main(["list", "--json"])\\n'
-            "    except SystemExit as e:\\n        assert e.code == 0, e.code\\n"
-            "    time.sleep(0.05)')",
-        ]
-    )
     return [
         subprocess.Popen(
-            [*cli_command()[:1], "-c", script],
+            [sys.executable, str(Path(__file__).parent / "faults_list_poller.py")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -111,14 +68,14 @@ def _finish(drivers: list[Driver]) -> list[dict]:
     return results
 
 
-def _check_records(home: Path, cwd: Path, ids: list[str]) -> None:
-    listed = _cli(home, cwd, "list", "--json")
+def _check_records(home: Path, ids: list[str]) -> None:
+    listed = _cli(home, "list", "--json")
     assert listed.returncode == 0, listed.stderr
     statuses = {e["id"]: e["status"] for e in json.loads(listed.stdout)}
     assert statuses == dict.fromkeys(ids, "succeeded")
     expected = sum(i * i for i in range(NODES))
     for execution_id in ids:
-        shown = _cli(home, cwd, "show", execution_id, "--json")
+        shown = _cli(home, "show", execution_id, "--json")
         assert shown.returncode == 0, shown.stderr
         data = json.loads(shown.stdout)
         assert data["result"] == expected
@@ -136,11 +93,10 @@ def _check_records(home: Path, cwd: Path, ids: list[str]) -> None:
             assert node["checkpoints"][-1]["step"] == 3
 
 
-def test_eight_executions_at_once_share_one_home_and_storage(tmp_path):
+def test_eight_executions_at_once_share_one_home_and_storage(tmp_path, workflow_copy):
     home = tmp_path / "home"  # does not exist yet: the drivers race to create it
     work = tmp_path / "work"
-    work.mkdir()
-    (work / "fanflow.py").write_text(textwrap.dedent(FLOW))
+    workflow_copy("fanflow.py", into=work)  # its nodes write progress files next to it
     started = time.monotonic()
     drivers = [
         Driver(
@@ -166,7 +122,7 @@ def test_eight_executions_at_once_share_one_home_and_storage(tmp_path):
                 killed_drivers.append(driver)
         readers = _readers(home, work)
         survivors = _finish([d for d in drivers if d not in killed_drivers])
-        listed = _cli(home, work, "list", "--json")
+        listed = _cli(home, "list", "--json")
         ids = {e["id"] for e in json.loads(listed.stdout)}
         killed = sorted(ids - {s["id"] for s in survivors})
         assert len(ids) == N_EXECUTIONS and len(killed) == len(killed_drivers), listed.stdout
@@ -176,7 +132,7 @@ def test_eight_executions_at_once_share_one_home_and_storage(tmp_path):
         assert all(r["status"] == "succeeded" for r in survivors + resumed)
         for reader in readers:
             assert reader.wait(DEADLINE) == 0, reader.stderr.read() if reader.stderr else ""
-        _check_records(home, work, sorted(ids))
+        _check_records(home, sorted(ids))
         record("executions", N_EXECUTIONS)
         print(f"\n{N_EXECUTIONS} executions ({len(killed)} killed and resumed) in "
               f"{time.monotonic() - started:.1f} s")  # fmt: skip

@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -253,33 +252,10 @@ def test_running_out_at_any_byte_of_a_version_leaves_nothing_behind(disk, tmp_pa
     cp.close()
 
 
-FLOW = """
-import sys
-sys.path.insert(0, {helpers!r})
-import faults_fs
-faults_fs.register()
-
-from taskpoint import current_context, task
-
-
-@task(retries=2)
-def fill(step_size: int, big_size: int) -> int:
-    cp = current_context().checkpoint
-    cp.write(b"s" * step_size, step=1)
-    cp.write(b"b" * big_size, step=2)  # does not fit
-    return 2
-"""
-
-# A CLI process that knows the enospc:// filesystem (for `show` and `checkpoints`).
-CLI_PRELUDE = (
-    "import sys; sys.path.insert(0, sys.argv.pop(1)); import faults_fs; faults_fs.register(); "
-    "from taskpoint.cli import main; main(sys.argv[1:])"
-)
-
-
 def _cli(home: Path, disk: SmallDisk, *args: str) -> subprocess.CompletedProcess[str]:
+    """`taskpoint ARGS` in a process that knows the enospc:// filesystem."""
     return subprocess.run(
-        [sys.executable, "-c", CLI_PRELUDE, str(HERE), *args],
+        [sys.executable, str(HERE / "faults_enospc_cli.py"), *args],
         capture_output=True,
         text=True,
         env=tp_env(home, **disk.env()),
@@ -288,8 +264,7 @@ def _cli(home: Path, disk: SmallDisk, *args: str) -> subprocess.CompletedProcess
 
 
 def test_engine_records_the_attempts_disk_full_error(disk, tp_home, tmp_path):
-    flow = tmp_path / "fullflow.py"
-    flow.write_text(textwrap.dedent(FLOW.format(helpers=str(HERE))))
+    flow = HERE / "workflows" / "fullflow.py"
     storage = disk.url("blobs")
     ran = _cli(
         tp_home,

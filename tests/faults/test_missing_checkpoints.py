@@ -19,7 +19,6 @@ import json
 import shutil
 import subprocess
 import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,54 +31,7 @@ from taskpoint.engine import configure
 from taskpoint.engine.events import Listener
 from taskpoint.errors import CheckpointMissingError
 
-FLOW = """
-import os
-from pathlib import Path
-
-from taskpoint import RecoverableError, current_context, task, workflow
-
-HERE = Path(__file__).resolve().parent
-
-
-def note(line):
-    fd = os.open(HERE / "starts.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def count(steps, fail_at):
-    ctx = current_context()
-    prev = ctx.checkpoint.read()
-    start = int(prev.decode()) if prev else 0
-    note(f"{ctx.attempt} {start}")
-    for step in range(start + 1, steps + 1):
-        ctx.checkpoint.write(str(step).encode(), step=step)
-        marker = HERE / "fail-once"
-        if step == fail_at and marker.exists():
-            marker.unlink()
-            raise ValueError("stopped on purpose")  # not retried: the test resumes
-    return steps
-
-
-@task
-def tally(steps: int, fail_at: int) -> int:
-    return count(steps, fail_at)
-
-
-@task(on_missing_checkpoints="restart")
-def tally_restarts(steps: int, fail_at: int) -> int:
-    return count(steps, fail_at)
-
-
-@workflow
-def flow(steps: int, fail_at: int, restart: bool = False) -> int:
-    chosen = tally_restarts if restart else tally
-    return chosen(steps=steps, fail_at=fail_at)
-"""
-
+WORKFLOWS = Path(__file__).parent / "workflows"
 STEPS, FAIL_AT = 6, 3
 LATEST = "0001-000003"  # the version the failed attempt committed last (keep=2: also 000002)
 
@@ -90,7 +42,7 @@ class Work:
     def __init__(self, root: Path, home: Path, env: dict[str, str] | None = None) -> None:
         self.dir = root / "work"
         self.dir.mkdir()
-        (self.dir / "mflow.py").write_text(textwrap.dedent(FLOW))
+        shutil.copyfile(WORKFLOWS / "mflow.py", self.dir / "mflow.py")  # logs next to itself
         self.home = home
         self.env = env or tp_env(home)
 
@@ -230,15 +182,15 @@ def test_resume_with_storage_settings_that_lead_to_another_store(
     service finds no checkpoints there. The other store holds the execution's inputs (as a
     replica of small objects would), so the resume gets as far as the node."""
     pytest.importorskip("s3fs")
-    other = _other_s3_service(tmp_path / "other-s3.err")
+    other = _other_s3_service(tmp_path / "other-s3.err")  # starts while the first run runs
     try:
-        elsewhere = other.stdout.readline().strip()  # "" if it died: then its stderr says why
-        assert elsewhere.startswith("http://127.0.0.1:"), (tmp_path / "other-s3.err").read_text()
         here = {"TASKPOINT_S3_ENDPOINT_URL": s3_server.endpoint_url}
         work = Work(tmp_path, tp_home, env=tp_env(tp_home, **here))
         storage = s3_server.url()
         execution = work.first_run("--storage", storage)
         assert execution["storage"] == storage
+        elsewhere = other.stdout.readline().strip()  # "" if it died: then its stderr says why
+        assert elsewhere.startswith("http://127.0.0.1:"), (tmp_path / "other-s3.err").read_text()
         _replicate_small_objects(s3_server, elsewhere, execution["id"], storage)
 
         resumed = work.cli(
@@ -264,19 +216,10 @@ def test_resume_with_storage_settings_that_lead_to_another_store(
 def _other_s3_service(errors: Path) -> subprocess.Popen:
     """A second S3 service in its own process (moto servers in one process share their data);
     it prints its endpoint, and stops when its stdin closes."""
-    code = (
-        "import sys\n"
-        "from moto.server import ThreadedMotoServer\n"
-        "server = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)\n"
-        "server.start()\n"
-        "print('http://%s:%d' % server.get_host_and_port(), flush=True)\n"
-        "sys.stdin.read()\n"
-        "server.stop()\n"
-    )
     with open(errors, "wb") as err:
         return subprocess.Popen(
-            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=err, text=True,
+            [sys.executable, str(Path(__file__).parent / "faults_s3_service.py")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
         )  # fmt: skip
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import textwrap
 import threading
 from pathlib import Path
 
@@ -31,61 +30,6 @@ pytestmark = pytest.mark.slow  # kills processes, starts a JVM or a browser
 SEED = env_seed(20261126)
 STEPS = 60
 INTERVAL = 0.03  # seconds of work per checkpoint
-
-FLOW = """
-import hashlib
-import os
-import time
-from pathlib import Path
-
-from taskpoint import Preempted, current_context, task, workflow
-
-HERE = Path(__file__).parent
-
-
-def log(*fields):
-    fd = os.open(HERE / "storm.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (" ".join(map(str, fields)) + "\\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def advance(state, step):
-    return hashlib.sha256(state + step.to_bytes(8, "little")).digest()
-
-
-@task(isolation="process", system_retries=200)
-def crunch(steps: int, interval: float, blocking: bool) -> str:
-    ctx = current_context()
-    cp = ctx.checkpoint
-    prev = cp.read()
-    step, state = (int(prev[:8]), prev[8:]) if prev else (0, bytes(32))
-    log("start", ctx.attempt, os.getpid(), step)
-    doing = [step + 1]
-    ctx.on_preempt(lambda: log("term", ctx.attempt, doing[0]))
-    pending = []
-    for s in range(step + 1, steps + 1):
-        doing[0] = s
-        time.sleep(interval)  # one checkpoint interval of work
-        state = advance(state, s)
-        try:
-            result = cp.write(b"%08d" % s + state, step=s, blocking=blocking)
-        except Preempted:
-            log("final", ctx.attempt, s)  # committed, then stopped
-            raise
-        if blocking:
-            log("commit", ctx.attempt, s)
-        else:
-            pending.append((result, s))
-    return state.hex()
-
-
-@workflow
-def storm(steps: int, interval: float, blocking: bool) -> str:
-    return crunch(steps=steps, interval=interval, blocking=blocking)
-"""
 
 
 def _clean_result() -> str:
@@ -126,10 +70,9 @@ class Storm(threading.Thread):
 
 
 @pytest.mark.parametrize("blocking", [True, False], ids=["sync", "async"])
-def test_sigterm_storm_completes_and_loses_at_most_one_interval(blocking, tmp_path):
+def test_sigterm_storm_completes_and_loses_at_most_one_interval(blocking, tmp_path, workflow_copy):
     work = tmp_path / "work"
-    work.mkdir()
-    (work / "stormflow.py").write_text(textwrap.dedent(FLOW))
+    workflow_copy("stormflow.py", into=work)  # it logs next to itself
     home = tmp_path / "home"
     flag = "--blocking" if blocking else "--no-blocking"
     driver = Driver(home, work, "run", "stormflow.py", "storm", "--steps", str(STEPS),

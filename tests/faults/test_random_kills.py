@@ -358,36 +358,12 @@ def test_random_kills_then_resume_until_done(examples_dir, scenario):
     _execute(examples_dir, cfg, plan)
 
 
-QUICK_DEATH = """
-import os
-import signal
-
-import taskpoint.records.db
-from taskpoint import current_context, task
-
-# However slow this machine, the driver dies before the start record's delay is up.
-taskpoint.records.db.START_RECORD_DELAY = 3600.0
-
-@task
-def quick(steps: int) -> int:
-    ctx = current_context()
-    prev = ctx.checkpoint.read()
-    start = int(prev) if prev else 0
-    for step in range(start + 1, steps + 1):
-        ctx.checkpoint.write(str(step).encode(), step=step)
-        if ctx.attempt == 1 and step == 2:
-            os.kill(os.getpid(), signal.SIGKILL)  # the driver dies a few ms into the attempt
-    return start
-"""
-
-
 def test_an_attempt_killed_before_its_start_was_recorded_keeps_its_place(tmp_path):
     """Inline attempts record their start with their end, or after 50 ms: a driver killed
     sooner leaves no record of an attempt that did commit. The resume must still show it."""
     work, home = tmp_path / "work", tmp_path / "home"
-    work.mkdir()
-    (work / "quick.py").write_text(QUICK_DEATH)
-    first = Driver(home, work, "run", "quick.py", "quick", "--steps", "4", "--json")
+    quick = Path(__file__).parent / "workflows" / "quick.py"
+    first = Driver(home, work, "run", str(quick), "quick", "--steps", "4", "--json")
     assert first.wait() == -signal.SIGKILL
     record("kills")
     shown = subprocess.run(

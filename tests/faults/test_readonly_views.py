@@ -29,6 +29,7 @@ import taskpoint
 from taskpoint import task, workflow
 from taskpoint.engine import blobs
 from taskpoint.engine.node import INLINE_OUTPUT_MAX
+from taskpoint.records import schema
 from taskpoint.records.preview import NO_PREVIEW, PREVIEW_CHARS
 
 UI_TESTS = Path(__file__).resolve().parents[1] / "ui"
@@ -171,9 +172,9 @@ def test_read_only_views_show_previews_and_never_unpickle(planted, tp_home):
 def _downgrade(db_path: Path) -> None:
     """Make the database what taskpoint wrote before previews existed (schema version 1)."""
     with sqlite3.connect(db_path) as db:
-        for table, added in (("executions", "result_preview"), ("nodes", "output_preview")):
+        for table in ("executions", "nodes", "attempts"):
             columns = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
-            kept = ", ".join(c for c in columns if c != added)
+            kept = ", ".join(c for c in columns if c not in schema.ADDED_IN)
             db.execute(f"CREATE TABLE old_{table} AS SELECT {kept} FROM {table}")
             db.execute(f"DROP TABLE {table}")
             db.execute(f"ALTER TABLE old_{table} RENAME TO {table}")
@@ -203,7 +204,7 @@ def test_records_from_before_previews_show_none_and_still_never_unpickle(planted
     doc = json.loads(out[("show", execution.id, "--json")])
     assert doc["result_preview"] == NO_PREVIEW and doc["inputs"] == {"n": 3, "label": "abc"}
     with sqlite3.connect(db_path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (schema.SCHEMA_VERSION,)
         assert db.execute("SELECT count(*) FROM nodes").fetchone() == (2,)
     assert not marker.exists(), "a read-only view unpickled a planted pickle"
 

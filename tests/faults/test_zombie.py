@@ -24,7 +24,6 @@ import random
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -130,50 +129,6 @@ def test_a_frozen_writer_woken_after_its_successor_never_shadows_it(tmp_path):
     print(f"\nzombie: {woke_commits} writes after waking, exit {zombie_code}; {watch.looks} reads")
 
 
-FLOW = """
-import hashlib
-import os
-import time
-from pathlib import Path
-
-from taskpoint import Preempted, current_context, task, workflow
-
-HERE = Path(__file__).parent
-
-
-def log(*fields):
-    fd = os.open(HERE / "zombie.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (" ".join(map(str, fields)) + "\\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@task(isolation="process", system_retries=20)
-def chain(steps: int, interval: float) -> str:
-    ctx = current_context()
-    cp = ctx.checkpoint
-    prev = cp.read()
-    step, state = (int(prev[:8]), prev[8:]) if prev else (0, bytes(32))
-    log("start", ctx.attempt, os.getpid(), step, ctx.execution_id)
-    for s in range(step + 1, steps + 1):
-        time.sleep(interval)
-        state = hashlib.sha256(state + s.to_bytes(8, "little")).digest()
-        try:
-            version = cp.write(b"%08d" % s + state, step=s)
-        except Preempted:
-            log("final", ctx.attempt, s)
-            raise
-        log("commit", ctx.attempt, s, version.id)
-    return state.hex()
-
-
-@workflow
-def zombies(steps: int, interval: float) -> str:
-    return chain(steps=steps, interval=interval)
-"""
-
 STEPS = 8
 INTERVAL = 0.5  # seconds between checkpoints: room to freeze an attempt between two
 
@@ -187,10 +142,9 @@ def _clean() -> str:
     return state.hex()
 
 
-def test_engine_zombie_attempt_never_shadows_its_successor(tmp_path):
+def test_engine_zombie_attempt_never_shadows_its_successor(tmp_path, workflow_copy):
     work, home = tmp_path / "work", tmp_path / "home"
-    work.mkdir()
-    (work / "zflow.py").write_text(textwrap.dedent(FLOW))
+    workflow_copy("zflow.py", into=work)  # it logs next to itself
     zlog = work / "zombie.log"
 
     def lines(kind: str, attempt: int) -> list[list[str]]:

@@ -13,7 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ui_support import FLOWS, base_url, cli_command, cli_env, serving
+from ui_support import FLOWS, base_url, get, serving
+
+from support.fixtures import cli_command, tp_env
+from support.polling import wait_until
 
 pytestmark = pytest.mark.slow  # kills processes, starts a JVM or a browser
 
@@ -194,7 +197,7 @@ def test_pages_update_live_without_reloading(page, browser, tmp_path):
             cli_command("--home", home, "run", FLOWS, "waits_for", "--marker", marker),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env=cli_env(),
+            env=tp_env(),
         )
         detail = browser.new_page()
         try:
@@ -220,3 +223,64 @@ def test_interrupted_execution_draws_an_open_ended_attempt(page, ui_home, ui_ser
     assert "open-ended" in bar.query_selector("rect").get_attribute("class")
     assert "end not recorded" in bar.query_selector("title").text_content()
     assert page.locator("#live").inner_text() == "interrupted"  # not polled as running
+
+
+def test_a_resumed_execution_shows_how_far_each_lost_attempt_got(page, tmp_path):
+    home = tmp_path / "home"
+    flow = Path(__file__).parent / "ui_resumed_flow.py"
+
+    def killed_after(args: list[str], attempt: int, seq: int) -> str:
+        """Run ``taskpoint ARGS``, SIGKILL it once attempt ``attempt`` committed ``seq``."""
+        proc = subprocess.Popen(
+            cli_command("--home", home, *args),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=tp_env(),
+        )
+        prefix = f"{attempt:04d}-"
+
+        def committed() -> list[Path]:
+            found = home.glob("blobs/*/nodes/*/checkpoints/v/*.manifest.json")
+            return [
+                p for p in found if p.name.startswith(prefix) and p.name >= f"{prefix}{seq:06d}"
+            ]
+
+        try:
+            found = wait_until(committed, 60, f"attempt {attempt} to commit {seq}", proc=proc)
+        finally:
+            proc.kill()
+            proc.wait(10)
+        return found[0].relative_to(home).parts[1]
+
+    eid = killed_after(["run", flow, "counting", "--steps", "14"], 1, 3)
+    killed_after(["resume", eid], 2, 3)
+    done = subprocess.run(
+        cli_command("--home", home, "resume", eid), capture_output=True, text=True, env=tp_env()
+    )
+    assert done.returncode == 0, done.stderr
+    with serving(home) as server:
+        doc = get(f"{base_url(server)}/api/executions/{eid}").json()
+        attempts = doc["nodes"][0]["attempts"]
+        work = doc["nodes"][0]["work"]
+        reached = [p["level"] for p in work["points"] if p["kind"] == "end"][:2]
+        assert 3 <= reached[0] < reached[1] < 14  # each attempt resumed further on
+        page.goto(f"{base_url(server)}/executions/{eid}")
+        page.wait_for_selector("#work svg.work .failure")
+        assert "in 3 driver runs" in page.locator("#summary .duration").inner_text()
+        cards = page.locator('.failure-card[data-status="lost"]')
+        assert cards.count() == 2
+        for i, attempt in enumerate(attempts[:2]):
+            assert f"latest checkpoint at end {attempt['checkpoint_at_end']}" in (
+                cards.nth(i).inner_text()
+            )
+        # Each lost attempt is drawn up to its last commit, pruned by retention since: a hollow
+        # point at its level, reached by a dashed interpolation; the next one resumed there.
+        assert page.locator("#work svg.work circle.commit.pruned").count() == 2
+        assert page.locator("#work svg.work .interp").count() >= 2
+        for n, step in enumerate(reached, start=1):
+            title = page.locator(f'#work .failure[data-attempt="{n}"] title').text_content()
+            assert f"attempt {n + 1} started" in title and f"from step {step}" in title
+            assert "committed work not resumed from" not in title
+        page.goto(f"{base_url(server)}/")
+        row = page.wait_for_selector(f'#executions tr[data-id="{eid}"]')
+        assert "in 3 driver runs" in row.query_selector("td.duration").inner_text()

@@ -8,8 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ui_support import cli_command, cli_env, get
+from ui_support import get
 
+from support.fixtures import cli_command, tp_env
 from taskpoint import current_context, task, workflow
 from taskpoint.engine import Engine
 
@@ -47,7 +48,7 @@ def test_cli_ui_lists_and_downloads_an_s3_execution(tmp_path: Path, s3_server, h
     execution = engine.run(tallying, steps=2)
     assert execution.status == "succeeded", execution.error
 
-    env = cli_env()
+    env = tp_env()
     env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
     env.update(AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
     args = ["ui", "--home", home, "--port", "0"]
@@ -79,7 +80,7 @@ def test_cli_ui_without_the_endpoint_reports_the_store_unreadable(tmp_path: Path
         home=str(home), storage=s3_server.url(), storage_options=s3_server.storage_options
     )
     execution = engine.run(tallying, steps=1)
-    env = cli_env()
+    env = tp_env()
     env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
     env.update(AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
     # Nothing listens here: connections are refused at once instead of reaching a cloud.

@@ -8,8 +8,9 @@ import sys
 import time
 
 import pytest
-from ui_support import cli_command, cli_env, get, serving
+from ui_support import get, serving
 
+from support.fixtures import cli_command, tp_env
 from taskpoint.ui import auth
 
 
@@ -92,7 +93,7 @@ def test_cli_serves_off_loopback_with_a_printed_token(ui_home):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=cli_env(),
+        env=tp_env(),
     )
     try:
         lines = []
@@ -125,7 +126,7 @@ def test_cli_help_does_not_import_the_server():
         "assert 'http.server' not in sys.modules, 'imported eagerly'\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=60
+        [sys.executable, "-c", code], capture_output=True, text=True, env=tp_env(), timeout=60
     )
     assert result.returncode == 0, result.stderr
     assert "ui" in result.stdout and "--token" in result.stdout

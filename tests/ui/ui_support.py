@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from support.fixtures import cli_command, tp_env
+from support.polling import wait_until
 from taskpoint.engine import Engine
 from taskpoint.ui.server import UiServer, make_server
 
@@ -31,14 +30,6 @@ RUNS: dict[str, tuple[Path, str, list[str], int]] = {
     "inline": (FLOWS, "inline_preempted", ["--total", "6"], 143),
     "big": (FLOWS, "big_state", ["--megabytes", "16"], 0),
 }
-
-
-def cli_command(*args: str | os.PathLike[str]) -> list[str]:
-    return [sys.executable, "-m", "taskpoint.cli", *map(str, args)]
-
-
-def cli_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("TASKPOINT_")}
 
 
 @dataclass
@@ -64,7 +55,7 @@ def fill_home(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=cli_env(),
+            env=tp_env(),
         )
         for name, (file, target, opts, _) in runs.items()
     }
@@ -86,17 +77,15 @@ def _interrupted_run(home: Path) -> str:
         cli_command("--home", home, "run", FLOWS, "waits_for", "--marker", home / "never"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=cli_env(),
+        env=tp_env(),
     )
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def third_commit() -> list[Path]:
             found = list(home.glob("blobs/*/nodes/wait_for_file-1/checkpoints/v/*.manifest.json"))
-            if any(f.name >= "0001-000003" for f in found) or proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, f"waits_for exited early with {proc.returncode}"
-        assert found, "waits_for committed no checkpoint in time"
+            return found if any(f.name >= "0001-000003" for f in found) else []
+
+        found = wait_until(third_commit, 60, "waits_for to commit 3 checkpoints", proc=proc)
         return found[0].parts[-6]  # blobs/<execution id>/nodes/...
     finally:
         proc.kill()

@@ -261,7 +261,9 @@ def _child_main(
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     guard = PreemptionGuard(grace)
     with guard.installed():
-        outcome = execute_attempt(AttemptJob(task, arguments, info, guard, Listener()))
+        outcome = execute_attempt(
+            AttemptJob(task, arguments, info, guard, Listener()), whole_process=True
+        )
     _send(sender, outcome, task)
     sender.close()
 

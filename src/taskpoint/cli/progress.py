@@ -9,7 +9,14 @@ import threading
 import time
 from typing import IO, Any
 
-from taskpoint.cli.render import STATUS_STYLE, duration, size
+from taskpoint.cli.render import (
+    BUDGET_LABELS,
+    STATUS_STYLE,
+    budgets_text,
+    duration,
+    exhausted_text,
+    size,
+)
 from taskpoint.engine.events import AttemptInfo, Listener
 from taskpoint.records.status import AttemptStatus
 
@@ -33,21 +40,40 @@ def describe_version(v: Any, *, now: float | None = None) -> str:
     return text + ")"
 
 
+def attempt_label(info: AttemptInfo) -> str:
+    """``attempt 3 (retries 1/3, system 0/3)``: the retries each budget spent before it."""
+    budgets = budgets_text(info.budgets)
+    return f"attempt {info.attempt}" + (f" ({budgets})" if budgets else "")
+
+
 def started_line(info: AttemptInfo) -> str:
     if info.checkpoint_at_start is None:
         origin = "from the start (no checkpoint yet)"
     else:
         origin = f"resuming from {describe_version(info.checkpoint_at_start)}"
-    return f"{info.node}  attempt {info.attempt}/{info.max_attempts}  started, {origin}"
+    return f"{info.node}  {attempt_label(info)}  started, {origin}"
 
 
 def ended_line(info: AttemptInfo, status: str, error: str | None, end_version: Any) -> str:
     took = duration(info.started, time.time())
     text = (
-        f"{info.node}  attempt {info.attempt}/{info.max_attempts}  {status} after {took}, "
+        f"{info.node}  attempt {info.attempt}  {status} after {took}, "
         f"{'latest ' if end_version is not None else ''}{describe_version(end_version)}"
     )
-    return f"{text}: {error}" if error and status != AttemptStatus.SUCCEEDED else text
+    if error and status != AttemptStatus.SUCCEEDED:
+        text = f"{text}: {error}"
+    return text + _verdict(info)
+
+
+def _verdict(info: AttemptInfo) -> str:
+    """Which budget the retry spends (and how much of it is spent), or which one ran out."""
+    if info.retry_budget is not None:
+        spent, limit = info.budgets.get(info.retry_budget, [0, 0])
+        label = BUDGET_LABELS.get(info.retry_budget, info.retry_budget)
+        return f"; retrying ({label} {spent}/{limit})"
+    if info.exhausted is not None:
+        return f"; {exhausted_text(info.exhausted, info.budgets)}"
+    return ""
 
 
 class PlainProgress(Listener):
@@ -166,6 +192,7 @@ class LiveProgress(PlainProgress):
                 pass  # the display must never break a run
 
     def _draw(self) -> None:
+        from rich.markup import escape
         from rich.text import Text
 
         now = time.time()
@@ -173,7 +200,7 @@ class LiveProgress(PlainProgress):
         for entry in self.running.values():
             info: AttemptInfo = entry["info"]
             lines.append(
-                f"[cyan]▶[/cyan] {info.node}  attempt {info.attempt}/{info.max_attempts}  "
+                f"[cyan]▶[/cyan] {escape(info.node)}  {escape(attempt_label(info))}  "
                 f"{describe_version(entry['latest'], now=now)}  "
                 f"elapsed {duration(info.started, now)}"
             )

@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import json
+import time
+from typing import Any
 
 import click
 
 from taskpoint.cli.app import CliError, cli, current_engine, home_option, records_for_reading
 from taskpoint.cli.render import (
-    duration,
+    BUDGET_LABELS,
+    budgets_text,
     execution_dict,
+    exhausted_text,
+    failure_frame,
+    list_row,
     local_time,
+    seconds_text,
     size,
     styled,
+    times_text,
     version_dict,
 )
-from taskpoint.engine.execution import Execution, load_execution
+from taskpoint.engine.execution import Execution, load_execution, record_times
 from taskpoint.errors import ExecutionNotFound
 from taskpoint.records.preview import preview_text
 from taskpoint.records.status import ExecutionStatus, NodeStatus
+
+STATUSES = tuple(s.value for s in ExecutionStatus)
 
 
 def _console():
@@ -42,42 +52,67 @@ def _table(*columns: str):
     return table
 
 
+def _statuses(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> set[str]:
+    """``--status failed --status preempted`` or ``--status failed,preempted``."""
+    chosen = {v.strip().lower() for value in values for v in value.split(",") if v.strip()}
+    unknown = sorted(chosen - set(STATUSES))
+    if unknown:
+        raise click.BadParameter(
+            f"unknown status {', '.join(map(repr, unknown))}; one of {', '.join(STATUSES)}",
+            ctx,
+            param,
+        )
+    return chosen
+
+
 @cli.command("list")
 @home_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
-def list_command(as_json: bool, limit: int) -> None:
-    """List executions, newest first."""
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    callback=_statuses,
+    metavar="STATUS[,STATUS]",
+    help=f"Only executions with this status (repeatable): {', '.join(STATUSES)}.",
+)
+def list_command(as_json: bool, limit: int, statuses: set[str]) -> None:
+    """List executions, newest first.
+
+    STARTED is when an execution's first driver run started; DURATION is its wall time up to
+    its end (now while it runs, its driver's last sign of life when the driver died) and, when
+    it was resumed, how long its driver runs ran in all."""
     try:
         records = records_for_reading()
     except ExecutionNotFound:
         records = None
-    execs = records.list_executions(limit) if records else []
+    execs = records.list_executions(None if statuses else limit) if records else []
+    kept = [(e, e.effective_status) for e in execs]
+    if statuses:
+        kept = [(e, s) for e, s in kept if s in statuses][:limit]
+    interrupted = [e.id for e, s in kept if s == ExecutionStatus.INTERRUPTED]
+    activity = records.latest_activity(interrupted) if records and interrupted else {}
+    now = time.time()
     if as_json:
-        rows = [
-            {
-                "id": e.id,
-                "name": e.name,
-                "status": e.effective_status,
-                "created": local_time(e.created),
-                "ended": local_time(e.ended) if e.ended else None,
-                "failed_node": e.failed_node,
-            }
-            for e in execs
-        ]
+        rows = [list_row(e, s, now, activity.get(e.id)) for e, s in kept]
         click.echo(json.dumps(rows, indent=2))
         return
-    if not execs:
-        click.echo("no executions yet (start one with: taskpoint run FILE.py NAME)")
+    if not kept:
+        if execs and statuses:
+            click.echo(f"no {' or '.join(sorted(statuses))} executions")
+        else:
+            click.echo("no executions yet (start one with: taskpoint run FILE.py NAME)")
         return
-    table = _table("ID", "NAME", "STATUS", "CREATED", "DURATION", "INPUTS")
-    for e in execs:
+    table = _table("ID", "NAME", "STATUS", "STARTED", "DURATION", "INPUTS")
+    for e, status in kept:
+        wall, running, runs, _ = record_times(e, status, now, activity.get(e.id))
         table.add_row(
             e.id,
             e.name,
-            styled(e.effective_status),
+            styled(status),
             local_time(e.created),
-            duration(e.started, e.ended),
+            times_text(wall, running, runs),
             _escape(e.inputs or ""),  # a bounded preview (records/preview.py), shown as text
         )
     _console().print(table)
@@ -87,11 +122,19 @@ def list_command(as_json: bool, limit: int) -> None:
 @home_option
 @click.argument("execution_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the execution as one JSON object.")
-def show_command(execution_id: str, as_json: bool) -> None:
-    """Show an execution: its nodes, every attempt and the checkpoints they started from.
+@click.option(
+    "--traceback",
+    "tracebacks",
+    is_flag=True,
+    help="Also print the stored traceback of each attempt that failed.",
+)
+def show_command(execution_id: str, as_json: bool, tracebacks: bool) -> None:
+    """Show an execution: its nodes, every attempt, the checkpoints they started from and ended
+    with, and the retry budgets each node spent.
 
     The result and outputs shown are the previews stored when they were produced: nothing is
-    unpickled (a planted pickle in the storage cannot run code here)."""
+    unpickled (a planted pickle in the storage cannot run code here). With --json every
+    attempt carries its traceback."""
     engine = current_engine()
     execution = load_execution(records_for_reading(engine), execution_id)
     if as_json:
@@ -101,44 +144,96 @@ def show_command(execution_id: str, as_json: bool) -> None:
         click.echo(json.dumps(execution_dict(execution, checkpoints), indent=2))
         return
     _print_execution(execution)
+    if tracebacks:
+        _print_tracebacks(execution)
 
 
 def _print_execution(e: Execution) -> None:
     console = _console()
+    now = time.time()
     console.print(f"[bold]execution {e.id}[/bold]  {e.name}  {styled(e.status)}")
     console.print(f"inputs: {e.inputs}", markup=False)
-    console.print(f"created {local_time(e.created)}, ran {duration(e.started, e.ended)}")
+    wall, running, runs = e.times(now)
+    line = f"started {local_time(e.first_started)}, took {times_text(wall, running, runs)}"
+    if e.status == ExecutionStatus.INTERRUPTED:
+        line += f" until its driver was last seen, {local_time(e.until(now))}"
+    elif e.status == ExecutionStatus.RUNNING:
+        line += " so far"
+    console.print(line, markup=False)
     if e.status == ExecutionStatus.SUCCEEDED:
         console.print(f"result: {preview_text(e.result_preview)}", markup=False)
     elif e.error:
         where = f" in node {e.failed_node}" if e.failed_node else ""
-        console.print(f"error{where}: {e.error}", markup=False)
-    columns = ("NODE", "ATTEMPT", "STATUS", "FROM CHECKPOINT", "TO CHECKPOINT", "TOOK", "ERROR")
-    table = _table(*columns, "OUTPUT")
+        failed = next((n for n in e.nodes if n.key == e.failed_node), None)
+        ran_out = exhausted_text(failed.exhausted, failed.budgets) if failed else ""
+        ran_out = f" ({ran_out})" if ran_out else ""
+        console.print(f"error{where}: {e.error}{ran_out}", markup=False)
+        frame = failure_frame(e)
+        if frame:
+            console.print(f"raised at {frame}", markup=False)
+    columns = ("NODE", "ATTEMPT", "STATUS", "FROM CHECKPOINT", "TO CHECKPOINT", "TOOK")
+    table = _table(*columns, "RETRIES SPENT", "ERROR", "OUTPUT")
+    fresh = []
     for node in e.nodes:
         output = preview_text(node.output_preview) if node.status == NodeStatus.SUCCEEDED else ""
+        _, node_wall, node_running, node_runs = node.times(now)
+        first = node.attempts[0].n if node.attempts else 1
+        if node.budget_from and node.budget_from > first:
+            fresh.append(f"{node.key} from attempt {node.budget_from}")
         table.add_row(
             f"[bold]{_escape(node.key)}[/bold]",
             "",
             styled(node.status),
             "",
             "",
-            duration(node.started, node.ended),
+            times_text(node_wall, node_running, node_runs),
+            budgets_text(node.budgets),
             "",
             _escape(output),
         )
         for a in node.attempts:
             table.add_row(
                 "",
-                f"{a.n}/{node.max_attempts or '?'}",
+                str(a.n),
                 styled(a.status),
                 a.checkpoint_at_start or "-",
                 a.checkpoint_at_end or "-",
-                duration(a.started, a.ended),
+                seconds_text(a.duration(now)),
+                _attempt_budget(node, a),
                 _escape(a.error or ""),
                 "",
             )
     console.print(table)
+    if fresh:
+        console.print(
+            "fresh retry budgets (the node had failed, then was resumed): " + "; ".join(fresh),
+            markup=False,
+        )
+
+
+def _attempt_budget(node: Any, a: Any) -> str:
+    """What the attempt's retry spent, or, for a failed node's last one, what ran out."""
+    if a.budget:
+        return f"retried: {BUDGET_LABELS.get(a.budget, a.budget)}"
+    if node.exhausted and node.attempts and a is node.attempts[-1]:
+        return f"{BUDGET_LABELS.get(node.exhausted, node.exhausted)} ran out"
+    return ""
+
+
+def _print_tracebacks(e: Execution) -> None:
+    printed = False
+    for node in e.nodes:
+        for a in node.attempts:
+            if a.traceback and a.status != "succeeded":
+                click.echo(f"\n--- traceback of {node.key} attempt {a.n} ({a.status}) ---")
+                click.echo(a.traceback.rstrip())
+                printed = True
+    if not printed and e.traceback:
+        click.echo(f"\n--- traceback of execution {e.id} ({e.status}) ---")
+        click.echo(e.traceback.rstrip())
+        printed = True
+    if not printed:
+        click.echo("\nno traceback is stored: no attempt of this execution failed with one")
 
 
 def _escape(text: str) -> str:

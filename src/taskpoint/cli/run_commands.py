@@ -13,7 +13,7 @@ from taskpoint.cli import EXIT_FAILED, EXIT_OF_STATUS, EXIT_USAGE
 from taskpoint.cli.app import CliError, cli, current_engine, home_option
 from taskpoint.cli.backend_options import backend_options, configured, with_backend_options
 from taskpoint.cli.params import command_help, options_for, to_arguments
-from taskpoint.cli.render import duration, execution_dict
+from taskpoint.cli.render import execution_dict, exhausted_text, failure_frame, times_text
 from taskpoint.engine.config import Engine
 from taskpoint.engine.events import Listener, QuietListener
 from taskpoint.engine.execution import Execution
@@ -88,7 +88,12 @@ def run_command(ctx: click.Context, as_json: bool, argv: tuple[str, ...], **back
 
 @cli.command("resume")
 @home_option
-@click.argument("execution_id")
+@click.argument("execution_id", required=False)
+@click.option(
+    "--last",
+    is_flag=True,
+    help="Resume the newest execution that did not succeed (and is not running).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the execution as one JSON object.")
 @click.option(
     "--from-scratch",
@@ -98,18 +103,39 @@ def run_command(ctx: click.Context, as_json: bool, argv: tuple[str, ...], **back
     "used.",
 )
 @with_backend_options(storage=False)
-def resume_command(execution_id: str, as_json: bool, from_scratch: bool, **backend: Any) -> int:
-    """Continue an execution: succeeded nodes are not run again, the unfinished node resumes
-    from its latest checkpoint. A succeeded execution just prints its result."""
+def resume_command(
+    execution_id: str | None, last: bool, as_json: bool, from_scratch: bool, **backend: Any
+) -> int:
+    """Continue an execution (EXECUTION_ID, or --last): succeeded nodes are not run again, the
+    unfinished node resumes from its latest checkpoint. A succeeded execution just prints its
+    result.
+
+    Budgets: a node that was stopped (its driver was killed, preempted or interrupted) keeps
+    the retries it spent; attempts cut short by the driver's death spend none. A node that
+    failed gets fresh budgets (`taskpoint show` says from which attempt)."""
     from taskpoint.cli.app import records_for_reading
 
+    if last == bool(execution_id):
+        raise click.UsageError("give an EXECUTION_ID or --last, not both")
     with configured(current_engine(), **backend) as engine:
-        rec = records_for_reading(engine).get_execution(execution_id)
+        records = records_for_reading(engine)
+        rec = _last_unfinished(records) if last else records.get_execution(execution_id or "")
         if rec.status == ExecutionStatus.SUCCEEDED:
             if not as_json:
                 click.echo(f"execution {rec.id} already succeeded; nothing to run", err=True)
             return report(engine, engine.resume(rec.id), as_json)
         return execute(engine, lambda e: e.resume(rec.id, from_scratch=from_scratch), as_json)
+
+
+def _last_unfinished(records: Any) -> Any:
+    """The newest execution that did not succeed and whose driver is not running."""
+    for rec in records.list_executions():
+        if rec.effective_status not in (ExecutionStatus.SUCCEEDED, ExecutionStatus.RUNNING):
+            return rec
+    raise CliError(
+        f"no execution to resume in {records.path}: every recorded one succeeded or is still "
+        "running (`taskpoint list` shows them)"
+    )
 
 
 def execute(engine: Engine, start: Callable[[Engine], Execution], as_json: bool) -> int:
@@ -144,14 +170,18 @@ def report(engine: Engine, execution: Execution, as_json: bool) -> int:
     where = f" in node {execution.failed_node}" if execution.failed_node else ""
     summary = (
         f"execution {execution.id} {execution.status}{where} after "
-        f"{duration(execution.started, execution.ended)} "
+        f"{times_text(*execution.times())} "
         f"({_plural(len(execution.nodes), 'node')}, {_plural(attempts, 'attempt')})"
     )
     if execution.status == ExecutionStatus.SUCCEEDED:
         click.echo(summary)
         click.echo(f"result: {_show(execution.result)}")
         return code
-    click.echo(f"{summary}: {execution.error}")
+    failed = next((n for n in execution.nodes if n.key == execution.failed_node), None)
+    ran_out = exhausted_text(failed.exhausted, failed.budgets) if failed else ""
+    frame = failure_frame(execution) if execution.status == ExecutionStatus.FAILED else None
+    details = "; ".join(x for x in (ran_out, f"raised at {frame}" if frame else "") if x)
+    click.echo(f"{summary}: {execution.error}" + (f" ({details})" if details else ""))
     _debug_traceback(execution)
     click.echo(f"resume it with: taskpoint resume {execution.id}")
     return code

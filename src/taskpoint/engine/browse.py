@@ -12,10 +12,12 @@ from taskpoint.errors import TaskpointError
 
 
 def open_node_checkpoint(engine: Engine, execution: Execution, key: str) -> Checkpoint:
-    """The node's checkpoint scope, opened to read (attempt 1 never sweeps anything), with the
-    engine's options for the execution's recorded storage."""
+    """The node's checkpoint scope, opened read-only (it creates, sweeps and writes nothing),
+    with the engine's options for the execution's recorded storage."""
     url = blobs.checkpoint_url(execution.storage, execution.id, key)
-    return Checkpoint.open(url, storage_options=engine.storage_options_for(url) or None)
+    return Checkpoint.open(
+        url, readonly=True, storage_options=engine.storage_options_for(url) or None
+    )
 
 
 def node_checkpoints(engine: Engine, execution: Execution, key: str) -> list[Any]:

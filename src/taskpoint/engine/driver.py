@@ -20,6 +20,7 @@ from taskpoint.engine.preempt import PreemptionGuard
 from taskpoint.engine.task import Target, Task
 from taskpoint.errors import Preempted
 from taskpoint.records import ExecutionRecord, NodeRecord, Records
+from taskpoint.records.heartbeat import Heartbeat
 from taskpoint.records.status import ExecutionStatus, NodeStatus
 
 log = logging.getLogger("taskpoint")
@@ -55,6 +56,7 @@ class Run:
         self.listener = engine.listener
         self.guard = PreemptionGuard(engine.grace)
         self.resumed = resumed
+        self.run_number = rec.runs or 1  # this driver run of the execution (1 + resumes)
         # `resume --from-scratch`: a node whose recorded checkpoints are missing from the
         # storage starts from zero (logged) instead of failing with CheckpointMissingError.
         self.from_scratch = from_scratch
@@ -110,7 +112,7 @@ class Run:
     def execute(self, target: Target, arguments: dict[str, Any]) -> Execution:
         token = _current_run.set(self)
         try:
-            with self.guard.installed():
+            with self.guard.installed(), Heartbeat(self.records.path, self.execution_id):
                 self.listener.execution_started(self.execution_id, target.name, self.resumed)
                 try:
                     if isinstance(target, Task):

@@ -29,6 +29,13 @@ class AttemptInfo:
     # fsspec options for the checkpoint URL (credentials may be in them: never shown)
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
     keep: int = 2  # committed versions the task's retention keeps
+    # The node's retry budgets as the attempt starts: "retries" / "system_retries" -> [spent,
+    # limit]. When it ended (before ``attempt_ended``) the node sets ``retry_budget``, the budget
+    # its retry spends (``budgets`` then count it), or ``exhausted``, the one that ran out.
+    budgets: dict[str, list[int]] = field(default_factory=dict)
+    retry_budget: str | None = None
+    exhausted: str | None = None
+    log_url: str | None = None  # where the attempt's stdout/stderr go (engine/logs.py)
 
     def open_checkpoint(self) -> Checkpoint:
         """The attempt's writable checkpoint scope."""

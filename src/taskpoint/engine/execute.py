@@ -11,6 +11,7 @@ from taskpoint.checkpoint import Checkpoint
 from taskpoint.context import TaskContext, reset_context, set_context
 from taskpoint.engine.attempt import AttemptJob, Outcome
 from taskpoint.engine.events import AttemptInfo
+from taskpoint.engine.logs import AttemptLog, captured
 from taskpoint.engine.preempt import PreemptionGuard, PreemptionHook
 from taskpoint.engine.retry import classify
 from taskpoint.records.status import AttemptStatus
@@ -18,9 +19,11 @@ from taskpoint.records.status import AttemptStatus
 log = logging.getLogger("taskpoint")
 
 
-def execute_attempt(job: AttemptJob) -> Outcome:
+def execute_attempt(job: AttemptJob, whole_process: bool = False) -> Outcome:
     """Run the task function once, with its context set, and close its checkpoint after.
 
+    What the task prints is copied into the attempt's log (``info.log_url``): what its own
+    thread prints, or with ``whole_process`` (an attempt's child process) every thread.
     Never raises for the task's own errors: they become the outcome's status and error."""
     task, info, guard = job.task, job.info, job.guard
 
@@ -36,7 +39,8 @@ def execute_attempt(job: AttemptJob) -> Outcome:
     guard.task_started(ctx)
     try:
         try:
-            value = task.call_bound(job.arguments)
+            with captured(_open_log(info), whole_process):
+                value = task.call_bound(job.arguments)
         finally:
             guard.task_finished()
             reset_context(token)
@@ -54,6 +58,18 @@ def execute_attempt(job: AttemptJob) -> Outcome:
     else:
         outcome.checkpoint_at_end = info.checkpoint_at_start
     return outcome
+
+
+def _open_log(info: AttemptInfo) -> AttemptLog | None:
+    if info.log_url is None:
+        return None
+    try:
+        return AttemptLog(info.log_url, info.storage_options)
+    except Exception as exc:  # no log is better than no attempt
+        log.warning(
+            "taskpoint: %s attempt %d: cannot open its log: %s", info.node, info.attempt, exc
+        )
+        return None
 
 
 def _settle(checkpoint: Any, info: AttemptInfo, guard: PreemptionGuard) -> Any:

@@ -11,10 +11,12 @@ from taskpoint.checkpoint import Checkpoint
 from taskpoint.engine import blobs
 from taskpoint.engine.attempt import AttemptJob, Outcome
 from taskpoint.engine.events import AttemptInfo
-from taskpoint.engine.retry import AttemptState, RetryPolicy
+from taskpoint.engine.execution import BUDGET_NAMES
+from taskpoint.engine.logs import log_url
+from taskpoint.engine.retry import SYSTEM_BUDGET, USER_BUDGET, AttemptState, RetryPolicy
 from taskpoint.engine.task import Task
 from taskpoint.errors import CheckpointMissingError, Preempted, TaskpointError
-from taskpoint.records import AttemptEnd, NodeRecord
+from taskpoint.records import AttemptEnd, AttemptStart, NodeRecord
 from taskpoint.records.preview import make_preview
 from taskpoint.records.status import AttemptStatus, NodeStatus
 
@@ -41,6 +43,9 @@ class NodeRun:
         self.checkpoint_url = f"{self.url}/checkpoints"
         self.backend = run.backend_for(task)
         self._viewer: Checkpoint | None = None
+        self._limits = {USER_BUDGET: task.retries, SYSTEM_BUDGET: task.system_retries}
+        self.budget_from = 1
+        self._reconciled = False
 
     def execute(self) -> Any:
         policy = RetryPolicy.for_task(
@@ -48,9 +53,10 @@ class NodeRun:
         )
         state = AttemptState()
         last = self.previous.attempts if self.previous else 0  # the last attempt number used
+        self.budget_from = self._carry_budgets(state, last + 1)
         try:
             while True:
-                info, outcome = self._attempt(last + 1)
+                info, outcome = self._attempt(last + 1, state)
                 last = info.attempt
                 if outcome.status == AttemptStatus.SUCCEEDED:
                     return self._succeed(info, outcome)
@@ -61,6 +67,7 @@ class NodeRun:
                     and not self.run.is_stopped(self.key)
                     and policy.should_retry(state)
                 )
+                self._judge(info, state, retry)
                 node_status = NodeStatus.RUNNING if retry else self._final_status(outcome)
                 self._record_end(info, outcome, node_status)
                 if not retry:
@@ -78,22 +85,62 @@ class NodeRun:
             if self._viewer is not None:
                 self._viewer.close()
 
+    # -- budgets ---------------------------------------------------------------------------------
+
+    def _carry_budgets(self, state: AttemptState, first: int) -> int:
+        """What a resumed node's budgets start from; returns the first attempt they count.
+
+        The retries its earlier attempts spent count on (a resume does not refill them), except
+        when the node failed: a failed node that is resumed (after a fix) gets fresh budgets from
+        attempt ``first`` on. Attempts cut short by the driver's death (lost when it was killed,
+        or preempted or aborted with it) were never retried, so they spent nothing."""
+        prev = self.previous
+        if prev is None or prev.status == NodeStatus.FAILED:
+            return first
+        since = prev.budget_from or 1
+        kinds = {name: kind for kind, name in BUDGET_NAMES.items()}
+        spent = self.run.records.spent_budgets(self.run.execution_id, self.key, since)
+        for name, count in spent.items():
+            if name in kinds:
+                state.spent[kinds[name]] = count
+        return since
+
+    def _budgets(self, state: AttemptState) -> dict[str, list[int]]:
+        return {BUDGET_NAMES[k]: [state.spent[k], self._limits[k]] for k in BUDGET_NAMES}
+
+    def _judge(self, info: AttemptInfo, state: AttemptState, retry: bool) -> None:
+        """Tell the listeners (through ``info``) which budget the retry spends, or which ran
+        out; ``policy.spend`` counts the retry right after."""
+        kind = state.budget
+        if kind is None:
+            return
+        if retry:
+            info.retry_budget = BUDGET_NAMES[kind]
+            info.budgets = self._budgets(state)
+            info.budgets[info.retry_budget][0] += 1
+        elif state.spent[kind] >= self._limits[kind]:
+            info.exhausted = BUDGET_NAMES[kind]
+
     # -- one attempt -----------------------------------------------------------------------------
 
-    def _attempt(self, n: int) -> tuple[AttemptInfo, Outcome]:
+    def _attempt(self, n: int, state: AttemptState) -> tuple[AttemptInfo, Outcome]:
         """Plan attempt ``n`` (its number may move past versions the records missed), record
         its start and hand it to the backend. The attempt opens its own writable scope when the
         task first uses it; the driver only looks through one read-only scope per node."""
         info, missing = self._plan(n)
+        info.budgets = self._budgets(state)
         isolated = not self.backend.in_driver
+        at_start = info.checkpoint_at_start
         info.started = self.run.records.attempt_started(
             self.run.execution_id,
             self.key,
-            self.task.name,
             info.attempt,
-            max_attempts=info.max_attempts,
-            pid=0 if isolated else os.getpid(),
-            checkpoint_at_start=info.checkpoint_at_start.id if info.checkpoint_at_start else None,
+            self._start_record(
+                info.attempt,
+                pid=0 if isolated else os.getpid(),
+                checkpoint_at_start=at_start.id if at_start else None,
+                step_at_start=at_start.step if at_start else None,
+            ),
             defer=not isolated,  # a forked or remote attempt takes long enough: record it now
         )
         if missing is not None:
@@ -116,6 +163,9 @@ class NodeRun:
         start_version = None
         missing = None
         if n > 1 or self.run.resumed:
+            if self.previous is not None and not self._reconciled:
+                self._reconciled = True
+                self._reconcile_lost()
             # Only a retry or a resume can find checkpoints: a fresh node's scope is new.
             start_version = self._look().latest()
             if start_version is None and n > 1:
@@ -133,8 +183,53 @@ class NodeRun:
             checkpoint_at_start=start_version,
             storage_options=self.run.storage_options,
             keep=self.task.keep,
+            log_url=log_url(self.url, n),
         )
         return info, missing
+
+    def _start_record(self, n: int, **fields: Any) -> AttemptStart:
+        defaults: dict[str, Any] = {
+            "task": self.task.name,
+            "max_attempts": max(self.task.max_attempts, n),
+            "run": self.run.run_number,
+            "retries": self.task.retries,
+            "system_retries": self.task.system_retries,
+            "budget_from": self.budget_from,
+        }
+        return AttemptStart(**{**defaults, **fields})
+
+    def _reconcile_lost(self) -> None:
+        """Attempts of this node that a dead driver left running (``restart_execution`` made
+        them lost, ending at that driver's last sign of life): fill in, from the versions in the
+        scope, the checkpoint each one ended with, its step, and when the attempt committed it
+        (its end moves there when that was after the driver's last heartbeat)."""
+        records = self.run.records
+        lost = records.unreconciled_lost(self.run.execution_id, self.key)
+        if not lost:
+            return
+        try:
+            versions = self._look().versions()
+        except Exception as exc:  # the store's damage is reported by the reads that need it
+            log.warning("taskpoint: %s: cannot list its checkpoint versions: %s", self.key, exc)
+            return
+        for a in lost:
+            own = [v for v in versions if v.attempt == a.n]
+            found: tuple[str, int | None, float | None]
+            if own:
+                end = max(own, key=lambda v: v.order)
+                found = (end.id, end.step, end.created.timestamp())
+            elif a.checkpoint_at_start is not None:  # it committed nothing: it ended as it began
+                found = (a.checkpoint_at_start, a.step_at_start, None)
+            else:
+                continue
+            records.reconcile_lost(
+                self.run.execution_id,
+                self.key,
+                a.n,
+                checkpoint_at_end=found[0],
+                step_at_end=found[1],
+                last_commit=found[2],
+            )
 
     def _look(self) -> Checkpoint:
         """The node's read-only view of its scope, opened once (it creates nothing)."""
@@ -185,20 +280,31 @@ class NodeRun:
 
     def _record_unrecorded(self, first: int, last: int) -> None:
         """Attempts that committed checkpoints but whose start was never recorded (their driver
-        died within the start-record delay) are recorded as lost: the history has no gap."""
+        died within the start-record delay) are recorded as lost: the history has no gap. What
+        is known of each comes from its versions: its first and last commit bound its run."""
+        try:
+            versions = self._look().versions()
+        except Exception:
+            versions = []
         for n in range(first, last + 1):
+            own = sorted((v for v in versions if v.attempt == n), key=lambda v: v.order)
+            start = own[0].created.timestamp() if own else None
             self.run.records.attempt_started(
                 self.run.execution_id,
                 self.key,
-                self.task.name,
                 n,
-                max_attempts=max(self.task.max_attempts, n),
-                pid=0,
-                checkpoint_at_start=None,
+                # It ran in the driver run before this one, which died.
+                self._start_record(n, pid=0, run=max(1, self.run.run_number - 1)),
+                at=start,
             )
             message = "its driver died before the attempt's start was recorded (it committed)"
             end = AttemptEnd(AttemptStatus.LOST, NodeStatus.RUNNING, "AttemptLost", message)
+            if own:
+                end.checkpoint_at_end, end.step_at_end = own[-1].id, own[-1].step
+                end.last_commit = end.ended = own[-1].created.timestamp()
             self.run.records.attempt_ended(self.run.execution_id, self.key, n, end)
+            if end.ended is not None:
+                self.run.records.extend_last_run(self.run.execution_id, end.ended)
 
     # -- endings ---------------------------------------------------------------------------------
 
@@ -243,6 +349,7 @@ class NodeRun:
         output_preview: str | None = None,
     ) -> None:
         end_version = outcome.checkpoint_at_end
+        own = end_version is not None and end_version.attempt == info.attempt
         self.run.records.attempt_ended(
             self.run.execution_id,
             self.key,
@@ -258,6 +365,9 @@ class NodeRun:
                 output_ref=output_ref,
                 output_preview=output_preview,
                 pid=outcome.pid,
+                budget=info.retry_budget,
+                last_commit=end_version.created.timestamp() if own else None,
+                step_at_end=end_version.step if end_version else None,
             ),
         )
         self.run.listener.attempt_ended(info, outcome.status, outcome.error_text, end_version)

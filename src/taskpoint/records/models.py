@@ -32,6 +32,12 @@ class ExecutionRecord:
     driver_host: str | None
     driver_token: str | None
     result_preview: str | None = None  # JSON text (records/preview.py); None in older records
+    # Schema 3 (None in older records): driver runs (1 + resumes), seconds the earlier ones ran,
+    # and the running driver's last heartbeat (records/heartbeat.py).
+    runs: int | None = None
+    ran_before_s: float | None = None
+    last_run_end: float | None = None  # when the previous driver run ended (its last sign)
+    last_seen: float | None = None
 
     @property
     def driver_alive(self) -> bool:
@@ -63,6 +69,10 @@ class NodeRecord:
     started: float | None
     ended: float | None
     output_preview: str | None = None  # JSON text (records/preview.py); None in older records
+    # Schema 3 (None in older records): the task's budgets and the first attempt they count from.
+    retries: int | None = None
+    system_retries: int | None = None
+    budget_from: int | None = None
 
 
 @dataclass
@@ -79,6 +89,14 @@ class AttemptRecord:
     pid: int | None
     checkpoint_at_start: str | None
     checkpoint_at_end: str | None
+    # Schema 3 (None in older records): the driver run it ran in, the budget its retry spent
+    # ("retries" | "system_retries"), when it committed checkpoint_at_end (when that is its own
+    # version) and the steps of its start and end versions (kept after retention prunes them).
+    run: int | None = None
+    budget: str | None = None
+    last_commit: float | None = None
+    step_at_start: int | None = None
+    step_at_end: int | None = None
 
     @property
     def error(self) -> str | None:

@@ -8,7 +8,7 @@ Times are UNIX seconds (REAL). Statuses:
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 CREATE_EXECUTIONS = """
 CREATE TABLE IF NOT EXISTS executions (
@@ -33,7 +33,11 @@ CREATE TABLE IF NOT EXISTS executions (
     driver_pid    INTEGER,
     driver_host   TEXT,
     driver_token  TEXT,                     -- process start time, so a reused pid is not "alive"
-    result_preview TEXT                     -- bounded preview of the result (see preview.py)
+    result_preview TEXT,                    -- bounded preview of the result (see preview.py)
+    runs          INTEGER,                  -- driver runs so far (1 + resumes); NULL = 1
+    ran_before_s  REAL,                     -- seconds the earlier driver runs ran; NULL = 0
+    last_run_end  REAL,                     -- when the previous driver run ended (last sign)
+    last_seen     REAL                      -- the running driver's last heartbeat
 )
 """
 
@@ -52,6 +56,9 @@ CREATE TABLE IF NOT EXISTS nodes (
     started       REAL,
     ended         REAL,
     output_preview TEXT,                    -- bounded preview of the output (see preview.py)
+    retries       INTEGER,                  -- the task's retry budgets (retries=, system_retries=)
+    system_retries INTEGER,
+    budget_from   INTEGER,                  -- first attempt the current budgets count from
     PRIMARY KEY (execution_id, key)
 )
 """
@@ -70,6 +77,11 @@ CREATE TABLE IF NOT EXISTS attempts (
     pid                 INTEGER,
     checkpoint_at_start TEXT,
     checkpoint_at_end   TEXT,
+    run                 INTEGER,            -- the driver run (executions.runs) it ran in
+    budget              TEXT,               -- the budget its retry spent: retries | system_retries
+    last_commit         REAL,               -- when it committed checkpoint_at_end, if its own
+    step_at_start       INTEGER,            -- the steps of checkpoint_at_start / _at_end, kept
+    step_at_end         INTEGER,            -- after retention prunes those versions
     PRIMARY KEY (execution_id, node_key, n)
 )
 """
@@ -87,21 +99,43 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE executions ADD COLUMN result_preview TEXT",
         "ALTER TABLE nodes ADD COLUMN output_preview TEXT",
     ),
+    3: (
+        "ALTER TABLE executions ADD COLUMN runs INTEGER",
+        "ALTER TABLE executions ADD COLUMN ran_before_s REAL",
+        "ALTER TABLE executions ADD COLUMN last_run_end REAL",
+        "ALTER TABLE executions ADD COLUMN last_seen REAL",
+        "ALTER TABLE nodes ADD COLUMN retries INTEGER",
+        "ALTER TABLE nodes ADD COLUMN system_retries INTEGER",
+        "ALTER TABLE nodes ADD COLUMN budget_from INTEGER",
+        "ALTER TABLE attempts ADD COLUMN run INTEGER",
+        "ALTER TABLE attempts ADD COLUMN budget TEXT",
+        "ALTER TABLE attempts ADD COLUMN last_commit REAL",
+        "ALTER TABLE attempts ADD COLUMN step_at_start INTEGER",
+        "ALTER TABLE attempts ADD COLUMN step_at_end INTEGER",
+    ),
 }
-ADDED_IN = {"result_preview": 2, "output_preview": 2}  # column -> schema version
+ADDED_IN = {  # column -> schema version (names are unique across the tables)
+    "result_preview": 2,
+    "output_preview": 2,
+    **dict.fromkeys(("runs", "ran_before_s", "last_run_end", "last_seen"), 3),
+    **dict.fromkeys(("retries", "system_retries", "budget_from"), 3),
+    **dict.fromkeys(("run", "budget", "last_commit", "step_at_start", "step_at_end"), 3),
+}
 
 EXECUTION_COLUMNS = (
     "id, name, kind, module, file, qualname, inputs, inputs_ref, storage, status, result_ref, "
     "error_type, error_message, traceback, failed_node, created, started, ended, driver_pid, "
-    "driver_host, driver_token, result_preview"
+    "driver_host, driver_token, result_preview, runs, ran_before_s, last_run_end, "
+    "last_seen"
 )
 NODE_COLUMNS = (
     "execution_id, key, task, status, attempts, max_attempts, output, output_ref, error_type, "
-    "error_message, started, ended, output_preview"
+    "error_message, started, ended, output_preview, retries, system_retries, budget_from"
 )
 ATTEMPT_COLUMNS = (
     "execution_id, node_key, n, status, error_type, error_message, traceback, started, ended, "
-    "pid, checkpoint_at_start, checkpoint_at_end"
+    "pid, checkpoint_at_start, checkpoint_at_end, run, budget, last_commit, step_at_start, "
+    "step_at_end"
 )
 
 

@@ -1,10 +1,10 @@
 """The JSON documents of ``/api/``: the CLI's ``--json`` shapes, plus what the pages draw.
 
-- ``/api/executions``: the rows of ``taskpoint list --json`` (``id, name, status, created, ended,
-  failed_node``) plus ``started``, ``duration_s``, ``attempts``, ``inputs``.
+- ``/api/executions``: the rows of ``taskpoint list --json`` (built by the CLI's own
+  `list_row`) plus ``kind`` and ``attempts``.
 - ``/api/executions/<id>``: ``taskpoint show --json`` (built by the CLI's own
-  `execution_dict`) plus ``traceback`` (execution and each attempt), ``max_attempts``,
-  ``work`` (see `work.py`) and ``damaged_checkpoints`` per node, and the server's ``now``.
+  `execution_dict`) plus ``max_attempts``, ``work`` (see `work.py`) and
+  ``damaged_checkpoints`` per node, and the server's ``now``.
 - ``/api/executions/<id>/checkpoints`` and ``.../nodes/<key>/checkpoints``: ``taskpoint
   checkpoints EXEC [NODE] --json``, plus ``damaged_checkpoints`` per node.
 
@@ -23,7 +23,7 @@ import os
 import time
 from typing import Any
 
-from taskpoint.cli.render import execution_dict, iso, local_time, version_dict
+from taskpoint.cli.render import execution_dict, iso, list_row, version_dict
 from taskpoint.engine import blobs
 from taskpoint.engine.config import Engine
 from taskpoint.engine.execution import Execution, load_execution
@@ -72,20 +72,19 @@ class Api:
         if status is not None:
             kept = [(e, s) for e, s in kept if s == status][:limit]
         counts = records.attempt_counts([e.id for e, _ in kept])
+        interrupted = [e.id for e, s in kept if s == ExecutionStatus.INTERRUPTED]
+        activity = records.latest_activity(interrupted)
         now = time.time()
-        return [_list_row(e, s, counts.get(e.id, 0), now) for e, s in kept]
+        return [_list_row(e, s, counts.get(e.id, 0), now, activity.get(e.id)) for e, s in kept]
 
     def execution(self, records: ReadOnlyRecords | None, execution_id: str) -> dict[str, Any]:
         execution = self._load(records, execution_id)
         now = time.time()
         listings = {n.key: self._scope(execution, n.key).listing() for n in execution.nodes}
-        doc = execution_dict(execution, {k: v.versions for k, v in listings.items()})
-        doc["traceback"] = execution.traceback
+        doc = execution_dict(execution, {k: v.versions for k, v in listings.items()}, now)
         doc["now"] = iso(now)
         for node, node_doc in zip(execution.nodes, doc["nodes"], strict=True):
             node_doc["max_attempts"] = node.max_attempts
-            for attempt, attempt_doc in zip(node.attempts, node_doc["attempts"], strict=True):
-                attempt_doc["traceback"] = attempt.traceback
             node_doc["damaged_checkpoints"] = _damaged(listings[node.key])
             node_doc["work"] = work_series(node.attempts, listings[node.key].versions, now)
         return doc
@@ -145,20 +144,8 @@ def _damaged(listing: ScopeListing) -> list[dict[str, Any]]:
     return rows
 
 
-def _list_row(e: ExecutionRecord, status: str, attempts: int, now: float) -> dict[str, Any]:
-    end = e.ended if e.ended is not None else (now if status == ExecutionStatus.RUNNING else None)
-    return {
-        # The shape of `taskpoint list --json` ...
-        "id": e.id,
-        "name": e.name,
-        "status": status,
-        "created": local_time(e.created),
-        "ended": local_time(e.ended) if e.ended else None,
-        "failed_node": e.failed_node,
-        # ... and what the executions page shows besides.
-        "kind": e.kind,
-        "started": local_time(e.started) if e.started else None,
-        "duration_s": round(end - e.started, 3) if e.started is not None and end else None,
-        "attempts": attempts,
-        "inputs": e.inputs,
-    }
+def _list_row(
+    e: ExecutionRecord, status: str, attempts: int, now: float, activity: float | None
+) -> dict[str, Any]:
+    # The shape of `taskpoint list --json` ... and what the executions page shows besides.
+    return {**list_row(e, status, now, activity), "kind": e.kind, "attempts": attempts}

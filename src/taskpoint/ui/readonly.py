@@ -52,6 +52,7 @@ class ReadOnlyRecords(Records):
         ((version,),) = self.db.query("PRAGMA user_version")
         self.execution_columns = schema.columns_for(schema.EXECUTION_COLUMNS, version)
         self.node_columns = schema.columns_for(schema.NODE_COLUMNS, version)
+        self.attempt_columns = schema.columns_for(schema.ATTEMPT_COLUMNS, version)
 
     def execution_exact(self, execution_id: str) -> ExecutionRecord | None:
         """The execution whose id is exactly ``execution_id`` (no prefix matching)."""

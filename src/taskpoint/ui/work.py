@@ -9,10 +9,13 @@ records and manifests; checkpoint contents are never read. (For the seed example
 exactly its iteration counter.)
 
 Retention deletes all but the newest versions, so the series is built from what is still known:
-each attempt's start and end (time from the records, level from the version ids they name) and
-the retained versions (exact commit time). Between two known points, commits whose versions were
-pruned are counted in ``pruned_before``: the chart draws that stretch as an interpolation, not as
-if the commits had happened at a known time.
+each attempt's start and end (time from the records, level from the version ids they name, and
+the steps of those versions, which the records keep), when the attempt committed its last version
+(``last_commit``, recorded at its end, or filled in when the next attempt reconciles one whose
+driver died) and the retained versions (exact commit time). Between two known points, commits
+whose versions were pruned are counted in ``pruned_before``: the chart draws that stretch as an
+interpolation, not as if the commits had happened at a known time. An attempt's last commit,
+when pruned but its time is recorded, is a point of its own (``"pruned": true``).
 """
 
 from __future__ import annotations
@@ -37,9 +40,9 @@ def work_series(
     attempts: list[Attempt], versions: list[Any], now: float, by_step: bool | None = None
 ) -> dict[str, Any]:
     """Points and failures of one node (times in UNIX seconds), for the work-over-time chart."""
+    steps = {**_recorded_steps(attempts), **{v.id: v.step for v in versions}}
     if by_step is None:
-        by_step = bool(versions) and all(v.step is not None for v in versions)
-    steps = {v.id: v.step for v in versions}
+        by_step = bool(steps) and all(step is not None for step in steps.values())
     starts = {a.n: a.checkpoint_at_start for a in attempts}
 
     def level(vid: str | None, depth: int = 0) -> float | None:
@@ -79,13 +82,14 @@ def _attempt_points(a: Attempt, versions: list[Any], level: Any, now: float) -> 
         pts.append(point)
         last_seq = v.seq
     end_id = a.checkpoint_at_end
-    # Running: up to now; an attempt whose driver died unrecorded: up to what is known of it.
+    # Running: up to now; an attempt whose driver died (not resumed yet): up to its last sign
+    # of life, its driver's last heartbeat or its last retained commit.
     end_time = (
         a.ended
         if a.ended is not None
         else now
         if a.status == AttemptStatus.RUNNING
-        else pts[-1]["t"]
+        else max(pts[-1]["t"], a.until(now))
     )
     if end_id is None:
         # Still running, or its end was never recorded (its driver died): the level stays
@@ -95,11 +99,32 @@ def _attempt_points(a: Attempt, versions: list[Any], level: Any, now: float) -> 
     else:
         end = _point(a, "end", end_time, end_id, level(end_id))
         end_seq = _own_seq(end_id, a.n)
-        # The end version was committed by this attempt at an unknown time if it was pruned.
-        end["pruned_before"] = max(0, end_seq - last_seq) if end_seq is not None else 0
+        pruned = max(0, end_seq - last_seq) if end_seq is not None else 0
+        end["pruned_before"] = pruned
+        if pruned and a.last_commit is not None:
+            # Its last commit was pruned, but the records say when it happened: a point of its
+            # own (the stretch up to it interpolated), then flat to the attempt's end.
+            commit = _point(a, "commit", a.last_commit, end_id, level(end_id))
+            commit.update(pruned_before=pruned, pruned=True, step=a.step_at_end, size=None)
+            pts.append(commit)
+            end["pruned_before"] = 0
     end["status"] = a.status
     pts.append(end)
     return pts
+
+
+def _recorded_steps(attempts: list[Attempt]) -> dict[str, int]:
+    """Steps of the versions the attempts started from and ended with, as the records kept
+    them (None in older records, or when the version had no step: then left out)."""
+    steps: dict[str, int] = {}
+    for a in attempts:
+        for vid, step in (
+            (a.checkpoint_at_start, a.step_at_start),
+            (a.checkpoint_at_end, a.step_at_end),
+        ):
+            if vid is not None and step is not None:
+                steps[vid] = step
+    return steps
 
 
 def _point(a: Attempt, kind: str, t: float, version: str | None, lvl: float | None) -> dict:

@@ -45,26 +45,29 @@ const Charts = (() => {
   }
 
   // When an attempt ended: recorded, or now while running; unknown when its driver died
-  // unrecorded (then up to its last known checkpoint commit, drawn open-ended).
+  // unrecorded (then up to its last sign of life, drawn open-ended: its driver's last
+  // heartbeat or its last checkpoint commit).
   function attemptEnd(node, a, now) {
     const end = seconds(a.ended);
     if (end !== null) return end;
     if (a.status === "running") return now;
     const own = node.checkpoints.filter((c) => c.attempt === a.n).map((c) => seconds(c.created));
-    return Math.max(seconds(a.started), ...own);
+    return Math.max(seconds(a.started) + (a.duration_s || 0), ...own);
   }
 
   function attemptTitle(node, a) {
     const start = seconds(a.started);
     const end = seconds(a.ended);
     const lines = [
-      `${node.key} · attempt ${a.n}/${node.max_attempts || "?"} · ${a.status}`,
+      `${node.key} · attempt ${a.n} · ${a.status}`,
       `${clock(start, true)} → ${end ? clock(end, true) : a.status === "running" ? "running"
         : "end not recorded"}` +
-        (end ? ` (${duration(end - start)})` : ""),
+        (end ? ` (${duration(a.duration_s)})` : ""),
       `started from checkpoint ${a.checkpoint_at_start || "none (from scratch)"}`,
       `latest checkpoint at end ${a.checkpoint_at_end || "none"}`,
     ];
+    const retry = TP.retryText(node, a);
+    if (retry) lines.push(retry);
     if (a.error) lines.push(a.error);
     return lines.join("\n");
   }
@@ -81,8 +84,10 @@ const Charts = (() => {
   }
 
   function prunedTick(x, y, h, a, node) {
-    const title = `checkpoint ${a.checkpoint_at_end}\ncommitted by attempt ${a.n}, no later ` +
-      `than ${clock(seconds(a.ended), true)}\npruned by retention: step, size and time unknown`;
+    const title = `checkpoint ${a.checkpoint_at_end}\ncommitted by attempt ${a.n} ` +
+      (a.last_commit ? `at ${clock(seconds(a.last_commit), true)}\npruned by retention`
+        : `no later than ${clock(seconds(a.ended), true)}\npruned by retention: step, size ` +
+          "and time unknown");
     return svg("g", { class: "tick pruned", "data-version": a.checkpoint_at_end,
       "data-node": node.key },
     svg("title", { text: title }),
@@ -124,7 +129,8 @@ const Charts = (() => {
         row.appendChild(bar);
         const end_id = a.checkpoint_at_end;
         if (end_id && !retained.has(end_id) && end_id.startsWith(String(a.n).padStart(4, "0") + "-")) {
-          row.appendChild(prunedTick(axis.x(end), y + 4, rowH - 8, a, node));
+          const at = seconds(a.last_commit) ?? end;
+          row.appendChild(prunedTick(axis.x(at), y + 4, rowH - 8, a, node));
         }
       }
       for (const c of node.checkpoints) {
@@ -211,10 +217,11 @@ const Charts = (() => {
         transform: `rotate(45 ${cx} ${cy})` }, svg("title", { text }));
     }
     const text = `checkpoint ${p.version} · ${unit} ${levelLabel(p.level)}` +
-      (p.size !== undefined ? ` · ${size(p.size)}` : "") + `\nattempt ${p.attempt} · ` +
-      clock(p.t, true);
-    return svg("circle", { cx, cy, r: 3.5, class: "commit", "data-version": p.version },
-      svg("title", { text }));
+      (p.size !== undefined && p.size !== null ? ` · ${size(p.size)}` : "") +
+      `\nattempt ${p.attempt} · ` + clock(p.t, true) +
+      (p.pruned ? "\npruned by retention since (its time and level are recorded)" : "");
+    return svg("circle", { cx, cy, r: 3.5, class: "commit" + (p.pruned ? " pruned" : ""),
+      "data-version": p.version }, svg("title", { text }));
   }
 
   function failureMarks(f, axis, y, top, bottom, unit) {

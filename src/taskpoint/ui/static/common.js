@@ -85,6 +85,35 @@ const TP = (() => {
     return h ? `${h}h${pad(m)}m${pad(s)}s` : `${m}m${pad(s)}s`;
   }
 
+  // "7.20 s", or "7.20 s (ran 3.10 s in 2 driver runs)" when it spans several driver runs: the
+  // same shape as the CLI's list and show (duration_s is wall time, running_s the time it ran).
+  function took(doc) {
+    const wall = duration(doc.duration_s);
+    return doc.driver_runs > 1
+      ? `${wall} (ran ${duration(doc.running_s)} in ${doc.driver_runs} driver runs)` : wall;
+  }
+
+  // "retries 1/3, system 0/3": the retries each budget spent since budgets.from, of how many.
+  const BUDGET_LABELS = { retries: "retries", system_retries: "system" };
+  function budgets(node) {
+    if (!node.budgets) return "";
+    return Object.entries(BUDGET_LABELS).filter(([name]) => node.budgets[name])
+      .map(([name, label]) => `${label} ${node.budgets[name].spent}/${node.budgets[name].limit}`)
+      .join(", ");
+  }
+
+  // What an attempt's retry spent, or, for a failed node's last attempt, which budget ran out.
+  function retryText(node, a) {
+    if (a.budget) return "retried: " + (BUDGET_LABELS[a.budget] || a.budget);
+    const last = node.attempts[node.attempts.length - 1];
+    if (node.exhausted && last && last.n === a.n) {
+      const b = node.budgets && node.budgets[node.exhausted];
+      return `no retry left: ${BUDGET_LABELS[node.exhausted] || node.exhausted}` +
+        (b ? ` ${b.spent}/${b.limit} spent` : "");
+    }
+    return "";
+  }
+
   function size(n) {
     if (n === null || n === undefined) return "–";
     const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -140,7 +169,7 @@ const TP = (() => {
   }
 
   return {
-    ATTEMPT_STATUSES, STATUS_COLORS, clock, duration, el, getJSON, poll, seconds, setLive, size,
-    statusPill, svg, token, withToken,
+    ATTEMPT_STATUSES, STATUS_COLORS, budgets, clock, duration, el, getJSON, poll, retryText,
+    seconds, setLive, size, statusPill, svg, token, took, withToken,
   };
 })();

@@ -3,7 +3,8 @@
 "use strict";
 
 (() => {
-  const { el, statusPill, duration, size, clock, seconds, withToken, getJSON, poll, setLive } = TP;
+  const { el, statusPill, duration, size, clock, seconds, withToken, getJSON, poll, setLive,
+    took, budgets, retryText } = TP;
   const FAILED = new Set(["failed", "recoverable", "preempted", "lost", "aborted", "interrupted"]);
   const executionId = decodeURIComponent(location.pathname.split("/")[2] || "");
   const api = "/api/executions/" + encodeURIComponent(executionId);
@@ -17,16 +18,17 @@
       el("span", { class: "value" }, ...value));
   }
 
-  function summary(doc, now) {
+  function summary(doc) {
     const started = seconds(doc.started);
-    const ended = seconds(doc.ended) ?? (doc.status === "running" ? now : null);
     const attempts = doc.nodes.reduce((n, node) => n + node.attempts.length, 0);
     const parts = [
       el("h1", {}, doc.name, " ", statusPill(doc.status)),
       el("div", { class: "fields" },
         field("execution", el("span", { class: "mono" }, doc.id)),
         field("started", clock(started)),
-        field("duration", duration(started !== null && ended !== null ? ended - started : null)),
+        field("duration", el("span", { class: "duration" }, took(doc)),
+          doc.last_seen ? el("span", { class: "muted" },
+            ` (until its driver was last seen, ${clock(seconds(doc.last_seen))})`) : null),
         field("nodes", String(doc.nodes.length)),
         field("attempts", String(attempts)),
         field("inputs", el("span", { class: "mono" }, JSON.stringify(doc.inputs))),
@@ -37,8 +39,12 @@
       parts.push(el("div", { class: "result" }, "result: ",
         el("span", { class: "mono" }, doc.result_preview ?? JSON.stringify(doc.result))));
     } else if (doc.error) {
+      const failed = doc.nodes.find((n) => n.key === doc.failed_node);
+      const last = failed && failed.attempts[failed.attempts.length - 1];
+      const ranOut = failed && last ? retryText(failed, last) : "";
       parts.push(el("div", { class: "error-line" },
-        doc.failed_node ? `error in node ${doc.failed_node}: ` : "error: ", doc.error));
+        doc.failed_node ? `error in node ${doc.failed_node}: ` : "error: ", doc.error,
+        ranOut && !ranOut.startsWith("retried") ? ` (${ranOut})` : ""));
     }
     document.getElementById("summary").replaceChildren(...parts);
   }
@@ -50,15 +56,17 @@
     for (const node of doc.nodes) {
       for (const a of node.attempts) {
         if (!FAILED.has(a.status)) continue;
-        const took = seconds(a.ended) && seconds(a.ended) - seconds(a.started);
         const key = `${node.key}/${a.n}`;
+        const retry = retryText(node, a);
+        const ran = `ran ${duration(a.duration_s)}` +
+          (a.status === "interrupted" ? " until its driver was last seen" : "");
         cards.push(el("article", { class: "failure-card", "data-status": a.status,
           "data-node": node.key, "data-attempt": a.n, "data-key": key },
         el("header", {}, statusPill(a.status), " ",
-          el("strong", {}, node.key), ` · attempt ${a.n}/${node.max_attempts || "?"}`,
-          el("span", { class: "muted" }, ` · ran ${duration(took)} · started from ` +
+          el("strong", {}, node.key), ` · attempt ${a.n}`,
+          el("span", { class: "muted" }, ` · ${ran} · started from ` +
             (a.checkpoint_at_start || "scratch") + ", latest checkpoint at end " +
-            (a.checkpoint_at_end || "none"))),
+            (a.checkpoint_at_end || "none") + (retry ? ` · ${retry}` : ""))),
         el("div", { class: "error-line" }, a.error || "(no error recorded)"),
         a.traceback ? el("details", { open: open.has(key) }, el("summary", {}, "traceback"),
           el("pre", { class: "traceback" }, a.traceback)) : null));
@@ -75,17 +83,18 @@
   function attemptsTable(node) {
     return el("table", { class: "grid attempts", "data-node": node.key },
       el("thead", {}, el("tr", {}, ...["Attempt", "Status", "Started", "Took", "From checkpoint",
-        "Latest checkpoint at end", "Error"].map((h) => el("th", {}, h)))),
+        "Latest checkpoint at end", "Retry", "Error"].map((h) => el("th", {}, h)))),
       el("tbody", {}, ...node.attempts.map((a) => {
         const start = seconds(a.started);
-        const end = seconds(a.ended);
-        return el("tr", { "data-status": a.status },
-          el("td", { class: "num" }, `${a.n}/${node.max_attempts || "?"}`),
+        return el("tr", { "data-status": a.status, "data-attempt": a.n },
+          el("td", { class: "num" }, String(a.n)),
           el("td", {}, statusPill(a.status)),
           el("td", { class: "mono" }, clock(start, true)),
-          el("td", { class: "num" }, end ? duration(end - start) : "running"),
+          el("td", { class: "num" }, a.status === "running" ? "running"
+            : duration(a.duration_s)),
           el("td", { class: "mono" }, a.checkpoint_at_start || "–"),
           el("td", { class: "mono" }, a.checkpoint_at_end || "–"),
+          el("td", { class: "retry" }, retryText(node, a)),
           el("td", { class: "error-cell", title: a.error || "" }, a.error || ""));
       })));
   }
@@ -124,7 +133,12 @@
     document.getElementById("nodes").replaceChildren(...doc.nodes.map((node) =>
       el("section", { class: "node", "data-node": node.key },
         el("h3", {}, node.key, " ", statusPill(node.status),
-          el("span", { class: "muted" }, ` task ${node.task}`)),
+          el("span", { class: "muted" }, ` task ${node.task} · took ${took(node)}`)),
+        node.budgets ? el("div", { class: "budgets muted", "data-node": node.key },
+          "retry budgets spent: ", budgets(node),
+          node.attempts.length > 0 && node.budget_from > node.attempts[0].n
+            ? ` (fresh from attempt ${node.budget_from}: the node had failed, then was resumed)`
+            : "") : null,
         node.error ? el("div", { class: "error-line" }, node.error) : null,
         node.output_preview != null ? el("div", { class: "result" }, "output: ",
           el("span", { class: "mono output" }, node.output_preview)) : null,
@@ -146,7 +160,7 @@
 
   function render(doc) {
     const now = seconds(doc.now);
-    summary(doc, now);
+    summary(doc);
     const axis = Charts.timeline(document.getElementById("timeline"), doc, now);
     Charts.legend(document.getElementById("legend"));
     workHint(doc);

@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { el, statusPill, duration, withToken, getJSON, poll, setLive } = TP;
+  const { el, statusPill, clock, seconds, took, withToken, getJSON, poll, setLive } = TP;
   const FILTERS = ["all", "running", "succeeded", "failed", "preempted", "aborted", "interrupted"];
   const tbody = document.querySelector("#executions tbody");
   const empty = document.getElementById("empty");
@@ -39,14 +39,15 @@
 
   function rowFor(e) {
     const href = withToken("/executions/" + encodeURIComponent(e.id));
+    const inputs = e.inputs === null || e.inputs === undefined ? "" : JSON.stringify(e.inputs);
     const tr = el("tr", { "data-id": e.id, "data-status": e.status },
       el("td", {}, statusPill(e.status)),
       el("td", {}, el("a", { href, class: "name" }, e.name)),
       el("td", { class: "mono" }, el("a", { href }, e.id)),
-      el("td", { class: "mono" }, e.started || e.created),
-      el("td", { class: "num" }, duration(e.duration_s)),
+      el("td", { class: "mono", title: e.started || "" }, clock(seconds(e.started || e.created))),
+      el("td", { class: "num duration" }, took(e)),
       el("td", { class: "num" }, String(e.attempts)),
-      el("td", { class: "inputs mono", title: e.inputs || "" }, e.inputs || ""));
+      el("td", { class: "inputs mono", title: inputs }, inputs));
     tr.addEventListener("click", (event) => {
       if (event.target.tagName !== "A") location.href = href;
     });

@@ -1,0 +1,109 @@
+"""Each attempt's stdout and stderr are kept in the store beside its checkpoints, still shown
+live, and `taskpoint logs` prints them by node and attempt, or follows a running execution."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.polling import wait_until
+
+FLOW = Path(__file__).with_name("printing_flow.py")
+TASKPOINT = [sys.executable, "-m", "taskpoint"]
+
+
+def env_for(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKPOINT_")}
+    env["TASKPOINT_HOME"] = str(home)
+    return env
+
+
+def taskpoint(home: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*TASKPOINT, *map(str, args)], env=env_for(home), capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("isolated", [False, True], ids=["inline", "process"])
+def test_each_attempt_has_its_own_log_and_the_terminal_still_sees_it(tmp_path, isolated):
+    home = tmp_path / "home"
+    flags = ["--isolated"] if isolated else []
+    ran = taskpoint(home, "run", FLOW, "talking", *flags)
+    assert ran.returncode == 0, ran.stderr
+    # Shown live, as without taskpoint.
+    assert "out line of attempt 1" in ran.stdout and "out line of attempt 2" in ran.stdout
+    assert "err line of attempt 1" in ran.stderr
+    execution_id = json.loads(taskpoint(home, "list", "--json").stdout)[0]["id"]
+
+    second = taskpoint(home, "logs", execution_id, "--attempt", "2")
+    assert second.returncode == 0, second.stderr
+    assert "out line of attempt 2" in second.stdout and "err line of attempt 2" in second.stdout
+    assert "attempt 1" not in second.stdout.split("<==", 1)[1]  # only attempt 2's lines
+
+    both = taskpoint(home, "logs", execution_id).stdout
+    first_block, second_block = both.split("attempt 2 (succeeded) <==")
+    assert "attempt 1 (recoverable) <==" in first_block
+    assert "out line of attempt 1" in first_block and "err line of attempt 1" in first_block
+    assert "out line of attempt 2" in second_block
+    # The progress lines of the taskpoint command itself are not part of any attempt's log.
+    assert "started, from the start" not in both
+    if isolated:
+        assert "from a thread of the child" in first_block
+    logs = sorted(p.name for p in home.glob("blobs/*/nodes/*/logs/*"))
+    assert logs == ["attempt-0001.log", "attempt-0002.log"]
+
+
+def test_unknown_attempt_and_node_are_usage_errors(tmp_path):
+    home = tmp_path / "home"
+    assert taskpoint(home, "run", FLOW, "talking").returncode == 0
+    execution_id = json.loads(taskpoint(home, "list", "--json").stdout)[0]["id"]
+    r = taskpoint(home, "logs", execution_id, "--attempt", "7")
+    assert r.returncode == 2 and "no attempt 7" in r.stderr
+    r = taskpoint(home, "logs", execution_id, "nonode")
+    assert r.returncode == 2 and "no node 'nonode'" in r.stderr
+
+
+def test_follow_prints_while_it_runs_and_ends_with_it(tmp_path):
+    home = tmp_path / "home"
+    release = tmp_path / "release"
+    driver = subprocess.Popen(
+        [*TASKPOINT, "run", str(FLOW), "chatting", "--release", str(release)],
+        env=env_for(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    follower = None
+    try:
+        from taskpoint.records import Records
+
+        def execution_id():
+            try:
+                ids = [r.id for r in Records(home).list_executions()]
+            except Exception:
+                return None
+            return ids[0] if ids else None
+
+        eid = wait_until(execution_id, 120, "the execution's record", proc=driver)
+        follower = subprocess.Popen(
+            [*TASKPOINT, "logs", eid, "--follow"], env=env_for(home),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        seen = []
+        for line in follower.stdout:  # blocks on the follower's own output
+            seen.append(line)
+            if line.startswith("tick 5"):
+                break
+        release.touch()
+        rest, err = follower.communicate(timeout=120)
+        assert follower.returncode == 0, err
+        assert "released" in rest, rest  # it kept following until the end
+        assert driver.wait(120) == 0
+    finally:
+        release.touch()
+        for proc in (driver, follower):
+            if proc is not None and proc.poll() is None:
+                proc.kill()

@@ -1,0 +1,6 @@
+from taskpoint import task
+
+
+@task
+def one() -> int:
+    return 1
