@@ -23,7 +23,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, Row, print_table, workdir_root
+from benchmarks.common import (
+    RESULTS,
+    Row,
+    format_baselines,
+    machine_baselines,
+    print_table,
+    tmpfs_dir,
+    workdir_root,
+)
 
 SECTIONS = ("io", "torch", "loop", "small", "goodput", "engine")
 
@@ -43,6 +51,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--state-mib", type=int, default=1024, help="torch state size")
     g.add_argument("--large-mib", type=int, default=4096, help="second sync size; 0: skip")
     g.add_argument("--io-mib", type=int, default=1024, help="bytes API payload")
+    g.add_argument(
+        "--write-mib", default="64,512,1024", help="sync write vs raw buffered/O_DIRECT sizes"
+    )
+    g.add_argument("--tmpfs", default=None, help="tmpfs dir for those too (default /dev/shm)")
+    g.add_argument("--baseline-mib", type=int, default=256, help="raw baselines' write size")
     g.add_argument("--async-mib", type=int, default=64, help="bytes API async payload")
     g.add_argument("--repeats", type=int, default=5, help="rounds per measurement")
     g = p.add_argument_group("target 3 (training loop)")
@@ -64,6 +77,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.state_mib, args.large_mib, args.io_mib, args.async_mib, args.repeats = 16, 0, 16, 8, 3
+        args.write_mib, args.baseline_mib = "16", 16
         args.interval, args.block_s, args.loop_repeats, args.small_count = 0.5, 1.5, 2, 30
         args.job_s, args.every, args.goodput_state_mib, args.ckpt_every = 4.0, 3.0, 8, 0.5
         args.engine_calls, args.engine_attempts, args.engine_repeats = 200, 5, 3
@@ -93,6 +107,12 @@ class Suite:
         from benchmarks import checkpoint_io as io
 
         a = self.args
+        locations = {"disk": workdir}
+        shm = tmpfs_dir(a.tmpfs)
+        if shm:
+            locations["tmpfs"] = shm
+        sizes = [int(x) for x in a.write_mib.split(",") if x]
+        self.rows[1] += tag(1, io.bench_write_modes(locations, sizes, a.repeats))
         large = io.bench_large(workdir, a.io_mib << 20, a.repeats)  # sync write, restore, read
         large[0].metric = large[0].metric.replace("sync write", "bytes API sync write")
         self.rows[1] += tag(1, large[:1])
@@ -280,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine(workdir)
     start = time.perf_counter()
     try:
+        baselines = raw_baselines(args, workdir)
+        info["baselines"] = baselines
         for name in SECTIONS:
             if name in only:
                 suite.section(name, lambda n=name: getattr(suite, n)(workdir))
@@ -289,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     title = (
         "taskpoint performance (medians of alternated runs; ratio against the same-run baseline)"
     )
+    print(f"\nthis machine, without taskpoint (load at start {info.get('load_at_start')}):")
+    for line in baselines.values():
+        print(f"  {line['text']}")
     print_table(title, rows)
     failed = [r.metric for r in rows if r.ok is False]
     passed = sum(1 for r in rows if r.ok)
@@ -306,6 +331,24 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(payload, indent=1, default=str))
     print(f"results: {path}" + "".join(f"\nplot: {p}" for p in plots))
     return 0
+
+
+def raw_baselines(args: argparse.Namespace, workdir: str) -> dict[str, dict[str, Any]]:
+    """The disk's (and tmpfs's) own write figures, printed first so that a slow disk is told
+    from a slow taskpoint: buffered and O_DIRECT MiB/s, 16 B write+fsync p50, probe choice."""
+    locations = {"disk": workdir}
+    shm = tmpfs_dir(args.tmpfs)
+    if shm:
+        locations["tmpfs"] = shm
+    out: dict[str, dict[str, Any]] = {}
+    for label, directory in locations.items():
+        base = machine_baselines(
+            directory, args.baseline_mib << 20, 1 if args.quick else 3, 30 if args.quick else 100
+        )
+        base["text"] = format_baselines(label, base)
+        print(base["text"], flush=True)
+        out[label] = base
+    return out
 
 
 def make_plots(suite: Suite, out: Path) -> list[Path]:

@@ -38,12 +38,17 @@ def test_quick_suite_prints_the_table_and_writes_json(tmp_path):
     for number in TARGETS:  # one row at least per target of the issue
         assert f"\n{number} " in table, f"no row for target {number}:\n{table}"
     assert "2 loop blocked per save, overlap=True" in table  # target 2 inside a training loop
+    # the machine's own raw figures come first, so a slow disk is told from a slow taskpoint
+    assert "disk: buffered write+fsync" in table and "16 B write+fsync p50" in table
+    assert table.index("disk: buffered write+fsync") < table.index("\n1 ")
+    assert "1 sync write 16 MiB, disk (vs faster raw" in table
     payload = json.loads((out / "benchmarks.json").read_text())
     rows = payload["rows"]
     assert {row["metric"].split()[0] for row in rows} == {str(n) for n in TARGETS}
     for row in rows:
         assert set(row) >= {"metric", "taskpoint", "baseline", "ratio", "target", "ok"}
     assert payload["machine"]["cpus"] >= 1
+    assert payload["machine"]["baselines"]["disk"]["buffered_mib_s"] > 0
     if _has_matplotlib():
         for name in ("checkpoint.png", "training_loop.png", "goodput.png"):
             assert (out / name).stat().st_size > 1000

@@ -1,11 +1,8 @@
-"""Fast local I/O for large payloads: O_DIRECT writes and verified streaming reads.
+"""Fast local I/O for large payloads: writes the measured faster way, verified streaming reads.
 
-Writes: large payloads go out with O_DIRECT where the filesystem allows it. The kernel then DMAs
-from the caller's memory instead of copying every byte into freshly allocated page cache, a copy
-that costs a core for the whole write (on a VM more than the disk itself) and slows whatever else
-the machine runs, a training loop included. Buffers whose address is not page aligned go through a
-small aligned bounce buffer; the tail that is not a whole block, and filesystems without O_DIRECT,
-use ordinary buffered writes. The caller's fsync makes either durable.
+Writes: `write_large` writes a large payload either buffered, with writeback started behind the
+writes and the written pages dropped, or with O_DIRECT (``largewrite``), whichever the probe of
+``diskprobe`` measured faster on the filesystem at hand; the caller's fsync makes it durable.
 
 Reads: `StreamReader` reads a payload file sequentially straight into the caller's buffers (no
 intermediate copy) while the checksum of each piece is computed on the checksum thread, so a
@@ -25,27 +22,22 @@ from __future__ import annotations
 import errno
 import itertools
 import os
-import threading
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from concurrent.futures import wait as wait_all
 from typing import TYPE_CHECKING, Any, Protocol
+
+from taskpoint.checkpoint.diskprobe import write_mode
+from taskpoint.checkpoint.largewrite import Pending, write_buffered, write_direct
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
 DIRECT_MIN = 4 << 20  # below this a buffered write is as fast
-_ALIGN = 4096  # O_DIRECT wants buffer address, length and file offset aligned to the block size
-_DIRECT_CHUNK = 32 << 20
-_BOUNCE = 8 << 20
 _READ_PIECE = 16 << 20  # checksummed while the next piece is read
 _COPY_PIECE = 16 << 20  # written while the next piece is read
 _COPY_DEPTH = 4  # pieces in flight: enough to keep both the read and the write busy
 MAPPED_COPY_MIN = 64 << 20  # below this a copy through one buffer is as fast
 _copy_file_range = hasattr(os, "copy_file_range")
-_direct_io = hasattr(os, "O_DIRECT")
-_bounce = threading.local()
 
 
 class Readable(Protocol):
@@ -55,12 +47,18 @@ class Readable(Protocol):
 
 
 # ---------------------------------------------------------------------------------- writing
-def write_large(fd: int, data: memoryview) -> None:
-    """Write ``data`` at the start of the empty file ``fd``: O_DIRECT for the whole blocks where
-    the filesystem supports it, buffered for the rest."""
+def write_large(fd: int, data: memoryview, *, probe_dir: str | None = None) -> None:
+    """Write ``data`` at the start of the empty file ``fd``, the faster way for its filesystem
+    (`diskprobe.write_mode`; a first large write may probe in ``probe_dir``, default: the
+    file's directory). Direct mode writes the whole blocks with O_DIRECT and the tail buffered;
+    a filesystem that refuses O_DIRECT gets all of it buffered. The file position ends at the
+    end of ``data``."""
     view = data.cast("B") if data.format != "B" else data
-    done = _write_direct(fd, view) if _direct_io and len(view) >= DIRECT_MIN else 0
-    write_all(fd, view[done:])
+    done = 0
+    if len(view) >= DIRECT_MIN and write_mode(fd, view, probe_dir) == "direct":
+        done = write_direct(fd, view)
+    write_buffered(fd, view[done:], done)
+    os.lseek(fd, len(view), os.SEEK_SET)
 
 
 def write_all(fd: int, data: memoryview) -> None:
@@ -69,66 +67,6 @@ def write_all(fd: int, data: memoryview) -> None:
     while view:
         written = os.write(fd, view[: 1 << 30])
         view = view[written:]
-
-
-def _write_direct(fd: int, view: memoryview) -> int:
-    """Write the leading whole blocks of ``view`` with O_DIRECT; return how many bytes went out
-    (0 when the filesystem refuses O_DIRECT: the caller then writes everything buffered)."""
-    global _direct_io
-    import fcntl
-
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
-    except OSError:
-        _direct_io = False  # this filesystem has no O_DIRECT: do not ask again in this process
-        return 0
-    whole = len(view) - len(view) % _ALIGN
-    try:
-        if _address(view) % _ALIGN == 0:
-            return _direct_chunks(fd, view[:whole], _DIRECT_CHUNK, None)
-        return _direct_chunks(fd, view[:whole], _BOUNCE, _bounce_buffer())
-    except OSError as exc:
-        if exc.errno != errno.EINVAL or os.lseek(fd, 0, os.SEEK_CUR) != 0:
-            raise
-        return 0  # the device wants another alignment: nothing written, all of it buffered
-    finally:
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
-
-
-def _direct_chunks(fd: int, view: memoryview, chunk: int, bounce: memoryview | None) -> int:
-    pos = 0
-    while pos < len(view):
-        part = view[pos : pos + chunk]
-        if bounce is not None:
-            bounce[: len(part)] = part
-            part = bounce[: len(part)]
-        written = os.write(fd, part)
-        pos += written
-        if written % _ALIGN:
-            break  # a short write off a block boundary: the rest goes buffered
-    return pos
-
-
-def _address(view: memoryview) -> int:
-    """The address of a writable buffer; 1 (never aligned) for a read-only one."""
-    import ctypes
-
-    try:
-        return ctypes.addressof(ctypes.c_char.from_buffer(view))
-    except TypeError:
-        return 1
-
-
-def _bounce_buffer() -> memoryview:
-    """A page-aligned buffer (an anonymous mapping) per thread, for unaligned sources."""
-    buffer = getattr(_bounce, "view", None)
-    if buffer is None:
-        import mmap
-
-        # Private: a forked child writing at the same time as its parent must not share it.
-        buffer = _bounce.view = memoryview(mmap.mmap(-1, _BOUNCE, flags=mmap.MAP_PRIVATE))
-    return buffer
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -258,7 +196,7 @@ def copy_verified(
     buffers = [memoryview(mmap.mmap(-1, _COPY_PIECE)) for _ in range(pieces)]
     # While piece N is read, the writes of the pieces-1 before it may still run: its buffer's
     # previous write has finished.
-    with open(dest, "xb", buffering=0) as out, _Writes(executor, pieces - 1) as writes:
+    with open(dest, "xb", buffering=0) as out, Pending(pieces - 1, executor) as writes:
         _advise_sequential(handle)
         for index in itertools.count():
             buffer = buffers[index % pieces]
@@ -269,32 +207,6 @@ def copy_verified(
             writes.submit(_write_at, out.fileno(), buffer[:n], total)
             total += n
     return total, value
-
-
-class _Writes:
-    """Writes handed to ``executor``, at most ``limit`` unfinished at once (``submit`` waits for
-    the oldest, raising its error). Leaving the block waits for all of them, so no write still
-    uses a descriptor or buffer the caller is about to close, and raises the first write error
-    unless an error is already on its way out."""
-
-    def __init__(self, executor: ThreadPoolExecutor, limit: int) -> None:
-        self._executor = executor
-        self._limit = limit
-        self._pending: deque[Future[None]] = deque()
-
-    def submit(self, fn: Callable[..., None], *args: Any) -> None:
-        if len(self._pending) == self._limit:
-            self._pending.popleft().result()
-        self._pending.append(self._executor.submit(fn, *args))
-
-    def __enter__(self) -> _Writes:
-        return self
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        wait_all(self._pending)
-        if exc_type is None:
-            for future in self._pending:
-                future.result()
 
 
 def _write_at(fd: int, view: memoryview, offset: int) -> None:
@@ -332,7 +244,7 @@ def copy_mapped(
         view = memoryview(mapping)
         piece = view[:0]
         try:
-            with _Writes(executor, 2) as writes:
+            with Pending(2, executor) as writes:
                 for offset in range(0, size, _COPY_PIECE):
                     piece = view[offset : offset + _COPY_PIECE]
                     value = crc(piece, value)  # faults the piece in: the copy finds it cached
