@@ -4,19 +4,20 @@ what was freed is printed, a running execution is never touched."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cli_paths import WORKFLOWS
 
+from support.fixtures import tp_env
 from support.polling import wait_for_file
 from taskpoint.engine.cleanup import parse_age, select_for_gc
 from taskpoint.records import Records
 
-FLOW = Path(__file__).with_name("cleanup_flow.py")
+FLOW = WORKFLOWS / "cleanup_flow.py"
 
 
 def run_flow(cli, name: str, *args: str) -> str:
@@ -115,8 +116,7 @@ def test_selection_rules():
 def test_a_running_execution_is_never_deleted(tmp_path):
     """A real driver, alive in another process: delete refuses, gc skips it."""
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKPOINT_")}
-    env["TASKPOINT_HOME"] = str(home)
+    env = tp_env(home)
     release, started = tmp_path / "release", tmp_path / "started"
     cmd = [sys.executable, "-m", "taskpoint"]
     driver = subprocess.Popen(

@@ -4,28 +4,23 @@ live, and `taskpoint logs` prints them by node and attempt, or follows a running
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cli_paths import WORKFLOWS
 
+from support.fixtures import tp_env
 from support.polling import wait_until
 
-FLOW = Path(__file__).with_name("printing_flow.py")
+FLOW = WORKFLOWS / "printing_flow.py"
 TASKPOINT = [sys.executable, "-m", "taskpoint"]
-
-
-def env_for(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKPOINT_")}
-    env["TASKPOINT_HOME"] = str(home)
-    return env
 
 
 def taskpoint(home: Path, *args) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*TASKPOINT, *map(str, args)], env=env_for(home), capture_output=True, text=True,
+        [*TASKPOINT, *map(str, args)], env=tp_env(home), capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
 
@@ -74,7 +69,7 @@ def test_follow_prints_while_it_runs_and_ends_with_it(tmp_path):
     release = tmp_path / "release"
     driver = subprocess.Popen(
         [*TASKPOINT, "run", str(FLOW), "chatting", "--release", str(release)],
-        env=env_for(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=tp_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     follower = None
     try:
@@ -89,7 +84,7 @@ def test_follow_prints_while_it_runs_and_ends_with_it(tmp_path):
 
         eid = wait_until(execution_id, 120, "the execution's record", proc=driver)
         follower = subprocess.Popen(
-            [*TASKPOINT, "logs", eid, "--follow"], env=env_for(home),
+            [*TASKPOINT, "logs", eid, "--follow"], env=tp_env(home),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         seen = []

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from cli_paths import WORKFLOWS
 
-FLOW = Path(__file__).with_name("typed_params_flow.py")
+FLOW = WORKFLOWS / "typed_params_flow.py"
 CONFIG = '{"optimizer": {"lr": 0.5}, "layers": [2, 3]}'
 
 
@@ -165,7 +165,7 @@ def test_help_reads_numpydoc_parameters(cli):
 
 def test_pydantic_model_fields_are_checked(cli):
     pytest.importorskip("pydantic")
-    flow = Path(__file__).with_name("pydantic_params_flow.py")
+    flow = WORKFLOWS / "pydantic_params_flow.py"
     r = cli("run", flow, "scheduled", "--schedule", '{"epochs": 3, "warmup": 0.5}')
     assert r.code == 0, r.err
     assert "3|0.5" in r.out

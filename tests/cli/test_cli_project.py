@@ -4,32 +4,26 @@ the subcommand, ``python -m taskpoint``, and a plain ``python train.py`` naming 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cli_paths import WORKFLOWS
 
+from support.fixtures import tp_env
 from taskpoint.engine.config import Engine
 from taskpoint.engine.project import ProjectConfigError, find_project_config
 
-HERE = Path(__file__).parent
-PLAIN = HERE / "plain_python_flow.py"
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKPOINT_")}
-    env.update(extra)
-    return env
+PLAIN = WORKFLOWS / "plain_python_flow.py"
 
 
 def taskpoint_cmd(*args, cwd: Path, env: dict[str, str] | None = None):
     return subprocess.run(
         [sys.executable, "-m", "taskpoint", *map(str, args)],
         cwd=cwd,
-        env=env or clean_env(),
+        env=env or tp_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -119,7 +113,7 @@ def test_plain_python_prints_the_execution_and_how_to_resume(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(PLAIN)],
         cwd=tmp_path,
-        env=clean_env(TASKPOINT_HOME=str(home)),
+        env=tp_env(home),
         capture_output=True,
         text=True,
         timeout=120,
@@ -128,7 +122,5 @@ def test_plain_python_prints_the_execution_and_how_to_resume(tmp_path):
     assert "result: 42" in proc.stdout
     match = re.search(r"execution (\w+) \(doubled\) started.*taskpoint resume (\w+)", proc.stderr)
     assert match and match.group(1) == match.group(2), proc.stderr
-    shown = taskpoint_cmd(
-        "show", match.group(1), cwd=tmp_path, env=clean_env(TASKPOINT_HOME=str(home))
-    )
+    shown = taskpoint_cmd("show", match.group(1), cwd=tmp_path, env=tp_env(home))
     assert shown.returncode == 0 and "succeeded" in shown.stdout, shown.stderr

@@ -4,26 +4,21 @@ the attempt commits, the execution is resumable) or at once with --now."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cli_paths import WORKFLOWS
 
+from support.fixtures import tp_env
 from support.polling import wait_for_file
 from taskpoint.records import Records
 
-FLOW = Path(__file__).with_name("stoppable_flow.py")
+FLOW = WORKFLOWS / "stoppable_flow.py"
 TASKPOINT = [sys.executable, "-m", "taskpoint"]
 
 pytestmark = pytest.mark.slow  # real drivers, signalled
-
-
-def env_for(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKPOINT_")}
-    env["TASKPOINT_HOME"] = str(home)
-    return env
 
 
 def start_driver(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path, Path]:
@@ -31,7 +26,7 @@ def start_driver(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path, P
     args = ["run", FLOW, "counting", "--started", started, "--release", release, *extra]
     driver = subprocess.Popen(
         [*TASKPOINT, *map(str, args)],
-        env=env_for(tmp_path / "home"),
+        env=tp_env(tmp_path / "home"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -43,7 +38,7 @@ def start_driver(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path, P
 def taskpoint(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*TASKPOINT, *args],
-        env=env_for(tmp_path / "home"),
+        env=tp_env(tmp_path / "home"),
         capture_output=True,
         text=True,
         timeout=300,

@@ -14,6 +14,7 @@ from taskpoint.engine.events import AttemptInfo
 from taskpoint.engine.logs import AttemptLog, captured
 from taskpoint.engine.preempt import PreemptionGuard, PreemptionHook
 from taskpoint.engine.retry import classify
+from taskpoint.extras import install_hint
 from taskpoint.records.status import AttemptStatus
 
 log = logging.getLogger("taskpoint")
@@ -51,6 +52,9 @@ def execute_attempt(job: AttemptJob, whole_process: bool = False) -> Outcome:
             # a SystemExit, an error from a half-torn-down library) is the preemption's doing.
             status = AttemptStatus.PREEMPTED
         outcome = Outcome.from_error(status, exc)
+        hint = install_hint(exc)
+        if hint is not None:  # a framework the task imports is not installed here
+            outcome.error_message = f"{outcome.error_message}; install it with: {hint}"
     else:
         outcome = Outcome(AttemptStatus.SUCCEEDED, value=value)
     if ctx.checkpoint_opened:

@@ -13,6 +13,7 @@ from typing import Any
 
 from taskpoint.engine.task import Target
 from taskpoint.errors import WorkflowLoadError
+from taskpoint.extras import install_hint
 
 
 def module_name_for(path: Path) -> str:
@@ -49,6 +50,13 @@ def load_file(file: str | Path, module_name: str | None = None) -> ModuleType:
         sys.modules.pop(name, None)
         if isinstance(exc, KeyboardInterrupt):
             raise
+        hint = install_hint(exc)
+        if hint is not None:
+            missing = getattr(exc, "name", None)
+            raise WorkflowLoadError(
+                f"{file} needs the Python package {missing!r}, which is not installed; "
+                f"install it with: {hint}"
+            ) from exc
         raise WorkflowLoadError(f"importing {file} failed: {type(exc).__name__}: {exc}") from exc
     return module
 
