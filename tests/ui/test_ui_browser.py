@@ -227,7 +227,7 @@ def test_interrupted_execution_draws_an_open_ended_attempt(page, ui_home, ui_ser
 
 def test_a_resumed_execution_shows_how_far_each_lost_attempt_got(page, tmp_path):
     home = tmp_path / "home"
-    flow = Path(__file__).parent / "ui_resumed_flow.py"
+    flow = Path(__file__).parents[1] / "faults" / "workflows" / "resumed_flow.py"  # shared
 
     def killed_after(args: list[str], attempt: int, seq: int) -> str:
         """Run ``taskpoint ARGS``, SIGKILL it once attempt ``attempt`` committed ``seq``."""
