@@ -181,9 +181,10 @@ class Suite:
 
     def small(self, workdir: str) -> None:
         from benchmarks import checkpoint_io as io
+        from benchmarks import small_writes
 
         a = self.args
-        rows = io.bench_small(workdir, a.small_count)
+        rows = small_writes.bench_small_writes(workdir, a.small_count)
         flyte = io.flytekit_small(a.flytekit_python, workdir, a.small_count)
         ours = rows[0].taskpoint
         if isinstance(flyte, float):

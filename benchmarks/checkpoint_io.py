@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import tempfile
 import time
 
+from benchmarks import small_writes
 from benchmarks.common import (
     Row,
     aligned_buffer,
@@ -31,7 +31,6 @@ from benchmarks.common import (
     format_baselines,
     machine_baselines,
     median,
-    percentile,
     print_table,
     raw_direct_write,
     raw_write,
@@ -213,49 +212,6 @@ def _bench_sync_write(cp: Checkpoint, raw_path: str, size: int, repeats: int) ->
     return bandwidth_row(f"sync write {gib:.3g} GiB (vs os.write+fsync)", gib, t_ours, t_raw, 0.85)
 
 
-def bench_small(workdir: str, count: int) -> list[Row]:
-    cp = Checkpoint.open(os.path.join(workdir, "small"))
-    payload = b"0123456789abcdef"
-    sync_ours, sync_raw, async_call = [], [], []
-    for i in range(count):
-        start = time.perf_counter()
-        cp.write(payload, step=i)
-        sync_ours.append(time.perf_counter() - start)
-        sync_raw.append(_raw_durable_small(workdir, payload))
-    for i in range(count):
-        start = time.perf_counter()
-        cp.write(payload, step=i, blocking=False)
-        async_call.append(time.perf_counter() - start)
-        cp.wait()
-    cp.close()
-    p50_ours, p50_raw = statistics.median(sync_ours) * 1e3, statistics.median(sync_raw) * 1e3
-    p50_async = statistics.median(async_call) * 1e6
-    return [
-        Row("durable 16 B sync write p50", p50_ours, p50_raw, "ms", p50_ours / p50_raw,
-            "<= 2 ms", p50_ours <= 2.0),
-        Row("durable 16 B sync write p99", percentile(sync_ours, 0.99) * 1e3,
-            percentile(sync_raw, 0.99) * 1e3, "ms", None, "(info)", None),
-        Row("async 16 B write() call p50", p50_async, None, "us", None, "<= 50 us",
-            p50_async <= 50.0),
-    ]  # fmt: skip
-
-
-def _raw_durable_small(workdir: str, payload: bytes) -> float:
-    """Baseline: the least a durable new file costs: create, write, fsync file and directory."""
-    path = os.path.join(workdir, "raw-small.bin")
-    start = time.perf_counter()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.write(fd, payload)
-    os.fsync(fd)
-    os.close(fd)
-    dfd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
-    os.fsync(dfd)
-    os.close(dfd)
-    elapsed = time.perf_counter() - start
-    os.unlink(path)
-    return elapsed
-
-
 FLYTEKIT_SMALL = """
 import logging, statistics, sys, tempfile, time
 logging.disable(logging.WARNING)
@@ -348,7 +304,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         rows = bench_write_modes(locations, sizes, args.repeats)
         rows += bench_large(workdir, args.size_mib << 20, args.repeats)
         rows += bench_async_large(workdir, args.async_mib << 20, args.repeats)
-        rows += bench_small(workdir, args.small_count)
+        rows += small_writes.bench_small_writes(workdir, args.small_count)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print_table("checkpoint I/O (medians; ratios against the baseline of the same run)", rows)

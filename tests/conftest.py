@@ -123,3 +123,12 @@ def s3_server() -> Iterator[S3Server]:
     finally:
         server.stop()
         patch.undo()
+
+
+@pytest.fixture
+def payload_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ``write()`` gets a payload prefix with a file, as one over the inline limit does
+    (no inline versions): for tests that damage, hold or count payload files."""
+    from taskpoint.checkpoint import payload
+
+    monkeypatch.setattr(payload, "INLINE_MAX", -1)

@@ -95,21 +95,36 @@ class Gate:
         return held
 
 
+# The store methods that write a version: a payload file, or the manifest of an inline version.
+WRITES = ("write_source", "commit_inline")
+
+
 @pytest.fixture
 def hold() -> Iterator[Callable[..., Gate]]:
-    """``hold(cp, "write_source")`` blocks that store method of ``cp`` until ``gate.release()``.
+    """``hold(cp, "read_file")`` blocks that store method of ``cp`` until ``gate.release()``;
+    by default the first write of a version, inline or not (one gate for both methods).
 
     Used to keep a write deterministically *in flight* (or a read in progress) while the test acts.
     """
     gates: list[Gate] = []
 
-    def make(cp: Checkpoint, method: str = "write_source", count: int = 1) -> Gate:
+    def make(cp: Checkpoint, method: str | tuple[str, ...] = WRITES, count: int = 1) -> Gate:
         gate = Gate(count)
         store = cp._store
-        setattr(store, method, gate.wrap(getattr(store, method)))
+        for name in (method,) if isinstance(method, str) else method:
+            setattr(store, name, gate.wrap(getattr(store, name)))
         gates.append(gate)
         return gate
 
     yield make
     for gate in gates:
         gate.release()
+
+
+@pytest.fixture
+def payload_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ``write()`` gets a payload prefix with a file, as one over the inline limit does:
+    for tests of payload files (damaging, holding or counting them) that write a few bytes."""
+    from taskpoint.checkpoint import payload
+
+    monkeypatch.setattr(payload, "INLINE_MAX", -1)

@@ -22,9 +22,12 @@ import sys
 from pathlib import Path
 
 MiB = 1 << 20
+INLINE_MAX = 64 << 10  # taskpoint.checkpoint.payload.INLINE_MAX
 LAYOUTS = (
     "write",
     "write-async",
+    "write-inline",  # at most INLINE_MAX bytes: an inline version, its manifest alone
+    "write-inline-async",
     "file",
     "file-async",
     "stream",
@@ -123,6 +126,8 @@ def main(argv: list[str]) -> None:
         counter += 1
         size = max_size if big_first and iterations == 1 else _pick_size(rng, max_size)
         layout = rng.choice(layouts)
+        if "inline" in layout:
+            size = min(size, rng.choice((16, INLINE_MAX)))
         result = _write(cp, work_dir, counter, size, layout)
         if hasattr(result, "result"):
             pending.append((result, counter))

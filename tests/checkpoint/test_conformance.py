@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import array
 import dataclasses
+import errno
 import io
 import os
 import re
@@ -23,6 +24,7 @@ import pytest
 from taskpoint import Checkpoint, CheckpointError, CheckpointVersion
 
 MiB = 1 << 20
+WRITES = ("write_source", "commit_inline")  # the store methods that write a version
 
 
 def _tree(root: Path) -> dict[str, Any]:
@@ -342,9 +344,11 @@ def test_new_instance_of_same_attempt_continues_the_sequence(backend):
 # ----------------------------------------------------------------------------- retention
 
 
-def _kept(backend, ids: list[str]) -> set[str]:
+def _kept(backend, ids: list[str], *, inline: bool = False) -> set[str]:
     """What a scope holding exactly ``ids`` stores: payload and manifest, and on an object
-    store the exclusive reservation of each id."""
+    store the exclusive reservation of each id; an inline version is its manifest alone."""
+    if inline:
+        return {vid + ".manifest.json" for vid in ids}
     extra = [".writer"] if backend.name != "local" else []
     return {vid + suffix for vid in ids for suffix in ["", ".manifest.json", *extra]}
 
@@ -359,10 +363,11 @@ def test_retention_keeps_two_by_default(backend):
     # the older versions are gone from storage, manifest and payload both (payloads are
     # deleted on the writer thread: wait() waits for that housekeeping too)
     cp.wait()
-    assert backend.entries() == _kept(backend, ["0001-000004", "0001-000005"])
+    assert backend.entries() == _kept(backend, ["0001-000004", "0001-000005"], inline=True)
     assert cp.read() == b"v4"
 
 
+@pytest.mark.usefixtures("payload_files")
 @pytest.mark.parametrize("keep", [1, 3])
 def test_retention_keeps_n(backend, keep):
     cp = backend.open(keep=keep, retire_grace=0)
@@ -374,6 +379,7 @@ def test_retention_keeps_n(backend, keep):
     assert backend.entries() == _kept(backend, [v.id for v in versions])
 
 
+@pytest.mark.usefixtures("payload_files")
 def test_object_store_keeps_retired_payloads_for_the_grace_period(backend):
     if backend.name == "local":
         pytest.skip("local disk protects readers with a lock: retired payloads go at once")
@@ -412,6 +418,7 @@ def test_attempt_must_be_a_positive_integer(backend, attempt):
         Checkpoint.open(backend.url, attempt=attempt, storage_options=backend.storage_options)
 
 
+@pytest.mark.usefixtures("payload_files")
 def test_retention_never_deletes_the_version_being_read(backend, hold):
     writer = backend.open(keep=1)
     writer.write(b"being read")
@@ -569,24 +576,48 @@ def test_close_waits_for_pending_writes(backend, hold):
 
 
 def _plant_next_manifest(backend, cp: Checkpoint) -> str:
-    """Make the next commit of ``cp`` collide: its manifest name is already taken."""
+    """Take the id of the next commit of ``cp``: its manifest name is already taken."""
     done = cp.write(b"ok")
     vid = f"{done.attempt:04d}-{done.seq + 1:06d}"
     backend.pipe(b"planted by someone else", vid + ".manifest.json")
     return vid
 
 
+def _fail_next_write(cp: Checkpoint) -> str:
+    """Make every later write of ``cp`` fail in the store (an I/O error); return the next id."""
+    done = cp.write(b"ok")
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.EIO, "injected I/O error")
+
+    for name in WRITES:
+        setattr(cp._store, name, failing)
+    return f"{done.attempt:04d}-{done.seq + 1:06d}"
+
+
+@pytest.mark.usefixtures("payload_files")
 def test_manifest_commit_is_exclusive(backend):
     cp = backend.open()
     vid = _plant_next_manifest(backend, cp)
-    with pytest.raises(CheckpointError, match=re.escape(backend.url)):
-        cp.write(b"would overwrite")
+    # an id whose manifest exists is never written over: the version takes the next one
+    assert cp.write(b"would overwrite").seq == int(vid.split("-")[1]) + 1
     assert backend.cat(vid + ".manifest.json") == b"planted by someone else"
     # and directly at the store level: a second commit of the same id is refused
     cp._store.commit("0001-000099", b'{"first": 1}')
     with pytest.raises(FileExistsError):
         cp._store.commit("0001-000099", b'{"second": 2}')
     assert backend.cat("0001-000099.manifest.json") == b'{"first": 1}'
+
+
+def test_inline_write_over_a_taken_id_commits_the_next_one(backend):
+    """An inline version's commit is its reservation: an id taken by someone else's manifest
+    is left as it is, and the version goes to the next id."""
+    cp = backend.open(keep=5)
+    vid = _plant_next_manifest(backend, cp)
+    version = cp.write(b"small")
+    assert version.seq == int(vid.split("-")[1]) + 1
+    assert backend.cat(vid + ".manifest.json") == b"planted by someone else"
+    assert cp.read() == b"small"
 
 
 def test_s3_manifest_put_uses_if_none_match(s3_backend, s3_server):
@@ -603,10 +634,11 @@ def test_s3_manifest_put_uses_if_none_match(s3_backend, s3_server):
     assert cp.latest() == version
 
 
-def test_async_writer_error_is_reraised_by_wait(backend):
+@pytest.mark.parametrize("size", [16, 1 << 17], ids=["inline", "payload"])
+def test_async_writer_error_is_reraised_by_wait(backend, size):
     cp = backend.open()
-    vid = _plant_next_manifest(backend, cp)
-    future = cp.write(b"fails", blocking=False)
+    vid = _fail_next_write(cp)
+    future = cp.write(b"f" * size, blocking=False)
     with pytest.raises(CheckpointError, match=vid):
         future.result(30)
     with pytest.raises(CheckpointError, match=re.escape(backend.url)):
@@ -616,7 +648,7 @@ def test_async_writer_error_is_reraised_by_wait(backend):
 @pytest.mark.parametrize("next_blocking", [True, False], ids=["sync-next", "async-next"])
 def test_async_writer_error_is_reraised_by_next_write(backend, next_blocking):
     cp = backend.open()
-    _plant_next_manifest(backend, cp)
+    _fail_next_write(cp)
     future = cp.write(b"fails", blocking=False)
     assert future.exception(30) is not None
     with pytest.raises(CheckpointError, match="earlier async checkpoint write failed"):

@@ -18,6 +18,9 @@ import pytest
 from taskpoint import CheckpointCorruptError, CheckpointError
 from taskpoint.checkpoint import CheckpointWarning
 
+# Damage to payload files: every write here has one (inline versions: test_inline.py).
+pytestmark = pytest.mark.usefixtures("payload_files")
+
 
 def _flip(backend, vid: str, rel: str) -> None:
     data = backend.cat(vid, *rel.split("/"))

@@ -89,6 +89,7 @@ def test_local_scope_replaced_by_a_file_fails_sync_write_naming_url(tmp_path):
     assert isinstance(info.value.__cause__, OSError)
 
 
+@pytest.mark.usefixtures("payload_files")
 def test_file_url_and_pathlike_are_local_scopes(tmp_path):
     root = tmp_path / "scope"
     Checkpoint.open(f"file://{root}").write(b"via file://")

@@ -1,9 +1,12 @@
 """Child process for test_commit_protocol.py: write checkpoints, and SIGKILL itself at one exact
 point of the commit protocol during write number ``--kill-at``.
 
-Usage: ``python faults_crash_point.py URL ATTEMPT KEEP LOG POINT KILL_AT COUNT [--async]``.
-Every version's content is ``content(step)``; after a write returned (or its future resolved)
-the child appends ``<version id> <step>`` to LOG with fsync. POINT is one of `POINTS`.
+Usage: ``python faults_crash_point.py URL ATTEMPT KEEP LOG POINT KILL_AT COUNT [--async]
+[--small]``. Every version's content is ``content(step, small)``: over the inline limit (a
+payload prefix and a file), or with ``--small`` under it (an inline version: its manifest alone);
+``metadata["small"]`` says which. After a write returned (or its future resolved) the child
+appends ``<version id> <step>`` to LOG with fsync. POINT is one of `POINTS` (payload writes) or
+`INLINE_POINTS` (``--small``).
 """
 
 from __future__ import annotations
@@ -21,10 +24,21 @@ POINTS = (
     "retiring",  # retention uncommitted an old version, its payload not yet deleted
     "none",  # never
 )
+INLINE_POINTS = (
+    "inline-reserved",  # the id's temp file v/<id> created (the reservation), still empty
+    "inline-written",  # the manifest written into it, not yet fsynced
+    "manifest-temp",  # fsynced, not linked to its manifest name
+    "inline-linked",  # linked: committed; the temp name not yet unlinked, v/ not fsynced
+    "inline-unlinked",  # the temp name gone, v/ not yet fsynced
+    "committed",
+    "retiring",
+    "none",
+)
+BIG = 70_000  # over the inline limit (64 KiB)
 
 
-def content(step: int) -> bytes:
-    return (f"<step {step}>".encode() * 512)[: 1000 + step]
+def content(step: int, small: bool = False) -> bytes:
+    return (f"<step {step}>".encode() * 8192)[: (0 if small else BIG) + 1000 + step]
 
 
 def _log(path: str, vid: str, step: int) -> None:
@@ -83,11 +97,62 @@ def _arm(point: str, cp: object, state: dict) -> None:
         core.Checkpoint._retain = retain  # type: ignore[method-assign]
     elif point == "retiring":
         after(store, "delete_manifest")
+    else:
+        _arm_inline(point, state)
+
+
+def _arm_inline(point: str, state: dict) -> None:
+    """The steps of an inline commit (`LocalStore.commit_inline`), by the calls it makes."""
+    from taskpoint.checkpoint.version import parse_version_id
+
+    def is_temp(path: object) -> bool:
+        return parse_version_id(os.path.basename(str(path))) is not None
+
+    if point == "inline-reserved":
+        original_open = os.open
+
+        def open_(path: str, flags: int, *args: object, **kwargs: object) -> int:
+            fd = original_open(path, flags, *args, **kwargs)
+            if state["armed"] and flags & os.O_EXCL and is_temp(path):
+                _die()
+            return fd
+
+        os.open = open_  # type: ignore[assignment]
+    elif point == "inline-written":
+        original_fsync = os.fsync
+
+        def fsync(fd: int) -> None:
+            if state["armed"]:
+                _die()  # the first fsync of an inline commit is its temp file's
+            original_fsync(fd)
+
+        os.fsync = fsync
+    elif point == "inline-linked":
+        original_link = os.link
+
+        def link(src: str, dst: str, *args: object, **kwargs: object) -> None:
+            original_link(src, dst, *args, **kwargs)
+            if state["armed"] and dst.endswith(".manifest.json"):
+                _die()
+
+        os.link = link
+    elif point == "inline-unlinked":
+        original_unlink = os.unlink
+
+        def unlink(path: str, *args: object, **kwargs: object) -> None:
+            original_unlink(path, *args, **kwargs)
+            if state["armed"] and is_temp(path):
+                _die()
+
+        os.unlink = unlink  # type: ignore[assignment]
+    elif point != "none":
+        raise SystemExit(f"unknown crash point {point!r}")
 
 
 def main(argv: list[str]) -> None:
     url, attempt, keep, log, point, kill_at, count = argv[:7]
     blocking = "--async" not in argv
+    small = "--small" in argv
     from taskpoint import Checkpoint
 
     cp = Checkpoint.open(url, attempt=int(attempt), keep=int(keep))
@@ -97,7 +162,9 @@ def main(argv: list[str]) -> None:
     for n in range(1, int(count) + 1):
         step = base + n
         state["armed"] = n == int(kill_at)
-        result = cp.write(content(step), step=step, blocking=blocking)
+        result = cp.write(
+            content(step, small), step=step, metadata={"small": small}, blocking=blocking
+        )
         version = result if blocking else result.result()
         if version is not None:
             _log(log, version.id, step)

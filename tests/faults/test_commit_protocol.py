@@ -2,8 +2,10 @@
 
 Random kills (test_random_kills.py) rarely land in the narrow windows between the protocol's
 steps; here a child process (faults_crash_point.py) kills itself at one named point of its
-write, sync or async, and the next attempts die at the same point again. After every death the
-scope must hold only intact versions, keep every logged commit (or ``keep`` newer ones), and
+write, sync or async, and the next attempts die at the same point again: at each step of a
+payload commit (a write over the inline limit), and at each step of an inline commit (a small
+write: its manifest alone, one file and two syncs). After every death the scope must hold only
+intact versions, keep every logged commit (or ``keep`` newer ones), and
 never more than ``keep`` + 1 committed versions; a clean later attempt sweeps every leftover.
 A busy async writer must also keep deleting retired versions while it commits.
 """
@@ -64,7 +66,8 @@ def _verify(url: Path, log: Path) -> list:
         for v in versions:
             out = url.parent / f"check-{v.id}-{time.monotonic_ns()}"
             cp.restore(out, version=v.id)
-            assert (out / "data").read_bytes() == child.content(v.step), f"{v.id} is torn"
+            small = v.metadata.get("small", False)
+            assert (out / "data").read_bytes() == child.content(v.step, small), f"{v.id} is torn"
         ids = {v.id: v for v in versions}
         lost = [
             vid
@@ -93,8 +96,17 @@ def _leftovers(url: Path) -> list[str]:
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("point", [p for p in child.POINTS if p != "none"])
 def test_sigkill_at_each_point_of_the_commit_protocol(point, mode, tmp_path):
+    _kill_at_point(point, tmp_path, *(("--async",) if mode == "async" else ()))
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("point", [p for p in child.INLINE_POINTS if p != "none"])
+def test_sigkill_at_each_point_of_the_inline_commit(point, mode, tmp_path):
+    _kill_at_point(point, tmp_path, "--small", *(("--async",) if mode == "async" else ()))
+
+
+def _kill_at_point(point: str, tmp_path: Path, *extra: str) -> None:
     url, log = tmp_path / "scope", tmp_path / "commits.log"
-    extra = ("--async",) if mode == "async" else ()
     committed_once: set[str] = set()  # every version seen committed, by the log or a listing
     for attempt in (1, 2, 3):
         # attempt 1 commits three versions first (so retention has work), later ones die at once

@@ -32,6 +32,9 @@ import taskpoint
 from taskpoint import Checkpoint, CheckpointError, current_context, task
 from taskpoint.checkpoint import CheckpointWarning
 
+# These tests damage payload files: every write here has one (no inline versions).
+pytestmark = pytest.mark.usefixtures("payload_files")
+
 CTRL: dict = {"fail_at": None, "starts": [], "restores": None}
 
 

@@ -44,6 +44,9 @@ from taskpoint.checkpoint.manifest import (
     parse_manifest,
 )
 
+# These tests damage payload files: every write here has one (no inline versions).
+pytestmark = pytest.mark.usefixtures("payload_files")
+
 OLD = b"version one: the intact one"
 NEW = b"version two: damaged behind the code's back"
 SECRET = b"a file outside the store that must never be read"

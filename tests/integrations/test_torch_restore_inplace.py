@@ -61,6 +61,7 @@ def test_restore_converts_where_dtypes_differ(tmp_path):
     assert torch.equal(dst.weight, src.weight.double())
 
 
+@pytest.mark.usefixtures("payload_files")  # damages the payload file
 def test_a_damaged_latest_version_restores_the_previous_one(tmp_path):
     model = Net()
     with Checkpoint.open(tmp_path / "c") as cp:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import io
 import json
@@ -76,7 +77,11 @@ def test_corrupt_payload_is_refused_before_any_byte_is_sent(ui_home, tmp_path):
     shutil.copytree(ui_home.path / "blobs", storage)
     seed = ui_home.ids["seed"]
     scope = Path(blobs.checkpoint_url(str(storage), seed, "use_checkpoint#1"))
-    (scope / "v" / "0003-000004" / "data").write_bytes(b"99")  # same size, wrong checksum
+    # the version is inline (its bytes in its manifest): same size, wrong checksum
+    manifest = scope / "v" / "0003-000004.manifest.json"
+    doc = json.loads(manifest.read_bytes())
+    doc["inline"] = base64.b64encode(b"99").decode()
+    manifest.write_text(json.dumps(doc))
     with serving(ui_home.path, storage=str(storage)) as server:
         url = f"{base_url(server)}/api/executions/{seed}/nodes/use_checkpoint%231/checkpoints"
         # Its only file fails verification before the response starts: an error, no tar.

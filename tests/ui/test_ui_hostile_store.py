@@ -27,6 +27,9 @@ from taskpoint.checkpoint.manifest import FileEntry, Manifest
 from taskpoint.engine import blobs
 from taskpoint.ui import tarstream
 
+# These tests damage payload files: every write here has one (no inline versions).
+pytestmark = pytest.mark.usefixtures("payload_files")
+
 SECRET = b"root:$6$very-secret-password-hash:19000:0:99999:7:::\n" * 3
 
 

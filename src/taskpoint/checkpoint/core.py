@@ -2,11 +2,13 @@
 
 The commit protocol (DESIGN.md): each version's payload goes under its own immutable prefix
 ``v/<attempt:04d>-<seq:06d>/``; the manifest ``v/<id>.manifest.json`` is created last and
-exclusively, so its existence means "committed". Latest = highest committed ``(attempt, seq)``.
+exclusively, so its existence means "committed" (a small ``write()`` is an inline version: its
+bytes inside the manifest, no prefix). Latest = highest committed ``(attempt, seq)``.
 
-This module is the scope and its write side (reserve an id, write, seal, commit, in call order,
-sync or through the async writer). Reading lives in ``reading.py``, retention and sweeping in
-``retention.py``, the stores behind the ``Store`` interface in ``storage.py``.
+This module is the scope and its write side (snapshot the data, then commit in call order, sync
+or through the async writer). Writing one version lives in ``committing.py``, reading in
+``reading.py``, retention and sweeping in ``retention.py``, the stores behind the ``Store``
+interface in ``storage.py``.
 """
 
 from __future__ import annotations
@@ -19,22 +21,26 @@ import os
 import shutil
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from taskpoint.checkpoint.failures import CheckpointWarning, describe, storage_errors
+from taskpoint.checkpoint.committing import VersionWriter
+from taskpoint.checkpoint.failures import CheckpointWarning, storage_errors
 from taskpoint.checkpoint.localio import StreamReader
-from taskpoint.checkpoint.manifest import Manifest, ManifestError, check_metadata_shape
+from taskpoint.checkpoint.manifest import ManifestError, check_metadata_shape
 from taskpoint.checkpoint.payload import Payload, bytes_payload, path_payload, stream_payload
 from taskpoint.checkpoint.reading import VersionReader
 from taskpoint.checkpoint.retention import Retention
 from taskpoint.checkpoint.staging import new_staging_dir
-from taskpoint.checkpoint.storage import CHUNK, Listing, Store, classify, make_store
-from taskpoint.checkpoint.version import CheckpointVersion, format_version_id, parse_version_id
+from taskpoint.checkpoint.storage import Listing, Store, classify, make_store
+from taskpoint.checkpoint.version import CheckpointVersion
 from taskpoint.checkpoint.writer import AsyncWriter
 from taskpoint.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 log = logging.getLogger("taskpoint.checkpoint")
 T = TypeVar("T")
@@ -84,11 +90,10 @@ class Checkpoint:
         self._reader = VersionReader(store, url)
         self._hooks: list[CheckpointHook] = []
         self._retention = Retention(store, url, attempt, keep, retire_grace)
+        self._versions = VersionWriter(store, url, attempt, self._retention, self._reader.scan)
         self._commit_lock = threading.Lock()
-        self._next_seq: int | None = None
-        self._buffer: bytearray | None = None
         self._staging: str | None = None
-        self._writer = AsyncWriter(self._commit, _discard_job, name=f"taskpoint-writer:{url}")
+        self._writer = AsyncWriter(self._commit, self._drop, name=f"taskpoint-writer:{url}")
 
     # ----------------------------------------------------------------- opening and closing
     @classmethod
@@ -212,7 +217,7 @@ class Checkpoint:
     # ----------------------------------------------------------------- writing
     def write(
         self,
-        data: bytes | bytearray | memoryview,
+        data: Buffer,
         *,
         step: int | None = None,
         metadata: dict[str, Any] | None = None,
@@ -221,13 +226,21 @@ class Checkpoint:
     ) -> CheckpointVersion | Future[CheckpointVersion | None]:
         """Commit ``data`` as a new version.
 
+        ``data`` is ``bytes`` or any object with the buffer protocol (``bytearray``,
+        ``memoryview``, ``array.array``, ``mmap``, a NumPy array ...); the version holds its
+        bytes in C order, as ``bytes(memoryview(data))`` gives them. A contiguous buffer is
+        written from where it lies; a strided one (a NumPy slice, a transposed array) is copied
+        once. Small writes (up to 64 KiB) are stored inside the version's manifest: one file
+        and two syncs per commit.
+
         Blocking returns the committed `CheckpointVersion`. ``blocking=False`` copies the data
         (unless it is immutable ``bytes``) and returns a future resolving to the version, or to
         ``None`` if a newer async write superseded it before it started.
 
         ``copy=False`` skips that copy for an async write: the caller hands the buffer over and
         must not change it until the returned future is done (integrations that keep their own
-        staging buffers use this to avoid a second copy of large state).
+        staging buffers use this to avoid a second copy of large state). The buffer is let go
+        (an ``mmap`` may be closed) once the future is done.
         """
         step, metadata = _check_step_metadata(step, metadata)
         payload = bytes_payload(data, snapshot=not blocking and copy)
@@ -296,61 +309,19 @@ class Checkpoint:
                     # A writer killed between its commit and its retention left one version too
                     # many: trim first, or each such kill would add one more for good.
                     self._retain()
-                with storage_errors(self.url, "write a checkpoint version"):
-                    vid, seq = self._reserve_id()
-                version = self._write_version(vid, seq, job)
+                version = self._versions.write(job.payload, job.step, job.metadata)
             finally:
                 job.payload.discard()
             self._retain()
             return version
 
-    def _write_version(self, vid: str, seq: int, job: _Job) -> CheckpointVersion:
-        store, payload = self._store, job.payload
-        manifest = Manifest(vid, self.attempt, seq, payload.kind, job.step, job.metadata)
-        if self._buffer is None:
-            self._buffer = bytearray(CHUNK)
-        committing = False
-        try:
-            with storage_errors(self.url, f"write checkpoint version {vid}"):
-                try:
-                    with store.holding(vid):  # no sweep in any process deletes it meanwhile
-                        for rel in payload.dirs:
-                            store.make_dir(vid, rel)
-                        for src in payload.sources:
-                            manifest.files.append(store.write_source(vid, src, self._buffer))
-                        for rel, target in payload.links.items():
-                            store.make_link(vid, rel, target)
-                        manifest.dirs, manifest.links = payload.dirs, payload.links
-                        store.seal(vid)
-                        committing = True
-                        store.commit(vid, manifest.dumps())
-                except FileNotFoundError as exc:  # not a missing version: one being written
-                    raise CheckpointError(
-                        f"could not write checkpoint version {vid} at {self.url}: "
-                        f"{describe(exc)} (removed while being written, e.g. swept by a later "
-                        "attempt because this one was superseded)"
-                    ) from exc
-        except BaseException as exc:
-            if committing and not isinstance(exc.__cause__ or exc, FileExistsError):
-                # A store without atomic writes may hold a partial manifest (a full disk): it
-                # would pass for a committed version. Not when another writer's won the race.
-                _quietly(lambda: store.delete_manifest(vid))
-            # Our own reserved prefix (never another writer's): free the space now.
-            _quietly(lambda: store.delete_payload(vid, [f"{vid}.writer"]))
-            raise
-        return manifest.to_version()
-
-    def _reserve_id(self) -> tuple[str, int]:
-        if self._next_seq is None:
-            self._next_seq = 1 + max(
-                (seq for attempt, seq in _ids(self._scan()) if attempt == self.attempt), default=0
-            )
-        while True:
-            seq, self._next_seq = self._next_seq, self._next_seq + 1
-            vid = format_version_id(self.attempt, seq)
-            if self._store.reserve(vid):
-                self._retention.reserved.add(vid)
-                return vid, seq
+    def _drop(self, job: _Job) -> None:
+        """A queued write superseded by a newer one: its buffers are let go at once; a staged
+        copy is deleted on the writer thread, off the path of the write() that replaced it."""
+        if job.payload.staging is None:
+            job.payload.discard()
+        else:
+            self._writer.defer(job.payload.discard)
 
     def _staging_root(self) -> str:
         """Where async snapshots are copied: beside the store when local (a rename commits)."""
@@ -362,14 +333,7 @@ class Checkpoint:
         return self._reader.scan()
 
     def _retain(self) -> None:
-        self._retention.run(self._next_seq, self._writer.defer)
-
-
-def _ids(listing: Listing) -> Iterator[tuple[int, int]]:
-    for vid in listing.known_ids():
-        parsed = parse_version_id(vid)
-        if parsed is not None:
-            yield parsed
+        self._retention.run(self._versions.next_seq, self._writer.defer)
 
 
 def _check_step_metadata(
@@ -377,6 +341,8 @@ def _check_step_metadata(
 ) -> tuple[int | None, dict[str, Any]]:
     if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
         raise TypeError(f"step must be an int or None, got {type(step).__name__}")
+    if not metadata and (metadata is None or isinstance(metadata, dict)):
+        return step, {}  # nothing to check (the common case of small, frequent writes)
     metadata = dict(metadata or {})
     try:
         text = json.dumps(metadata)
@@ -410,17 +376,6 @@ def _check_save_source(src: object) -> None:
 
 def _kind_of(value: object) -> str:
     return f"the class {value.__name__}" if isinstance(value, type) else type(value).__name__
-
-
-def _discard_job(job: _Job) -> None:
-    job.payload.discard()
-
-
-def _quietly(action: Callable[[], object]) -> None:
-    try:
-        action()
-    except Exception:
-        pass
 
 
 def _after_fork_in_child() -> None:

@@ -8,6 +8,7 @@ the caller may change its data the moment `write`/`save` returns.
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import stat
 import uuid
@@ -21,6 +22,9 @@ from taskpoint.checkpoint.version import PayloadKind
 from taskpoint.errors import CheckpointError
 
 BYTES_NAME = "data"  # the single file of a bytes or stream version
+# A ``write()`` of at most this many bytes is an inline version: its bytes go inside the manifest,
+# so a commit is one file and two syncs instead of a payload prefix, a file and five syncs.
+INLINE_MAX = 64 << 10
 
 
 @dataclass
@@ -46,27 +50,61 @@ class Payload:
         if self.staging is not None:
             shutil.rmtree(self.staging, ignore_errors=True)
             self.staging = None
+        for src in self.sources:
+            if src.data is not None:
+                # Let go of the caller's buffer now: an mmap can be closed, a bytearray resized.
+                src.data.release()
+
+    def inline_data(self) -> memoryview | None:
+        """The bytes of a ``write()`` small enough to go inside the manifest, else ``None``."""
+        if self.kind != "bytes" or len(self.sources) != 1:
+            return None
+        data = self.sources[0].data
+        return data if data is not None and len(data) <= INLINE_MAX else None
 
 
 def bytes_payload(data: object, *, snapshot: bool) -> Payload:
+    """Any object with the buffer protocol, as one flat view of its bytes (in C order).
+
+    A C-contiguous buffer is used in place (``pickle.PickleBuffer`` only gives a flat byte view
+    of it, whatever its format or shape: nothing is pickled). A strided one (a NumPy slice, a
+    transposed or Fortran-ordered array) is not one run of memory in C order: its bytes are
+    copied once, as ``bytes(memoryview(obj))`` gives them. With ``snapshot`` (an async write) a
+    mutable buffer is copied at once; ``bytes`` are immutable and are not.
+    """
     if isinstance(data, str):
         raise TypeError(
             "Checkpoint.write() takes bytes, not str: encode the text first, "
             "e.g. write(text.encode())"
         )
-    if not isinstance(data, bytes | bytearray | memoryview):
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
         raise TypeError(
-            f"Checkpoint.write() takes bytes, bytearray or memoryview, not {type(data).__name__}; "
-            "use save() for files, directories and streams"
-        )
-    view = memoryview(data)
-    if not view.c_contiguous:
-        view = memoryview(view.tobytes())
-    view = view.cast("B")
-    # bytes are immutable, so a snapshot of them needs no copy; anything else is copied now.
-    if snapshot and not (view.readonly and isinstance(view.obj, bytes)):
-        view = memoryview(bytes(view))
-    return Payload("bytes", [Source(BYTES_NAME, data=view)])
+            "Checkpoint.write() takes bytes or another object with the buffer protocol "
+            "(bytearray, memoryview, array.array, mmap, a NumPy array), not "
+            f"{type(data).__name__}; use save() for files, directories and streams"
+        ) from None
+    with view:
+        contiguous = view.c_contiguous
+        if not contiguous:
+            flat = memoryview(view.tobytes())
+            snapshot = False  # already a private copy
+    if contiguous:
+        flat = pickle.PickleBuffer(data).raw()  # type: ignore[arg-type]
+    if snapshot and not (flat.readonly and isinstance(_base(flat), bytes)):
+        copied = memoryview(bytes(flat))
+        flat.release()
+        flat = copied
+    return Payload("bytes", [Source(BYTES_NAME, data=flat)])
+
+
+def _base(view: memoryview) -> object:
+    """The object that exports a view's memory (through views of views)."""
+    base = view.obj
+    while isinstance(base, memoryview):
+        base = base.obj
+    return base
 
 
 def stream_payload(stream: BinaryIO, *, staging_root: str | None) -> Payload:

@@ -10,6 +10,7 @@ target and empties the target again if a version turns out damaged half-way.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shutil
@@ -17,13 +18,21 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
 from taskpoint.checkpoint.failures import CheckpointWarning, describe, is_damage, storage_errors
 from taskpoint.checkpoint.localio import StreamReader
 from taskpoint.checkpoint.manifest import FileEntry, Manifest, ManifestError, parse_manifest
-from taskpoint.checkpoint.storage import ChecksumMismatch, Listing, Store, verify_reader
+from taskpoint.checkpoint.storage import (
+    ChecksumMismatch,
+    Listing,
+    Store,
+    crc_of,
+    inline_payload,
+    verify_reader,
+)
 from taskpoint.checkpoint.version import CheckpointVersion
 from taskpoint.errors import CheckpointCorruptError, CheckpointError
 
@@ -73,6 +82,8 @@ class VersionReader:
                     f"checkpoint version {manifest.id} at {self.url} is a directory; "
                     "call restore() to materialise it instead of read()"
                 )
+            if manifest.inline is not None:
+                return inline_payload(manifest)
             return self._store.read_file(manifest.id, manifest.files[0])
 
         return self.use_latest(use)
@@ -87,7 +98,7 @@ class VersionReader:
                     "call restore() to materialise it instead of read_with()"
                 )
             entry = manifest.files[0]
-            with self._store.open_reader(manifest.id, entry) as reader:
+            with self._open_reader(manifest, entry) as reader:
                 try:
                     result = fill(reader)
                 except Exception as exc:
@@ -103,6 +114,14 @@ class VersionReader:
             return self.use_latest(use)
         except _FillError as wrapped:
             raise wrapped.error from wrapped.error.__cause__
+
+    def _open_reader(
+        self, manifest: Manifest, entry: FileEntry
+    ) -> AbstractContextManager[StreamReader]:
+        if manifest.inline is None:
+            return self._store.open_reader(manifest.id, entry)
+        # Checked as it is read, like a file (the manifest's own bytes may be damaged).
+        return nullcontext(StreamReader(io.BytesIO(manifest.inline), entry.size, crc_of, None))
 
     def restore(
         self, path: str | os.PathLike[str] | None = None, *, version: str | None = None
@@ -140,7 +159,11 @@ class VersionReader:
             for entry in manifest.files:
                 dest = _inside(root, entry.path)
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
-                self._store.copy_out(manifest.id, entry, dest)
+                if manifest.inline is not None:
+                    with open(dest, "xb") as out:
+                        out.write(inline_payload(manifest))
+                else:
+                    self._store.copy_out(manifest.id, entry, dest)
             for rel, link_target in manifest.links.items():
                 dest = _inside(root, rel)
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -203,12 +226,16 @@ class VersionReader:
         `_UNUSABLE` (damaged: warned). Errors of the storage itself are raised."""
         with storage_errors(self.url, f"read checkpoint version {vid}"):
             try:
+                raw = self._store.read_manifest(vid)
+                try:
+                    manifest = parse_manifest(raw, vid)
+                except Exception as exc:  # any failure to parse untrusted bytes is damage
+                    return self._unusable(vid, f"manifest: {describe(exc)}", problems)
+                if manifest.inline is not None:
+                    return use(manifest)  # all of it is in hand: nothing to hold
+                # A committed manifest never changes: read before the hold, it still describes
+                # the payload held (retired and deleted meanwhile, the hold fails: rescan).
                 with self._store.holding(vid):
-                    raw = self._store.read_manifest(vid)
-                    try:
-                        manifest = parse_manifest(raw, vid)
-                    except Exception as exc:  # any failure to parse untrusted bytes is damage
-                        return self._unusable(vid, f"manifest: {describe(exc)}", problems)
                     return use(manifest)
             except Exception as exc:
                 if not is_damage(exc):

@@ -43,9 +43,11 @@ class Retention:
         try:
             listing = self._store.scan()
             retired = listing.committed[self.keep :]
+            held = listing.payloads.union(listing.markers)
             for vid in retired:
-                # Uncommit now: new readers skip it at once.
-                self._store.retire(vid, grace=self.retire_grace > 0)
+                # Uncommit now: new readers skip it at once. An inline version has no payload
+                # to keep for readers: nothing else to mark or delete later.
+                self._store.retire(vid, grace=self.retire_grace > 0 and vid in held)
             doomed = self._doomed(listing, retired)
             if doomed:
                 # Deleting a big payload takes a while (~0.15 s per GiB on ext4): not on the
@@ -73,8 +75,11 @@ class Retention:
                     doomed.append(vid)
             elif self._is_dead(vid):
                 doomed.append(vid)
-        if self.retire_grace == 0:  # always so on local disk
-            doomed += [v for v in retired if v not in doomed]
+        # Without a grace (always so on local disk) at once; an inline version has nothing but
+        # its manifest, and retiring it deleted that.
+        held = listing.payloads.union(listing.markers)
+        if self.retire_grace == 0:
+            doomed += [v for v in retired if v not in doomed and v in held]
         return doomed
 
     def _delete_payloads(self, ids: list[str], markers: dict[str, list[str]]) -> None:

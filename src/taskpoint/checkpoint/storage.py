@@ -9,16 +9,21 @@ Layout under a scope root::
 
     v/<id>/...payload...        immutable once written
     v/<id>.manifest.json        written last and exclusively: its existence = committed
+    v/<id>                      local: an inline version's manifest being written (a file)
     v/.<id>.manifest.*.tmp      a local manifest being written (swept if left behind)
     v/<id>.writer               object stores: the id's reservation, created exclusively
     v/<id>.retired.<ms>         object stores: retired at <ms> (Unix ms); payload kept for a grace
 
 Two writers never share a payload prefix: on local disk ``mkdir`` reserves an id, on an object
-store an exclusive ``<id>.writer`` object does. Readers and writers of a local version hold a
-shared ``flock`` on its payload directory, and its payload is deleted only under an exclusive one,
-so no process deletes what another still reads or writes. An object store has no locks: retention
-marks a version retired and deletes its payload only after a grace period, long enough for any
-reader that listed it to finish.
+store an exclusive ``<id>.writer`` object does. An *inline* version (a small ``write()``, its
+bytes inside the manifest) has no payload: on local disk its manifest is written to the file
+``v/<id>``, created exclusively (so it and a ``mkdir`` reservation exclude each other), then
+linked to its manifest name; on an object store it is the conditional manifest PUT alone. Either
+way an id taken meanwhile makes the writer try the next one. Readers and writers of a local
+version hold a shared ``flock`` on its payload directory, and its payload is deleted only under an
+exclusive one, so no process deletes what another still reads or writes. An object store has no
+locks: retention marks a version retired and deletes its payload only after a grace period, long
+enough for any reader that listed it to finish.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from taskpoint.checkpoint.localio import Readable, StreamReader, copy_verified
-from taskpoint.checkpoint.manifest import FileEntry
+from taskpoint.checkpoint.manifest import FileEntry, Manifest
 from taskpoint.checkpoint.payload import Source
 from taskpoint.checkpoint.version import parse_version_id
 
@@ -171,6 +176,7 @@ class Store(Protocol):
     def make_link(self, vid: str, rel: str, target: str) -> None: ...
     def seal(self, vid: str) -> None: ...  # make the payload durable
     def commit(self, vid: str, manifest: bytes) -> None: ...  # exclusive: FileExistsError
+    def commit_inline(self, vid: str, manifest: bytes) -> bool: ...  # False: the id is taken
     def read_manifest(self, vid: str) -> bytes: ...
     def has_manifest(self, vid: str) -> bool: ...
     def read_file(self, vid: str, entry: FileEntry) -> bytes: ...
@@ -214,6 +220,14 @@ def check_size(handle: Any, entry: FileEntry) -> None:
     size = os.fstat(handle.fileno()).st_size
     if size != entry.size:
         raise ChecksumMismatch(f"{entry.path}: size {size}, manifest says {entry.size}")
+
+
+def inline_payload(manifest: Manifest) -> bytes:
+    """The bytes of an inline version, checked against its manifest entry like a file's."""
+    data, entry = manifest.inline, manifest.files[0]
+    assert data is not None
+    verify(entry, len(data), crc_of(data))
+    return bytes(data)
 
 
 def verify(entry: FileEntry, size: int, crc: int) -> None:

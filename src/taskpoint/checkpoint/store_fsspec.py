@@ -1,7 +1,8 @@
 """`FsspecStore`: a checkpoint scope on any fsspec filesystem (``memory://``, ``s3://`` ...).
 
 The manifest is created with ``mode="create"`` (``If-None-Match: *`` on S3), and an id is reserved
-by an exclusive ``<id>.writer`` object, so two writers never share a payload prefix. An object store
+by an exclusive ``<id>.writer`` object, so two writers never share a payload prefix. An inline
+version (its bytes in the manifest) is that one conditional PUT and nothing else. An object store
 has no locks: retention marks a version ``<id>.retired.<ms>`` and its payload is deleted only after
 a grace period. Reads never fetch more than the manifest states.
 """
@@ -133,6 +134,15 @@ class FsspecStore:
 
     def commit(self, vid: str, manifest: bytes) -> None:
         self._call("pipe_file", f"{self.vdir}/{vid}{MANIFEST_SUFFIX}", manifest, mode="create")
+
+    def commit_inline(self, vid: str, manifest: bytes) -> bool:
+        """A version that is only its manifest: the conditional PUT alone, no reservation
+        (``FileExistsError``, the id taken, makes the caller try the next one)."""
+        try:
+            self.commit(vid, manifest)
+        except FileExistsError:
+            return False
+        return True
 
     def read_manifest(self, vid: str) -> bytes:
         return self._cat_bounded(f"{self.vdir}/{vid}{MANIFEST_SUFFIX}", MAX_MANIFEST_BYTES)

@@ -2,9 +2,12 @@
 
 Payload files are fsynced, then their directories, then ``v/``; the manifest is written to a temp
 file and ``link()``ed into place, which fails if it exists (an exclusive commit). ``mkdir`` reserves
-an id. Readers and writers hold a shared ``flock`` on a version's payload directory and a payload is
-deleted only under an exclusive one, so no process deletes what another reads or writes. Every file
-is opened below ``v/`` without following links (`safeopen`), and never read past its stated size.
+an id. An inline version (its bytes in the manifest) is one file and two syncs: its manifest is
+written to ``v/<id>`` created with ``O_EXCL`` (the id's reservation), fsynced, linked to its
+manifest name, unlinked, and ``v/`` is fsynced. Readers and writers hold a shared ``flock`` on a
+version's payload directory and a payload is deleted only under an exclusive one, so no process
+deletes what another reads or writes. Every file is opened below ``v/`` without following links
+(`safeopen`), and never read past its stated size.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ class LocalStore:
         self.staging_root = os.path.join(self.root, ".staging")
 
     def ensure(self) -> None:
-        os.makedirs(self.vdir, exist_ok=True)
+        if not os.path.isdir(self.vdir):
+            _make_durable_dirs(self.vdir)
         if not os.access(self.vdir, os.W_OK | os.X_OK):
             raise PermissionError(f"no write permission on {self.vdir}")
 
@@ -65,9 +69,13 @@ class LocalStore:
             return Listing()
 
     def reserve(self, vid: str) -> bool:
+        path = os.path.join(self.vdir, vid)
         try:
-            os.mkdir(os.path.join(self.vdir, vid))
+            os.mkdir(path)
         except FileExistsError:
+            return False
+        if self.has_manifest(vid):  # an inline version of this id, its reservation gone
+            _rmdir_quiet(path)
             return False
         return True
 
@@ -146,6 +154,43 @@ class LocalStore:
             _unlink_quiet(tmp)  # also when the write failed (a full disk): no partial temp left
         _fsync_dir(self.vdir)
 
+    def commit_inline(self, vid: str, manifest: bytes) -> bool:
+        """Commit a version that is only its manifest: one file and one directory sync.
+
+        ``v/<id>``, created exclusively, reserves the id (a ``mkdir`` reservation and this
+        exclude each other) and holds the manifest while it is written and fsynced; ``link()``
+        then commits it exclusively under its manifest name, the temp name goes, and ``v/`` is
+        fsynced. False, with nothing left behind, if the id is taken: another writer holds it,
+        or an inline version of it was committed already. A shared ``flock`` on the file while
+        it is written keeps a sweep in another process (`delete_payload`) off it.
+        """
+        temp = os.path.join(self.vdir, vid)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            return False
+        owned = False  # the name ``temp`` is this file's, and no sweep can take it now
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # a sweep got it in the instant after its creation
+            owned = _names(temp, fd)
+            if not owned:
+                return False  # swept and maybe created again by another writer: not ours
+            write_all(fd, memoryview(manifest))
+            os.fsync(fd)
+            try:
+                os.link(temp, os.path.join(self.vdir, vid + MANIFEST_SUFFIX))
+            except FileExistsError:
+                return False  # an inline version of this id was committed before
+        finally:
+            if owned:
+                _unlink_quiet(temp)  # also when the write failed (a full disk)
+            os.close(fd)
+        _fsync_dir(self.vdir)
+        return True
+
     def read_manifest(self, vid: str) -> bytes:
         with open_in_store(self.vdir, [vid + MANIFEST_SUFFIX]) as handle:
             return read_bounded(handle, MAX_MANIFEST_BYTES)
@@ -223,8 +268,7 @@ class LocalStore:
         except FileNotFoundError:
             return True
         except OSError:
-            _unlink_quiet(path)  # not a directory (planted): just the entry itself
-            return True
+            return _delete_entry(path)  # not a directory: an inline temp, or planted
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -262,12 +306,71 @@ class LocalStore:
 _DIR_LOCK_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
+def _names(path: str, fd: int) -> bool:
+    """Does ``path`` name the open file ``fd``?"""
+    try:
+        named = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _delete_entry(path: str) -> bool:
+    """Delete a non-directory entry in ``v/``: an inline version's manifest temp left by a killed
+    writer (unless a live one still holds it: False), or anything else planted there."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        _unlink_quiet(path)  # a link or an unreadable entry: just the name
+        return True
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a writer is committing it
+        _unlink_quiet(path)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _make_durable_dirs(path: str) -> None:
+    """Create ``path`` and its missing parents, and fsync the parent of each one created, so a
+    new scope's directories survive a power cut (once per scope: later commits skip this)."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for created in reversed(missing):
+        try:
+            os.mkdir(created)
+        except FileExistsError:
+            if not os.path.isdir(created):
+                raise
+    # All created first: the first fsync commits every new entry, the others find them done.
+    for created in reversed(missing):
+        _fsync_dir(os.path.dirname(created))
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _rmdir_quiet(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 def _unlink_quiet(path: str) -> None:

@@ -58,16 +58,20 @@ class AsyncWriter:
             self._cond.notify_all()
 
     def submit(self, job: Any) -> Future[Any]:
+        """Queue ``job`` (replacing a queued one) and return at once: the caller's thread only
+        swaps it in under the lock; everything else happens on the writer thread."""
         future: Future[Any] = Future()
         with self._cond:
             self._raise_error_locked()
-            if self._queued is not None:
-                old_job, old_future = self._queued
-                self._discard(old_job)
-                old_future.set_result(None)  # superseded before it started
-            self._queued = (job, future)
-            self._ensure_thread()
-            self._cond.notify_all()
+            superseded, self._queued = self._queued, (job, future)
+            if self._thread is None or self._pid != os.getpid():
+                self._ensure_thread()
+            if not self._busy_job:
+                self._cond.notify_all()  # a busy writer looks at the queue when it is done
+        if superseded is not None:  # outside the lock: the writer is never held up by it
+            old_job, old_future = superseded
+            self._discard(old_job)
+            old_future.set_result(None)  # superseded before it started
         return future
 
     def _ensure_thread(self) -> None:

@@ -29,10 +29,11 @@ the connection without the final chunk, which every HTTP client reports as an in
 
 from __future__ import annotations
 
+import io
 import tarfile
 from array import array
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, BinaryIO, Protocol
 
 from taskpoint.checkpoint.manifest import FileEntry, Manifest
@@ -175,7 +176,9 @@ class VersionTar:
         if entry is None:
             yield None
             return
-        with self.open_file(self.manifest.id, entry) as handle:
+        inline = self.manifest.inline  # a small version's bytes, inside its manifest
+        opened = nullcontext(io.BytesIO(inline)) if inline is not None else None
+        with opened or self.open_file(self.manifest.id, entry) as handle:
             marks = verify_file(handle, entry)
             handle.seek(0)
             yield entry, _VerifiedReader(handle, entry, marks)

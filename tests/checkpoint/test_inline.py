@@ -1,0 +1,303 @@
+"""Inline versions: a ``write()`` of at most ``INLINE_MAX`` bytes is committed as its manifest
+alone (the bytes base64-encoded inside it), with no payload prefix: on local disk one file and two
+syncs instead of five; on an object store one conditional PUT.
+
+Everything that reads versions handles both layouts, and versions written before inline ones
+existed (a payload file, manifest format 1) stay readable. Damage to the inline bytes is damage
+to the version. An inline commit and a payload reservation of the same id exclude each other,
+and a killed inline writer's leftover is ignored by readers and swept.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import io
+import json
+import os
+import tarfile
+import threading
+import warnings
+from typing import Any
+
+import crc32c
+import pytest
+
+from taskpoint import Checkpoint
+from taskpoint.checkpoint import CheckpointWarning
+from taskpoint.checkpoint.manifest import parse_manifest
+from taskpoint.checkpoint.payload import INLINE_MAX
+
+MANIFEST = ".manifest.json"
+
+
+def _doc(backend, vid: str) -> dict[str, Any]:
+    return json.loads(backend.cat(vid + MANIFEST))
+
+
+def test_a_small_write_is_its_manifest_alone(backend, tmp_path):
+    cp = backend.open(keep=5)
+    version = cp.write(b"0123456789abcdef", step=3, metadata={"epoch": 1})
+    assert backend.entries() == {version.id + MANIFEST}
+    doc = _doc(backend, version.id)
+    assert doc["taskpoint_manifest"] == 2
+    assert base64.b64decode(doc["inline"]) == b"0123456789abcdef"
+    assert doc["files"] == [
+        {"path": "data", "size": 16, "crc32c": crc32c.crc32c(b"0123456789abcdef")}
+    ]
+    # every way of reading it
+    other = backend.open(attempt=2)
+    assert other.latest() == version
+    assert (version.kind, version.size, version.files, version.step) == ("bytes", 16, 1, 3)
+    assert other.read() == b"0123456789abcdef"
+    assert other.read_with(lambda r: r.read(r.size)) == b"0123456789abcdef"
+    out = other.restore(tmp_path / "out")
+    assert [p.name for p in out.iterdir()] == ["data"]
+    assert (out / "data").read_bytes() == b"0123456789abcdef"
+
+
+@pytest.mark.parametrize("blocking", [True, False], ids=["sync", "async"])
+def test_the_limit_is_inline_max_bytes(backend, blocking):
+    cp = backend.open(keep=5)
+    at, over = os.urandom(INLINE_MAX), os.urandom(INLINE_MAX + 1)
+    inline, payload = (
+        cp.write(data) if blocking else cp.write(data, blocking=False).result(30)
+        for data in (at, over)
+    )
+    entries = backend.entries()
+    assert inline.id not in entries and payload.id in entries
+    assert cp.restore(version=inline.id).joinpath("data").read_bytes() == at
+    assert cp.read() == over
+    assert backend.cat(payload.id, "data") == over
+
+
+def test_an_empty_write_is_inline(backend):
+    cp = backend.open()
+    version = cp.write(b"")
+    assert backend.entries() == {version.id + MANIFEST}
+    assert cp.read() == b""
+
+
+def test_local_inline_commit_is_one_file_and_two_syncs(local_backend, monkeypatch, tmp_path):
+    """Counted per commit, retention included: 2 fsyncs inline, 5 for a payload."""
+    cp = local_backend.open()
+    cp.write(b"first")  # the first commit also sweeps leftovers: not counted
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    version = cp.write(b"0123456789abcdef")
+    vdir = os.path.realpath(local_backend.vpath())
+    # the manifest's own file (then linked to its name, its temp name gone), then v/
+    assert synced == [os.path.join(vdir, version.id), vdir]
+    synced.clear()
+    big = cp.write(os.urandom(INLINE_MAX + 1))
+    assert len(synced) == 5, synced  # data, its dir, v/, manifest temp, v/
+    assert synced[0] == os.path.join(vdir, big.id, "data")
+
+
+def test_a_version_in_the_old_layout_is_still_read(backend, tmp_path):
+    """Versions written before inline manifests (format 1, the bytes in ``<id>/data``)."""
+    old = b"written by an earlier taskpoint"
+    doc = backend.plant_version("0001-000001", {"data": old}, kind="bytes", step=7)
+    assert doc["taskpoint_manifest"] == 1 and "inline" not in doc
+    cp = backend.open(attempt=2, keep=2, retire_grace=0)
+    assert cp.read() == old
+    assert cp.read_with(lambda r: r.read(r.size)) == old
+    assert (cp.restore(tmp_path / "r") / "data").read_bytes() == old
+    [version] = cp.versions()
+    assert (version.id, version.step, version.size) == ("0001-000001", 7, len(old))
+    new = cp.write(b"new")  # an inline version beside an old one
+    assert cp.read() == b"new"
+    assert (cp.restore(tmp_path / "o", version="0001-000001") / "data").read_bytes() == old
+    cp.write(b"newer")
+    cp.write(b"newest")  # retention retires the old version, payload and all
+    cp.wait()
+    assert [v.id for v in cp.versions()] == [f"0002-00000{n}" for n in (2, 3)]
+    assert "0001-000001" not in backend.entries()
+    assert new.id == "0002-000001"
+
+
+def _edit_inline(backend, vid: str, change: Any) -> None:
+    doc = _doc(backend, vid)
+    change(doc)
+    backend.pipe(json.dumps(doc).encode(), vid + MANIFEST)
+
+
+def _flip_a_byte(doc: dict[str, Any]) -> None:
+    data = bytearray(base64.b64decode(doc["inline"]))
+    data[len(data) // 2] ^= 0xFF
+    doc["inline"] = base64.b64encode(data).decode()
+
+
+def _shorter(doc: dict[str, Any]) -> None:
+    doc["inline"] = base64.b64encode(base64.b64decode(doc["inline"])[:-1]).decode()
+
+
+def _not_base64(doc: dict[str, Any]) -> None:
+    doc["inline"] = "!!" + doc["inline"][2:]
+
+
+def _missing(doc: dict[str, Any]) -> None:
+    del doc["inline"]
+
+
+def _as_a_number(doc: dict[str, Any]) -> None:
+    doc["inline"] = 12
+
+
+def _size_too(doc: dict[str, Any]) -> None:  # shorter, with a size to match: the CRC still fails
+    _shorter(doc)
+    doc["files"][0]["size"] -= 1
+
+
+def _claims_a_file(doc: dict[str, Any]) -> None:
+    doc["kind"] = "file"
+
+
+DAMAGE = [_flip_a_byte, _shorter, _not_base64, _missing, _as_a_number, _size_too, _claims_a_file]
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=lambda f: f.__name__.strip("_"))
+def test_damaged_inline_bytes_fall_back_to_the_previous_version(backend, damage, tmp_path):
+    cp = backend.open(keep=5)
+    cp.write(b"good old version")
+    bad = cp.write(b"newer version, then damaged")
+    _edit_inline(backend, bad.id, damage)
+    reader = backend.open(attempt=2)
+    for read in (
+        reader.read,
+        lambda: reader.read_with(lambda r: r.read(r.size)),
+        lambda: (reader.restore(tmp_path / damage.__name__) / "data").read_bytes(),
+    ):
+        with pytest.warns(CheckpointWarning, match=bad.id):
+            assert read() == b"good old version"
+
+
+def test_the_download_of_an_inline_version_sends_its_verified_bytes(backend):
+    from taskpoint.ui.tarstream import VersionTar
+
+    cp = backend.open()
+    version = cp.write(b"inline bytes")
+    manifest = parse_manifest(backend.cat(version.id + MANIFEST), version.id)
+
+    def no_files(*args: Any) -> Any:
+        raise AssertionError("an inline version has no payload file to open")
+
+    out = io.BytesIO()
+    VersionTar(manifest, no_files).write(out)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        assert tar.getnames() == [version.id, f"{version.id}/data"]
+        assert tar.extractfile(f"{version.id}/data").read() == b"inline bytes"  # type: ignore[union-attr]
+
+    _edit_inline(backend, version.id, _flip_a_byte)
+    damaged = parse_manifest(backend.cat(version.id + MANIFEST), version.id)
+    sent = io.BytesIO()
+    with pytest.raises(OSError, match="checksum"):
+        VersionTar(damaged, no_files).write(sent)
+    assert sent.getvalue() == b""  # nothing unverified goes out
+
+
+def test_an_inline_commit_and_a_payload_reservation_exclude_each_other(local_backend):
+    cp = local_backend.open()
+    store = cp._store
+    manifest = b'{"not": "parsed by the store"}'
+    assert store.reserve("0001-000010")
+    assert not store.commit_inline("0001-000010", manifest)  # its name is a payload prefix
+    assert store.commit_inline("0001-000011", manifest)
+    assert not store.reserve("0001-000011")  # committed inline: no prefix, still taken
+    assert not store.commit_inline("0001-000011", manifest)
+    assert local_backend.cat("0001-000011" + MANIFEST) == manifest
+    assert "0001-000011" not in local_backend.entries()
+
+
+@pytest.mark.parametrize("inline_first", [True, False], ids=["inline-first", "payload-first"])
+def test_same_attempt_writers_of_both_kinds_keep_each_others_versions(backend, hold, inline_first):
+    """Two scope objects of one attempt: a small writer commits the very id the other reserved
+    for a large payload while that one is still writing it (on an object store the small one's
+    commit is the PUT alone, so the large one's commit then finds the id taken and writes it
+    again under the next id; on local disk the small one cannot take it)."""
+    small = backend.open(keep=10)
+    small.write(b"small 1")  # its id counter is now past what it listed
+    large = backend.open(keep=10)
+    big = os.urandom(INLINE_MAX + 1)
+    gate = hold(large, "write_source")
+    done: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: done.update(large=large.write(big)))
+    thread.start()
+    assert gate.entered.wait(30)  # the large one has reserved its id and is writing
+    if not inline_first:
+        gate.release()
+        thread.join(30)
+    second = small.write(b"small 2")
+    gate.release()
+    thread.join(30)
+    assert "large" in done, "the large write failed"
+    reader = backend.open(attempt=2, keep=10)
+    by_id = {v.id: v for v in reader.versions()}
+    assert len(by_id) == 3 and {second.id, done["large"].id} <= set(by_id)
+    assert (reader.restore(version=second.id) / "data").read_bytes() == b"small 2"
+    assert (reader.restore(version=done["large"].id) / "data").read_bytes() == big
+
+
+def test_two_scope_objects_of_one_attempt_interleaving_small_writes(backend):
+    a, b = backend.open(keep=100), backend.open(keep=100)
+    told: dict[str, bytes] = {}
+    for n in range(10):
+        for name, cp in (("a", a), ("b", b)):
+            data = f"{name}{n}".encode()
+            version = cp.write(data)
+            assert version.id not in told, "two writers were told they committed one id"
+            told[version.id] = data
+    reader = backend.open(attempt=2, keep=100)
+    assert sorted(v.id for v in reader.versions()) == sorted(told)
+    for vid, data in told.items():
+        assert (reader.restore(version=vid) / "data").read_bytes() == data
+
+
+def test_a_killed_inline_writers_leftover_is_ignored_then_swept(local_backend):
+    cp = local_backend.open(keep=5)
+    cp.write(b"committed")
+    # what an inline writer killed before its link() leaves: the id's temp file, maybe partial
+    local_backend.pipe(b'{"taskpoint_manifest": 2, "id": "0001-0', "0001-000002")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reader = local_backend.open(attempt=1, keep=5)
+        assert reader.read() == b"committed"
+        assert [v.id for v in reader.versions()] == ["0001-000001"]
+    # a live writer's temp (it holds a lock on it) is not swept
+    live = local_backend.vpath("0002-000001")
+    with open(live, "wb") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+        later = local_backend.open(attempt=3, keep=5)
+        later.write(b"attempt 3")
+        later.wait()
+        entries = local_backend.entries()
+        assert "0001-000002" not in entries  # an earlier attempt's, unlocked: gone
+        assert "0002-000001" in entries
+    later.write(b"attempt 3 again")  # unlocked now: a later attempt's sweep takes it
+    later.wait()
+    assert "0002-000001" not in local_backend.entries()
+    assert later.read() == b"attempt 3 again"
+
+
+def test_a_new_scope_directory_is_made_durable_once(tmp_path, monkeypatch):
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    root = tmp_path / "a" / "b"
+    Checkpoint.open(root)
+    # the parent of each directory created: tmp_path (for a), a (for b), b (for v)
+    assert synced == [str(tmp_path), str(tmp_path / "a"), str(root)]
+    synced.clear()
+    Checkpoint.open(root)
+    assert synced == []
