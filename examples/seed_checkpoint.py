@@ -5,7 +5,8 @@ RETRIES = 3
 
 
 # Define a task to iterate precisely `n_iterations`, checkpoint its state, and recover from simulated failures.
-@task(retries=RETRIES)
+# Keep its last two versions after success too, to browse them (the default keeps the latest).
+@task(retries=RETRIES, keep_checkpoints_on_success="all")
 def use_checkpoint(n_iterations: int) -> int:
     cp = current_context().checkpoint
     prev = cp.read()

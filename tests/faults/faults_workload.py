@@ -130,7 +130,13 @@ def _store(cp, step: int, state: bytes, blocking: bool):
         shutil.rmtree(src)  # an async save has its snapshot already
 
 
-@task(isolation=CFG["isolation"], system_retries=1000, keep=CFG["keep"])
+# The checks compare what survives kills with what was committed: no pruning at the end.
+@task(
+    isolation=CFG["isolation"],
+    system_retries=1000,
+    keep=CFG["keep"],
+    keep_checkpoints_on_success="all",
+)
 def grind(steps: int) -> str:
     ctx = current_context()
     cp = ctx.checkpoint

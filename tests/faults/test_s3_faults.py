@@ -171,7 +171,7 @@ def test_stalled_upload_is_abandoned_at_the_scope_timeout_and_heals(
 ARM: dict[str, Any] = {}
 
 
-@task
+@task(keep_checkpoints_on_success="all")  # the test counts the versions it kept
 def upload(steps: int) -> int:
     cp = current_context().checkpoint
     prev = cp.read()

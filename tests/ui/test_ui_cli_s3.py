@@ -15,7 +15,7 @@ from taskpoint import current_context, task, workflow
 from taskpoint.engine import Engine
 
 
-@task(keep=5)
+@task(keep=5, keep_checkpoints_on_success="all")
 def tally(steps: int) -> int:
     cp = current_context().checkpoint
     for i in range(steps):

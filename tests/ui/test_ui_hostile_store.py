@@ -33,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("payload_files")
 SECRET = b"root:$6$very-secret-password-hash:19000:0:99999:7:::\n" * 3
 
 
-@task(keep=20)
+@task(keep=20, keep_checkpoints_on_success="all")
 def stepper(steps: int) -> int:
     cp = current_context().checkpoint
     for i in range(steps):

@@ -15,7 +15,7 @@ from taskpoint import current_context, task, workflow
 from taskpoint.engine import Engine
 
 
-@task(keep=10)
+@task(keep=10, keep_checkpoints_on_success="all")
 def counter(steps: int) -> int:
     cp = current_context().checkpoint
     for i in range(steps):

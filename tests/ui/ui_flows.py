@@ -18,7 +18,7 @@ from pathlib import Path
 from taskpoint import current_context, task, workflow
 
 
-@task(isolation="process", system_retries=3, keep=50)
+@task(isolation="process", system_retries=3, keep=50, keep_checkpoints_on_success="all")
 def train(steps: int) -> int:
     ctx = current_context()
     cp = ctx.checkpoint
@@ -40,7 +40,7 @@ def interrupted_training(steps: int) -> int:
     return train(steps=steps)
 
 
-@task(keep=5)
+@task(keep=5, keep_checkpoints_on_success="all")
 def prepare(rows: int) -> int:
     cp = current_context().checkpoint
     time.sleep(0.02)

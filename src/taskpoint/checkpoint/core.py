@@ -282,6 +282,19 @@ class Checkpoint:
         """Block until every async write is committed; re-raise a writer error."""
         self._writer.wait(timeout)
 
+    def prune(self, keep: int) -> None:
+        """Keep only the newest ``keep`` committed versions from now on, deleting the others
+        now (after pending writes commit): for a job that finished and needs no older version
+        to fall back to. Retention runs as after a write, with this ``keep``."""
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep must be an integer >= 1 (versions to retain), got {keep!r}")
+        if self.readonly:
+            raise CheckpointError(f"checkpoint scope {self.url} was opened read-only; cannot prune")
+        self.wait()
+        self.keep = self._retention.keep = keep
+        self._retain()
+        self.wait()  # the deletes retention deferred to the writer thread
+
     def _submit(
         self, payload: Payload, step: int | None, metadata: dict[str, Any], blocking: bool
     ) -> Any:

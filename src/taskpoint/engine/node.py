@@ -336,7 +336,30 @@ class NodeRun:
             self._record_end(
                 info, outcome, NodeStatus.SUCCEEDED, output_ref=ref, output_preview=preview
             )
+        if outcome.checkpoint_at_end is not None:  # a task that checkpointed
+            self._prune_on_success(info)
         return outcome.value
+
+    def _prune_on_success(self, info: AttemptInfo) -> None:
+        """A succeeded node needs no older version to fall back to: keep only what the task's
+        ``keep_checkpoints_on_success`` says (default: the latest). Never fails the node."""
+        keep = self.task.keep_on_success
+        if keep is None or keep >= self.task.keep:
+            return  # retention already keeps no more than that
+        try:
+            with Checkpoint.open(
+                self.checkpoint_url,
+                attempt=info.attempt,
+                keep=self.task.keep,
+                storage_options=self.run.storage_options or None,
+                retire_grace=0,  # the node is done: no attempt of it reads these any more
+            ) as scope:
+                scope.prune(keep)
+        except Exception as exc:
+            log.warning(
+                "taskpoint: %s succeeded, but pruning its checkpoints to the latest %d failed: %s",
+                self.key, keep, exc,
+            )  # fmt: skip
 
     def _record_end(
         self,

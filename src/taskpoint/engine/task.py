@@ -132,6 +132,7 @@ class Task(Target):
         isolation: str = "inline",
         keep: int = 2,
         on_missing_checkpoints: str = "fail",
+        keep_checkpoints_on_success: int | str = "latest",
     ) -> None:
         super().__init__(fn)
         retry_on = _check_option_types(
@@ -162,6 +163,7 @@ class Task(Target):
         self.isolation = isolation
         self.keep = keep
         self.on_missing_checkpoints = on_missing_checkpoints
+        self.keep_on_success = _versions_kept_on_success(self.name, keep_checkpoints_on_success)
 
     @property
     def max_attempts(self) -> int:
@@ -198,6 +200,21 @@ class Task(Target):
         from taskpoint.engine.fanout import map_task
 
         return map_task(self, *iterables, **kw_iterables)
+
+
+def _versions_kept_on_success(name: str, value: Any) -> int | None:
+    """``keep_checkpoints_on_success``: ``"latest"`` (1), ``"all"`` (``None``: retention as
+    during the run, ``keep``) or a number of versions >= 1."""
+    if value == "latest":
+        return 1
+    if value == "all":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError(
+        f"task {name!r}: keep_checkpoints_on_success must be 'latest', 'all' or a number of "
+        f"versions >= 1, got {value!r}"
+    )
 
 
 def _check_option_types(
@@ -241,6 +258,7 @@ def task(
     isolation: str = "inline",
     keep: int = 2,
     on_missing_checkpoints: str = "fail",
+    keep_checkpoints_on_success: int | str = "latest",
 ) -> Callable[[F], F]: ...
 def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Make ``fn`` a task: retried on ``RecoverableError``/``retry_on`` up to ``retries`` times
@@ -250,6 +268,10 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     A retry or resume whose records show committed checkpoints that the storage no longer holds
     fails the node with ``CheckpointMissingError``; ``on_missing_checkpoints="restart"`` starts
     it from zero instead (as ``taskpoint resume EXEC --from-scratch`` does for one resume).
+
+    When the node succeeds, its checkpoints are pruned to ``keep_checkpoints_on_success``
+    versions: ``"latest"`` (default) keeps only the newest, ``"all"`` keeps what ``keep`` kept,
+    a number keeps that many.
     """
     if fn is not None:
         return Task(fn, **options)

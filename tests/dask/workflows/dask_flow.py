@@ -26,7 +26,7 @@ def prepare(steps: int) -> Job:
     return Job(steps, os.getpid())
 
 
-@task(system_retries=3)
+@task(system_retries=3, keep_checkpoints_on_success="all")
 def count(job: Job) -> list:
     ctx = current_context()
     cp = ctx.checkpoint
