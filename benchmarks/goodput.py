@@ -4,10 +4,11 @@ without checkpoints and under flytekit's local execution.
     python -m benchmarks.goodput [--job-s 120] [--every 20] [--state-mib 256] [--ckpt-every 5]
                                  [--rounds 1] [--flytekit-python PY] [--quick]
 
-The job: ``--job-s`` seconds of steps (~0.1 s of torch matrix products each) over a state of
-``--state-mib`` (4 fp32 tensors), with an async `TorchCheckpointer` save every ``--ckpt-every``
-s, run by ``taskpoint run`` as a task with ``isolation="process"``. Contenders, one after the
-other (each a few minutes, so by default each runs once; ``--rounds N`` repeats failure-free,
+The job (it imports torch and scikit-learn): ``--job-s`` seconds of steps (~0.1 s of torch
+matrix products each) over a state of ``--state-mib`` (4 fp32 tensors), with an async
+`TorchCheckpointer` save every ``--ckpt-every`` s, run by ``taskpoint run`` as a task with
+``isolation="process"``. Contenders, one after the other (each a few minutes, so by default
+each runs once; ``--rounds N`` repeats failure-free,
 SIGTERM and SIGKILL N times in turn and reports the median of each round's ratio, which the
 machine's load drifting between two single runs moves less):
 
@@ -19,7 +20,11 @@ machine's load drifting between two single runs moves less):
 - retries without checkpoints: the same job and SIGKILLs, restarting from step 0, stopped at
   ``--cap`` x the failure-free time if it has not finished;
 - flytekit local execution (when ``--flytekit-python`` names an interpreter with flytekit): the
-  same steps (busy-waits: that interpreter has no torch) and the same first SIGTERM.
+  same steps (busy-waits: that interpreter has no torch) and the same first SIGTERM;
+- restart (``benchmarks/restart.py``): SIGKILLs of a shorter run of the job through
+  ``taskpoint run`` and through the Python API, each restart taken apart (detect, start,
+  setup and import in the new attempt, restore, first step) and compared with the time a fresh
+  interpreter takes to import torch and scikit-learn (target: kill -> first line <= 0.3 x).
 
 Target: each preempted taskpoint run finishes in <= 1.15 x the failure-free time. Each job logs
 its progress (wall time, step) to a file: the plot shows progress over time for all of them.
@@ -43,7 +48,13 @@ from benchmarks.common import Row, print_table, save_json, workdir_root
 
 JOB = """
 import os, time
+_T0 = time.time()
 import torch
+try:
+    import sklearn.linear_model  # noqa: F401  (a job that imports torch and scikit-learn)
+except ImportError:
+    pass
+_IMPORTED = (os.getpid(), _T0, time.time())  # who ran this module's top level, and how long
 from taskpoint import task, workflow
 from taskpoint.integrations.torch import TorchCheckpointer
 
@@ -53,10 +64,24 @@ def _log(path, text):
         handle.write(text + "\\n")
 
 
+def _started_at():
+    # When this process started (its fork), as a time.time() value, from /proc.
+    try:
+        with open("/proc/self/stat") as handle:
+            ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
+        alive = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - alive
+    except (OSError, ValueError, AttributeError):
+        return float("nan")
+
+
 @task(isolation="process", system_retries=10000)
 def job(steps: int, mms: int, state_mib: int, ckpt_every: float, use_ckpt: bool,
         progress: str) -> int:
-    _log(progress + ".pid", str(os.getpid()))
+    entered, pid = time.time(), os.getpid()
+    imported = _IMPORTED[2] - _IMPORTED[1] if _IMPORTED[0] == pid else 0.0
+    _log(progress + ".enter", f"{entered:.3f} {pid} {_started_at():.3f} {imported:.3f}")
+    _log(progress + ".pid", str(pid))
     torch.set_num_threads(1)
     numel = state_mib * (1 << 20) // 16
     model = torch.nn.ParameterDict(
@@ -122,7 +147,8 @@ if __name__ == "__main__":
 """
 
 
-ALL = frozenset({"term", "kill", "nock", "flyte"})
+ALL = frozenset({"term", "kill", "nock", "flyte", "restart"})
+NEEDS_T0 = frozenset({"term", "kill", "nock", "flyte"})  # against the failure-free run
 
 
 @dataclass
@@ -364,6 +390,13 @@ def run(
             (k, s) for k, s in (("term", signal.SIGTERM), ("kill", signal.SIGKILL)) if k in which
         ]
         outs: dict[str, list[Outcome]] = {"free": [], "term": [], "kill": []}
+        extra: list[Row] = []
+        if "restart" in which:
+            from benchmarks import restart
+
+            extra = restart.run(workdir, job, mms, real_step, state_mib, grace)
+        if not which & NEEDS_T0:
+            return extra, outcomes
         for _ in range(rounds):
             outs["free"].append(contender("failure-free", None, True, None))
             for key, sig in signals:
@@ -382,7 +415,7 @@ def run(
                 outcomes.append(flyte)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return _rows(outs, every, ckpt_every, steps, real_step), outcomes
+    return _rows(outs, every, ckpt_every, steps, real_step) + extra, outcomes
 
 
 def _flytekit(
@@ -564,7 +597,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument(
         "--only",
         default=",".join(sorted(ALL)),
-        help="contenders besides failure-free: term,kill,nock,flyte",
+        help="contenders besides failure-free: term,kill,nock,flyte,restart (restart alone "
+        "skips failure-free)",
     )
     parser.add_argument(
         "--rounds", type=int, default=1, help="failure-free, SIGTERM, SIGKILL repeated N times"

@@ -12,9 +12,10 @@ reaches the whole process group: the child ignores it and the driver stops the c
 ``"process"`` switches to a fork server by itself when such a library is already loaded in the
 driver and the task can be imported by name: a forked child of a process that ran torch's OpenMP
 thread pool can hang forever in its first matrix product, a fault no retry would cure. The fork
-server is a fresh interpreter that imports torch once (importing starts no thread pool) and
-forks each attempt from there: an attempt starts in ~10 ms instead of the ~1 s a fresh
-interpreter spends importing torch, which a job restarted every few minutes pays each time.
+server (``forkserver.py``) is a fresh interpreter that imports torch once (importing starts no
+thread pool); for each execution it forks a warm server that also imports the task's module, and
+each attempt is forked from that: a retry after a SIGKILL starts in milliseconds with the task's
+imports done, instead of the seconds a fresh interpreter spends importing torch and the rest.
 
 Mapped and submitted nodes run in a pool of driver threads (``concurrency``, one per CPU), each
 waiting on its own child.
@@ -35,6 +36,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from taskpoint._process import process_alive
+from taskpoint.backends import _served, forkserver
 from taskpoint.backends.shipping import importable
 from taskpoint.engine.attempt import AttemptJob, Outcome
 from taskpoint.engine.events import AttemptInfo, Listener
@@ -71,32 +73,25 @@ class ProcessHandle:
         self.cancelled = False
         self.ended = threading.Event()
         method = start_method(job.task)
-        mp = multiprocessing.get_context(method)
+        self.receiver, sender = multiprocessing.Pipe(duplex=False)
+        self.child: Any = None
         if method == "forkserver":
-            _preload_fork_server(mp)
-        self.receiver, sender = mp.Pipe(duplex=False)
-        # The parent pid lets the child stop with the driver. (PR_SET_PDEATHSIG fires when the
-        # *thread* that forked exits: pool threads live until the execution ends.)
-        self.child = mp.Process(  # type: ignore[attr-defined]  # stub: get_context(str) is BaseContext
-            target=_child_main,
-            args=(
-                job.task,
-                job.arguments,
-                job.info,
-                job.guard.grace,
-                sender,
-                os.getpid(),
-                # A fork server's children inherit the environment it started with; give them
-                # the driver's as it is now, as fork and spawn do.
-                dict(os.environ) if method == "forkserver" else None,
-            ),
-            name=f"taskpoint {job.info.node} attempt {job.info.attempt}",
-        )
-        with warnings.catch_warnings():
-            # Forking a threaded parent is safe here: the child touches no lock the parent's
-            # threads use (the CLI's display pauses around fork, see cli/progress.py).
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.child.start()
+            self.child = _from_fork_server(job, sender)
+            method = "spawn" if self.child is None else method
+        if self.child is None:
+            mp = multiprocessing.get_context(method)
+            # The parent pid lets the child stop with the driver. (PR_SET_PDEATHSIG fires when
+            # the *thread* that forked exits: pool threads live until the execution ends.)
+            self.child = mp.Process(  # type: ignore[attr-defined]  # stub: get_context(str)
+                target=_child_main,
+                args=(job.task, job.arguments, job.info, job.guard.grace, sender, os.getpid()),
+                name=_process_name(job.info),
+            )
+            with warnings.catch_warnings():
+                # Forking a threaded parent is safe here: the child touches no lock the parent's
+                # threads use (the CLI's display pauses around fork, see cli/progress.py).
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.child.start()
         sender.close()
         self.guard.children.add(self.child.pid)
         if self.guard.preempted:  # SIGTERM landed while forking
@@ -159,6 +154,31 @@ _FORK_UNSAFE = ("torch", "tensorflow", "jax", "pyspark", "pyflink")
 _PRELOAD = ("torch",)
 
 
+def _process_name(info: AttemptInfo) -> str:
+    return f"taskpoint {info.node} attempt {info.attempt}"
+
+
+def _from_fork_server(job: AttemptJob, sender: Connection) -> Any:
+    """Start the attempt from the execution's warm fork server; ``None`` when it must be
+    spawned instead (its arguments refer to the driver's ``__main__``, or no fork server could
+    be started)."""
+    packed = _served.pack(job, _process_name(job.info))
+    if packed is None:
+        return None
+    module, payload = packed
+    preload = [name for name in _PRELOAD if name in sys.modules]
+    # With TensorFlow, JAX, Spark or Flink in the driver the task's module imports them too,
+    # which no server may: its attempts then come from the base server and import it.
+    warm = not any(name in sys.modules for name in _FORK_UNSAFE if name not in _PRELOAD)
+    try:
+        return forkserver.start_attempt(
+            job.info.execution_id, [module] if warm else [], payload, sender.fileno(), preload
+        )
+    except (OSError, TaskpointError) as exc:
+        log.warning("taskpoint: no fork server (%s); %s is spawned instead", exc, job.info.node)
+        return None
+
+
 def start_method(task: Task) -> str:
     """``fork`` (fast, any function) unless spawn is asked for or fork would be unsafe; then a
     fork server where the platform has one."""
@@ -169,15 +189,6 @@ def start_method(task: Task) -> str:
             return "forkserver"
         return "spawn"
     return "fork"
-
-
-def _preload_fork_server(mp: Any) -> None:
-    """Name what the fork server imports when it starts (it starts once per driver process).
-
-    Not ``__main__`` (multiprocessing's default): a driver script without a ``__name__`` guard
-    would then run its whole workflow inside the server. Each attempt imports it, as under
-    spawn."""
-    mp.set_forkserver_preload([name for name in _PRELOAD if name in sys.modules])
 
 
 # Past the grace period the child's own alarm should have stopped it; a child still running this
@@ -220,7 +231,7 @@ def _wait_for(child: Any, receiver: Connection, guard: PreemptionGuard) -> Outco
 
 
 def _stop(child: Any) -> None:
-    if child.exitcode is not None:
+    if not child.is_alive():
         return
     send_signal(child.pid, signal.SIGTERM)
     child.join(_ABORT_WAIT)
@@ -235,6 +246,8 @@ def _describe_death(exitcode: int | None, info: AttemptInfo) -> str:
             how = f"was killed by {signal.Signals(-exitcode).name}"
         except ValueError:
             how = f"was killed by signal {-exitcode}"
+    elif exitcode is None:  # a fork server's child whose server died: its status is unknown
+        how = "ended without reporting a result"
     else:
         how = f"exited with status {exitcode} without reporting a result"
     return f"the process of {info.node} attempt {info.attempt} {how}"
@@ -247,7 +260,7 @@ def _child_main(
     grace: float,
     sender: Connection,
     parent: int,
-    environ: dict[str, str] | None,
+    environ: dict[str, str] | None = None,
 ) -> None:
     """An attempt in the child; ``environ`` is given only to a fork server's child."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -80,13 +80,14 @@ def _reference(task: Task) -> tuple:
         return ("ref", name, qualname)
     file = module.__file__
     assert file is not None, f"module {name!r} has no file, so it cannot be importable()"
-    if _installed(file):
+    if installed(file):
         return ("ref", name, qualname)
     path, source, digest = _source_of(name, file)
     return ("file", name, qualname, path, source, digest)
 
 
-def _installed(path: str) -> bool:
+def installed(path: str) -> bool:
+    """Is ``path`` inside an installed package (site-packages)?"""
     parts = os.path.normpath(path).split(os.sep)
     return "site-packages" in parts or "dist-packages" in parts
 
