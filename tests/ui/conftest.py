@@ -14,7 +14,7 @@ from taskpoint.ui.server import UiServer
 @pytest.fixture(scope="session")
 def ui_home(tmp_path_factory: pytest.TempPathFactory) -> Home:
     """Executions that retried (seed, n=12), were preempted (process and inline), lost an
-    attempt, failed, and hold a 16 MiB checkpoint."""
+    attempt, failed, hold a 16 MiB checkpoint, and printed to their logs (chatty)."""
     return fill_home(tmp_path_factory.mktemp("ui") / "home")
 
 

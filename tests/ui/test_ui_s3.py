@@ -13,6 +13,7 @@ from ui_support import base_url, get, serving
 
 from taskpoint import current_context, task, workflow
 from taskpoint.engine import Engine
+from taskpoint.ui import logview
 
 
 @task(keep=10, keep_checkpoints_on_success="all")
@@ -20,6 +21,7 @@ def counter(steps: int) -> int:
     cp = current_context().checkpoint
     for i in range(steps):
         cp.write(f"count {i + 1}".encode(), step=i + 1)
+        print(f"committed count {i + 1}")
     return steps
 
 
@@ -67,3 +69,28 @@ def test_without_the_options_the_s3_store_cannot_be_read(tp_home: Path, s3_serve
         (node,) = listed["nodes"]
         assert node["checkpoints"] == []
         assert node["damaged_checkpoints"] and node["damaged_checkpoints"][0]["id"] is None
+
+
+def test_an_attempts_log_on_s3_is_read_in_bounded_ranges(
+    tp_home: Path, s3_server, monkeypatch: pytest.MonkeyPatch
+):
+    options = s3_server.storage_options
+    engine = Engine(home=str(tp_home), storage=s3_server.url(), storage_options=options)
+    execution = engine.run(counting, steps=30)
+    assert execution.status == "succeeded", execution.error
+    whole = "".join(f"committed count {i + 1}\n" for i in range(30)).encode()
+    with serving(tp_home, storage_options=options) as server:
+        url = f"{base_url(server)}/api/executions/{execution.id}/nodes/counter%231/attempts/1/log"
+        response = get(url)
+        assert response.status == 200, response.body
+        assert response.body == whole and response.headers["X-Log-Size"] == str(len(whole))
+        assert get(f"{url}?tail=19").body == whole[-19:]
+        monkeypatch.setattr(logview, "MAX_CHUNK", 64)  # byte ranges, not the whole object
+        pieces, offset = [], 0
+        while piece := get(f"{url}?offset={offset}").body:
+            assert len(piece) <= 64
+            pieces.append(piece)
+            offset += len(piece)
+        assert b"".join(pieces) == whole and len(pieces) == -(-len(whole) // 64)
+        missing = url.replace("/attempts/1/", "/attempts/2/")
+        assert get(missing).status == 404

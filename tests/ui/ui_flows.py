@@ -6,16 +6,23 @@
 - ``broken_pipeline``: ``prepare`` succeeds, then ``crunch`` fails with a ValueError (one attempt).
 - ``inline_preempted``: inline isolation; SIGTERM to the driver stops the execution as preempted.
 - ``big_state``: one checkpoint of ``megabytes`` MiB (downloads stream it in bounded memory).
-- ``waits_for(marker)``: runs until the file ``marker`` exists (a live execution).
+- ``waits_for(marker)``: runs until the file ``marker`` exists (a live execution), printing a
+  line at each checkpoint it commits.
+- ``chatty``: inline; each attempt prints numbered lines on stdout and `MARKUP` on stderr, and
+  commits no checkpoint; attempt 1 fails recoverably, attempt 2 succeeds.
 """
 
 import os
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from taskpoint import current_context, task, workflow
+from taskpoint import RecoverableError, current_context, task, workflow
+
+# What a page must show as text, never run or render: the log view's escaping is checked with it.
+MARKUP = '<img src=x onerror="document.body.dataset.owned=1"><b>bold?</b> déjà vu ✓'
 
 
 @task(isolation="process", system_retries=3, keep=50, keep_checkpoints_on_success="all")
@@ -106,10 +113,28 @@ def wait_for_file(marker: str) -> str:
     while not Path(marker).exists():
         i += 1
         cp.write(str(i).encode(), step=i)
+        print(f"committed step {i}, waiting for {Path(marker).name}")
         time.sleep(0.1)
+    print("found the marker")
     return marker
 
 
 @workflow
 def waits_for(marker: str) -> str:
     return wait_for_file(marker=marker)
+
+
+@task(retries=1)
+def chatter(lines: int) -> int:
+    attempt = current_context().attempt
+    for i in range(lines):
+        print(f"attempt {attempt} line {i}")
+    print(MARKUP, file=sys.stderr)
+    if attempt == 1:
+        raise RecoverableError("attempt 1 gives up after printing")
+    return lines
+
+
+@workflow
+def chatty(lines: int) -> int:
+    return chatter(lines=lines)

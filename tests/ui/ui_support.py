@@ -29,6 +29,7 @@ RUNS: dict[str, tuple[Path, str, list[str], int]] = {
     "pipeline": (FLOWS, "broken_pipeline", ["--rows", "100"], 1),
     "inline": (FLOWS, "inline_preempted", ["--total", "6"], 143),
     "big": (FLOWS, "big_state", ["--megabytes", "16"], 0),
+    "chatty": (FLOWS, "chatty", ["--lines", "40"], 0),
 }
 
 
@@ -65,9 +66,16 @@ def fill_home(
         out, err = proc.communicate(timeout=120)
         expected = runs[name][3]
         assert proc.returncode == expected, f"{name}: exit {proc.returncode}\n{out}\n{err}"
-        doc = json.loads(out)
+        doc = _json_document(out)
         home.ids[name], home.docs[name] = doc["id"], doc
     return home
+
+
+def _json_document(out: str) -> Any:
+    """The document `taskpoint run --json` printed last: what an inline task prints goes to
+    the same stdout before it (the attempt's output is shown live as well as logged)."""
+    start = 0 if out.startswith("{") else out.rindex("\n{\n") + 1
+    return json.loads(out[start:])
 
 
 def _interrupted_run(home: Path) -> str:

@@ -1,12 +1,15 @@
 """The JSON documents of ``/api/``: the CLI's ``--json`` shapes, plus what the pages draw.
 
-- ``/api/executions``: the rows of ``taskpoint list --json`` (built by the CLI's own
-  `list_row`) plus ``kind`` and ``attempts``.
+- ``/api/executions``: one page of the rows of ``taskpoint list --json`` (built by the CLI's
+  own `list_row`) plus ``kind`` and ``attempts``, newest first; how many match and how many of
+  each status go with it (see `ExecutionsPage`).
 - ``/api/executions/<id>``: ``taskpoint show --json`` (built by the CLI's own
   `execution_dict`) plus ``max_attempts``, ``work`` (see `work.py`) and
   ``damaged_checkpoints`` per node, and the server's ``now``.
 - ``/api/executions/<id>/checkpoints`` and ``.../nodes/<key>/checkpoints``: ``taskpoint
   checkpoints EXEC [NODE] --json``, plus ``damaged_checkpoints`` per node.
+- ``.../nodes/<key>/attempts/<n>/log``: a bounded piece of what that attempt printed (see
+  `logview.py`).
 
 ``damaged_checkpoints`` lists the committed versions whose manifest could not be read, parsed or
 used, as ``{"id", "reason"}`` (and one with ``"id": null`` when the scope itself could not be
@@ -21,31 +24,40 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from taskpoint.cli.render import execution_dict, iso, list_row, version_dict
 from taskpoint.engine import blobs
 from taskpoint.engine.config import Engine
 from taskpoint.engine.execution import Execution, load_execution
+from taskpoint.engine.logs import log_url
 from taskpoint.records import ExecutionRecord
 from taskpoint.records.status import ExecutionStatus
-from taskpoint.ui.readonly import ReadOnlyRecords
+from taskpoint.ui.logview import AttemptLogSource
+from taskpoint.ui.readonly import STATUSES, ExecutionQuery, ReadOnlyRecords
 from taskpoint.ui.scopes import ReadOnlyScope, ScopeListing
 from taskpoint.ui.work import work_series
 
-STATUSES = (
-    ExecutionStatus.RUNNING,
-    ExecutionStatus.SUCCEEDED,
-    ExecutionStatus.FAILED,
-    ExecutionStatus.PREEMPTED,
-    ExecutionStatus.ABORTED,
-    ExecutionStatus.INTERRUPTED,
-)
+__all__ = ["STATUSES", "Api", "ExecutionsPage", "NotFound"]
+
+DEFAULT_LIMIT = 50  # executions per page
 MAX_LIMIT = 1000
+MAX_QUERY_CHARS = 200
 
 
 class NotFound(LookupError):
     """What the request names does not exist (answered with 404)."""
+
+
+@dataclass
+class ExecutionsPage:
+    """One page of the executions list: its rows, how many executions match (``total``) and
+    how many of each status match the search alone (``counts``, for the status filters)."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    total: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 class Api:
@@ -63,19 +75,26 @@ class Api:
     # -- executions ------------------------------------------------------------------------------
 
     def executions(
-        self, records: ReadOnlyRecords | None, status: str | None = None, limit: int = 200
-    ) -> list[dict[str, Any]]:
+        self,
+        records: ReadOnlyRecords | None,
+        query: ExecutionQuery | None = None,
+        offset: int = 0,
+        limit: int = DEFAULT_LIMIT,
+    ) -> ExecutionsPage:
+        """The ``limit`` executions after the first ``offset`` that ``query`` selects, newest
+        first."""
+        query = query or ExecutionQuery()
         if records is None:
-            return []
-        execs = records.list_executions(limit if status is None else None)
-        kept = [(e, e.effective_status) for e in execs]
-        if status is not None:
-            kept = [(e, s) for e, s in kept if s == status][:limit]
-        counts = records.attempt_counts([e.id for e, _ in kept])
+            return ExecutionsPage()
+        kept, _ = records.executions_page(query, offset, limit)
+        counts = records.status_counts(query.q)
+        total = counts.get(query.status, 0) if query.status else sum(counts.values())
+        attempts = records.attempt_counts([e.id for e, _ in kept])
         interrupted = [e.id for e, s in kept if s == ExecutionStatus.INTERRUPTED]
         activity = records.latest_activity(interrupted)
         now = time.time()
-        return [_list_row(e, s, counts.get(e.id, 0), now, activity.get(e.id)) for e, s in kept]
+        rows = [_list_row(e, s, attempts.get(e.id, 0), now, activity.get(e.id)) for e, s in kept]
+        return ExecutionsPage(rows, total, counts)
 
     def execution(self, records: ReadOnlyRecords | None, execution_id: str) -> dict[str, Any]:
         execution = self._load(records, execution_id)
@@ -109,6 +128,18 @@ class Api:
             )
         return {"id": execution.id, "nodes": nodes}
 
+    def attempt_log(self, execution: Execution, key: str, attempt: str) -> AttemptLogSource:
+        """Where attempt ``attempt`` (its number, exactly as recorded) of node ``key`` keeps
+        its log, opened as the other blob reads are (the storage override and its options)."""
+        key = self.node_key(execution, key)
+        node = next(n for n in execution.nodes if n.key == key)
+        for a in node.attempts:
+            if str(a.n) == attempt:
+                storage = self._storage(execution)
+                url = log_url(blobs.node_url(storage, execution.id, key), a.n)
+                return AttemptLogSource(storage, url, self.engine.storage_options_for(url))
+        raise NotFound(f"node {key} of execution {execution.id} has no attempt {attempt!r}")
+
     # -- lookups ---------------------------------------------------------------------------------
 
     def load(self, records: ReadOnlyRecords | None, execution_id: str) -> Execution:
@@ -124,8 +155,11 @@ class Api:
     def scope(self, execution: Execution, key: str) -> ReadOnlyScope:
         return self._scope(execution, self.node_key(execution, key))
 
+    def _storage(self, execution: Execution) -> str:
+        return self.storage or execution.storage
+
     def _scope(self, execution: Execution, key: str) -> ReadOnlyScope:
-        storage = self.storage or execution.storage
+        storage = self._storage(execution)
         url = blobs.checkpoint_url(storage, execution.id, key)
         options = self.engine.storage_options_for(url)
         return ReadOnlyScope(storage, execution.id, key, storage_options=options)

@@ -5,18 +5,27 @@ Routes (GET only)::
     /                                                  executions page
     /executions/<id>                                   execution page
     /static/<name>                                     a packaged asset (exact name)
-    /api/executions[?status=S&limit=N]                 see api.py for every document
+    /api/executions[?status=S&q=TEXT&offset=N&limit=N] see api.py for every document
     /api/executions/<id>
     /api/executions/<id>/checkpoints
     /api/executions/<id>/nodes/<key>/checkpoints
     /api/executions/<id>/nodes/<key>/checkpoints/<version>.tar
+    /api/executions/<id>/nodes/<key>/attempts/<n>/log[?offset=N | ?tail=N]
 
 Each path segment is percent-decoded on its own (so a node key may hold ``#`` or ``/`` as
 ``%23``/``%2F``) and then looked up among the recorded ids, node keys and committed versions.
+Under ``/api/`` and ``/static/`` an error is a JSON document ``{"error": ...}``; a page that
+names nothing (an unknown execution id) is a readable HTML page with the same status.
+
+The executions list is a page of rows; ``X-Total-Count`` says how many executions match and
+``X-Status-Counts`` (a JSON object) how many of each status match the search ``q`` alone. A log
+is sent as ``text/plain`` bytes, at most `logview.MAX_CHUNK` of them, with ``X-Log-Start`` (the
+offset of its first byte) and ``X-Log-Size`` (the log's size when it was read).
 """
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import re
@@ -30,8 +39,9 @@ from taskpoint.engine import blobs
 from taskpoint.engine.config import Engine
 from taskpoint.errors import TaskpointError
 from taskpoint.ui import assets, auth
-from taskpoint.ui.api import MAX_LIMIT, STATUSES, Api, NotFound
-from taskpoint.ui.readonly import RecordsSource
+from taskpoint.ui.api import DEFAULT_LIMIT, MAX_LIMIT, MAX_QUERY_CHARS, STATUSES, Api, NotFound
+from taskpoint.ui.logview import LogUnreadable
+from taskpoint.ui.readonly import ExecutionQuery, RecordsSource
 from taskpoint.ui.tarstream import VersionTar, archive_name
 
 log = logging.getLogger("taskpoint.ui")
@@ -54,6 +64,10 @@ class BadRequest(ValueError):
 
 class DamagedDownload(Exception):
     """A checkpoint version that cannot be sent as it is in the store (answered with 502)."""
+
+
+class PageNotFound(NotFound):
+    """A page (not an API document) that names nothing: answered with a readable 404 page."""
 
 
 class UiServer(ThreadingHTTPServer):
@@ -106,11 +120,13 @@ class UiHandler(BaseHTTPRequestHandler):
                 return
             segments = _segments(path)
             self._route(segments, query)
+        except PageNotFound as exc:
+            self._not_found_page(exc)
         except NotFound as exc:
             self._json({"error": str(exc)}, HTTPStatus.NOT_FOUND)
         except BadRequest as exc:
             self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
-        except DamagedDownload as exc:
+        except (DamagedDownload, LogUnreadable) as exc:
             self._json({"error": str(exc)}, HTTPStatus.BAD_GATEWAY)
         except TaskpointError as exc:
             log.warning("%s: %s", path, exc)
@@ -153,7 +169,10 @@ class UiHandler(BaseHTTPRequestHandler):
             return self._send(assets.page(self.server.assets, "executions", token), "text/html")
         if len(seg) == 2 and seg[0] == "executions":
             with self.server.records.open() as records:
-                self.server.api.load(records, seg[1])  # 404 for an unknown id
+                try:
+                    self.server.api.load(records, seg[1])
+                except NotFound:
+                    raise PageNotFound(seg[1]) from None
             return self._send(assets.page(self.server.assets, "execution", token), "text/html")
         if len(seg) == 2 and seg[0] == "static":
             asset = self.server.assets.get(seg[1])
@@ -162,14 +181,20 @@ class UiHandler(BaseHTTPRequestHandler):
             return self._send(asset.body, asset.content_type, cache="no-cache")
         if seg[:2] == ["api", "executions"]:
             return self._api(seg[2:], query)
-        raise NotFound(f"no page {'/'.join(seg)!r}")
+        if seg[0] in ("api", "static"):
+            raise NotFound(f"no such endpoint {'/'.join(seg)!r}")
+        raise PageNotFound(None)
 
     def _api(self, rest: list[str], query: str) -> None:
         api, source = self.server.api, self.server.records
         if not rest:
-            status, limit = _list_params(query)
+            execution_query, offset, limit = _list_params(query)
             with source.open() as records:
-                return self._json(api.executions(records, status, limit))
+                page = api.executions(records, execution_query, offset, limit)
+            counts = json.dumps(page.counts, separators=(",", ":"))
+            return self._json(
+                page.rows, extra={"X-Total-Count": str(page.total), "X-Status-Counts": counts}
+            )
         if len(rest) == 1:
             with source.open() as records:
                 return self._json(api.execution(records, rest[0]))
@@ -181,7 +206,21 @@ class UiHandler(BaseHTTPRequestHandler):
                 return self._json(api.checkpoints(records, rest[0], rest[2]))
         if len(rest) == 5 and rest[1] == "nodes" and rest[3] == "checkpoints":
             return self._download(rest[0], rest[2], rest[4])
+        if len(rest) == 6 and rest[1] == "nodes" and rest[3] == "attempts" and rest[5] == "log":
+            return self._log(rest[0], rest[2], rest[4], query)
         raise NotFound("no such API endpoint")
+
+    # -- attempt logs ----------------------------------------------------------------------------
+
+    def _log(self, execution_id: str, node: str, attempt: str, query: str) -> None:
+        offset, tail = _log_params(query)
+        with self.server.records.open() as records:
+            execution = self.server.api.load(records, execution_id)
+            source = self.server.api.attempt_log(execution, node, attempt)
+        chunk = source.read(offset, tail)
+        headers = {"X-Log-Start": str(chunk.start), "X-Log-Size": str(chunk.size)}
+        # Untrusted bytes: sent as plain text (nosniff), never as HTML; the page escapes them.
+        self._send(chunk.data, "text/plain; charset=utf-8", extra=headers)
 
     # -- download --------------------------------------------------------------------------------
 
@@ -231,6 +270,22 @@ class UiHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     # -- responses -------------------------------------------------------------------------------
+
+    def _not_found_page(self, exc: PageNotFound) -> None:
+        execution_id = exc.args[0] if exc.args else None
+        if execution_id is not None:
+            if len(execution_id) > 200:
+                execution_id = execution_id[:199] + "\N{HORIZONTAL ELLIPSIS}"
+            title = "Unknown execution"
+            message = (
+                f"No execution with the id <code>{html.escape(execution_id)}</code> is recorded "
+                "here. Ids must be given in full, exactly as listed."
+            )
+        else:
+            title = "Page not found"
+            message = "There is no page at this address."
+        body = assets.not_found_page(self.server.assets, self.server.token, title, message)
+        self._send(body, "text/html", status=HTTPStatus.NOT_FOUND)
 
     def _json(
         self, doc: Any, status: int = HTTPStatus.OK, extra: dict[str, str] | None = None
@@ -306,18 +361,42 @@ def _segments(path: str) -> list[str]:
     return segments
 
 
-def _list_params(query: str) -> tuple[str | None, int]:
+def _int_param(params: dict[str, list[str]], name: str, default: int | None) -> int | None:
+    values = params.get(name)
+    if not values:
+        return default
+    try:
+        return int(values[-1])
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+
+
+def _list_params(query: str) -> tuple[ExecutionQuery, int, int]:
     params = parse_qs(query)
     status = params.get("status", [None])[-1] or None
     if status is not None and status not in STATUSES:
         raise BadRequest(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
-    try:
-        limit = int(params.get("limit", ["200"])[-1])
-    except ValueError:
-        raise BadRequest("limit must be an integer") from None
+    q = (params.get("q", [""])[-1]).strip() or None
+    if q is not None and len(q) > MAX_QUERY_CHARS:
+        raise BadRequest(f"q must be at most {MAX_QUERY_CHARS} characters")
+    limit = cast(int, _int_param(params, "limit", DEFAULT_LIMIT))
     if not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
-    return status, limit
+    offset = cast(int, _int_param(params, "offset", 0))
+    if offset < 0:
+        raise BadRequest("offset must be 0 or more")
+    return ExecutionQuery(status, q), offset, limit
+
+
+def _log_params(query: str) -> tuple[int, int | None]:
+    params = parse_qs(query)
+    if "offset" in params and "tail" in params:
+        raise BadRequest("give offset or tail, not both")
+    offset = cast(int, _int_param(params, "offset", 0))
+    tail = _int_param(params, "tail", None)
+    if offset < 0 or (tail is not None and tail < 0):
+        raise BadRequest("offset and tail must be 0 or more")
+    return offset, tail
 
 
 def make_server(

@@ -263,10 +263,25 @@ const Charts = (() => {
     return g;
   }
 
+  // Whether a node ever had a checkpoint: one retained (usable or damaged), or one its attempts'
+  // records name (since pruned). A node without any gets a one-line note, not an empty chart.
+  function checkpointed(node) {
+    return node.checkpoints.length > 0 || (node.damaged_checkpoints || []).length > 0 ||
+      node.work.points.some((p) => p.version);
+  }
+
+  function workNote(node) {
+    const yet = node.status === "running" ? " yet" : "";
+    return TP.el("p", { class: "work-note", "data-node": node.key },
+      TP.el("strong", {}, node.key), `: no checkpoint committed${yet}, so there is no work ` +
+      "over time to draw" + (node.attempts.length > 1 ? " (each attempt started from scratch)." : "."));
+  }
+
   function workCharts(container, doc, axis, now) {
-    const panels = doc.nodes.filter((n) => n.attempts.length).map((n) => workPanel(n, axis, now));
+    const panels = doc.nodes.filter((n) => n.attempts.length)
+      .map((n) => checkpointed(n) ? workPanel(n, axis, now) : workNote(n));
     container.replaceChildren(...panels);
   }
 
-  return { legend, timeline, workCharts };
+  return { checkpointed, legend, timeline, workCharts };
 })();

@@ -6,24 +6,21 @@ const TP = (() => {
   // kept here, sent as a Bearer header on API calls and appended to links and downloads.
   const token = new URLSearchParams(location.search).get("token");
 
-  const STATUS_COLORS = {
-    succeeded: "#2f9e44",
-    recoverable: "#f59f00",
-    preempted: "#7048e8",
-    lost: "#e8590c",
-    failed: "#e03131",
-    running: "#1c7ed6",
-    aborted: "#868e96",
-    interrupted: "#c2255c",
-  };
-  const ATTEMPT_STATUSES = ["succeeded", "recoverable", "preempted", "lost", "failed", "running"];
+  // One colour per status, defined once in ui.css (--succeeded, --failed, ...): the pills and
+  // swatches use the CSS classes, the SVG charts these values.
+  const STATUSES = ["succeeded", "recoverable", "preempted", "lost", "failed", "running",
+    "aborted", "interrupted"];
+  const rootStyle = getComputedStyle(document.documentElement);
+  const STATUS_COLORS = Object.fromEntries(STATUSES.map((s) =>
+    [s, rootStyle.getPropertyValue("--" + s).trim() || "#868e96"]));
+  const ATTEMPT_STATUSES = STATUSES;
 
   function withToken(url) {
     if (!token) return url;
     return url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
   }
 
-  async function getJSON(url) {
+  async function request(url) {
     const headers = token ? { Authorization: "Bearer " + token } : {};
     const response = await fetch(url, { headers, cache: "no-store" });
     if (!response.ok) {
@@ -35,7 +32,31 @@ const TP = (() => {
       error.status = response.status;
       throw error;
     }
-    return response.json();
+    return response;
+  }
+
+  async function getJSON(url) {
+    return (await request(url)).json();
+  }
+
+  // One page of /api/executions: its rows, how many match, how many of each status.
+  async function getPage(url) {
+    const response = await request(url);
+    let counts = {};
+    try {
+      counts = JSON.parse(response.headers.get("X-Status-Counts") || "{}");
+    } catch (_) { /* left empty */ }
+    return { rows: await response.json(), total: Number(response.headers.get("X-Total-Count")),
+      counts };
+  }
+
+  // A piece of an attempt's log: raw bytes (decoded by the caller, who may get a character
+  // split across two pieces), where they start and how long the log was.
+  async function getLog(url) {
+    const response = await request(url);
+    return { bytes: new Uint8Array(await response.arrayBuffer()),
+      start: Number(response.headers.get("X-Log-Start")),
+      size: Number(response.headers.get("X-Log-Size")) };
   }
 
   function append(node, children) {
@@ -139,29 +160,69 @@ const TP = (() => {
     return withMs ? `${base}.${pad(d.getMilliseconds(), 3)}` : base;
   }
 
-  function setLive(text, ok) {
+  // The "live" indicator: its dot takes the colour of `status` when one is given (an ended
+  // execution), else green while updates arrive and red when they fail.
+  function setLive(text, ok, status) {
     const live = document.getElementById("live");
     if (!live) return;
     live.textContent = text;
     live.classList.toggle("stale", !ok);
+    if (status) live.setAttribute("data-status", status);
+    else live.removeAttribute("data-status");
   }
 
-  // Poll fn every intervalMs; fn returns false to stop. Errors are shown, polling goes on.
+  // Call fn every intervalMs while the tab is visible; fn returns false to stop. A hidden tab
+  // is not polled (it resumes at once when shown again); failures back off up to 30 s and are
+  // shown; 401 and 404 stop. kick() runs fn now (after the call in flight, if any).
   function poll(fn, intervalMs) {
     let stopped = false;
-    async function tick() {
-      if (stopped) return;
-      let again = true;
-      try {
-        again = (await fn()) !== false;
-      } catch (error) {
-        setLive("disconnected: " + error.message, false);
-        if (error.status === 401 || error.status === 404) again = false;
-      }
-      if (again && !stopped) setTimeout(tick, intervalMs);
+    let inFlight = false;
+    let again = false;
+    let failures = 0;
+    let timer = null;
+    function schedule(ms) {
+      clearTimeout(timer);
+      timer = setTimeout(tick, ms);
     }
+    async function tick() {
+      timer = null;
+      if (stopped || document.hidden) return;
+      if (inFlight) {
+        again = true;
+        return;
+      }
+      inFlight = true;
+      let go = true;
+      try {
+        go = (await fn()) !== false;
+        failures = 0;
+      } catch (error) {
+        failures += 1;
+        setLive("disconnected: " + error.message, false);
+        if (error.status === 401 || error.status === 404) go = false;
+      }
+      inFlight = false;
+      if (!go) stopped = true;
+      if (stopped) return;
+      const wait = again ? 0 : Math.min(30000, intervalMs * 2 ** Math.max(0, failures - 1));
+      again = false;
+      schedule(wait);
+    }
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden && !stopped && !inFlight && timer === null) schedule(0);
+    });
     tick();
-    return () => { stopped = true; };
+    return {
+      stop() {
+        stopped = true;
+        clearTimeout(timer);
+      },
+      kick() {
+        if (stopped) return;
+        if (inFlight) again = true;
+        else schedule(0);
+      },
+    };
   }
 
   for (const link of document.querySelectorAll("#home-link, #back-link")) {
@@ -169,7 +230,7 @@ const TP = (() => {
   }
 
   return {
-    ATTEMPT_STATUSES, STATUS_COLORS, budgets, clock, duration, el, getJSON, poll, retryText,
-    seconds, setLive, size, statusPill, svg, token, took, withToken,
+    ATTEMPT_STATUSES, STATUSES, STATUS_COLORS, budgets, clock, duration, el, getJSON, getLog,
+    getPage, poll, retryText, seconds, setLive, size, statusPill, svg, token, took, withToken,
   };
 })();
