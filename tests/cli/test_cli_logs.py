@@ -4,6 +4,7 @@ live, and `taskpoint logs` prints them by node and attempt, or follows a running
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,36 @@ def test_follow_prints_while_it_runs_and_ends_with_it(tmp_path):
         for proc in (driver, follower):
             if proc is not None and proc.poll() is None:
                 proc.kill()
+
+
+@pytest.mark.parametrize("isolated", [False, True], ids=["inline", "process"])
+def test_with_json_stdout_is_only_the_document(tmp_path, isolated):
+    """What a task prints goes to stderr while --json owns stdout (and to its log as ever)."""
+    home = tmp_path / "home"
+    flags = ["--isolated"] if isolated else []
+    ran = taskpoint(home, "run", FLOW, "talking", "--json", *flags)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["status"] == "succeeded"  # nothing else on stdout
+    assert "out line of attempt 2" in ran.stderr
+    execution_id = json.loads(ran.stdout)["id"]
+    assert "out line of attempt 2" in taskpoint(home, "logs", execution_id).stdout
+
+
+@pytest.mark.parametrize("planted", ["fifo", "link"])
+def test_a_planted_fifo_or_link_is_reported_not_followed(tmp_path, planted):
+    home = tmp_path / "home"
+    assert taskpoint(home, "run", FLOW, "talking").returncode == 0
+    execution_id = json.loads(taskpoint(home, "list", "--json").stdout)[0]["id"]
+    (log,) = home.glob("blobs/*/nodes/*/logs/attempt-0002.log")
+    log.unlink()
+    if planted == "fifo":
+        os.mkfifo(log)  # a reader that opened it plainly would block forever
+    else:
+        secret = tmp_path / "secret.txt"
+        secret.write_text("not a log")
+        log.symlink_to(secret)
+    shown = taskpoint(home, "logs", execution_id)
+    assert shown.returncode == 0, shown.stderr
+    assert "cannot read the log of talk_inline#1 attempt 2" in shown.stderr
+    assert "not a log" not in shown.stdout
+    assert "out line of attempt 1" in shown.stdout  # the other attempt is still shown

@@ -43,11 +43,20 @@ def logs_command(execution_id: str, node: str | None, attempt: int | None, follo
                 if attempt is not None and a.n != attempt:
                     continue
                 url = log_url(blobs.node_url(execution.storage, execution.id, n.key), a.n)
-                data = read_log(url, options, offsets.get(url, 0))
-                if url not in shown and (data or not follow):
-                    shown.add(url)
-                    click.secho(f"==> {n.key} attempt {a.n} ({a.status}) <==", bold=True)
-                if data:
+                while True:  # in bounded pieces: a log may be large
+                    try:
+                        data = read_log(url, options, offsets.get(url, 0))
+                    except OSError as exc:  # a link or a FIFO where the log should be
+                        if url not in shown:
+                            shown.add(url)
+                            click.echo(f"taskpoint: cannot read the log of {n.key} attempt "
+                                       f"{a.n}: {exc}", err=True)  # fmt: skip
+                        break
+                    if url not in shown and (data or not follow):
+                        shown.add(url)
+                        click.secho(f"==> {n.key} attempt {a.n} ({a.status}) <==", bold=True)
+                    if not data:
+                        break
                     offsets[url] = offsets.get(url, 0) + len(data)
                     sys.stdout.buffer.write(data)
                     sys.stdout.flush()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -142,12 +144,29 @@ def execute(engine: Engine, start: Callable[[Engine], Execution], as_json: bool)
     """Run ``start`` on ``engine`` with this command's progress display as its listener."""
     listener = progress_listener(as_json)
     try:
-        execution = start(engine.updated(listener=listener))
+        with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+            execution = start(engine.updated(listener=listener))
     finally:
         close = getattr(listener, "close", None)
         if close is not None:
             close()
     return report(engine, execution, as_json)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """With ``--json`` stdout carries the one JSON document: what tasks print (inline, or in
+    child processes that inherit descriptor 1) goes to stderr meanwhile."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def progress_listener(as_json: bool) -> Listener:

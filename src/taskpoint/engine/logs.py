@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import sys
 import tempfile
 import threading
@@ -186,16 +187,32 @@ def _flush(stream: Any) -> None:
         pass
 
 
-def read_log(url: str, options: Mapping[str, Any] | None = None, offset: int = 0) -> bytes:
-    """The log's bytes from ``offset``; ``b""`` when the attempt printed nothing (no file)."""
+def read_log(
+    url: str, options: Mapping[str, Any] | None = None, offset: int = 0, limit: int = 1 << 20
+) -> bytes:
+    """Up to ``limit`` bytes of the log from ``offset``; ``b""`` past its end or when the
+    attempt printed nothing (no file). A local log is opened without following a link and
+    must be a regular file (a FIFO planted in the store cannot hang the reader)."""
     local = _local_path(url)
     try:
         if local is not None:
-            with open(local, "rb") as f:
-                f.seek(offset)
-                return f.read()
-        from taskpoint.engine import blobs
-
-        return blobs.get_bytes(url, options)[offset:]
+            fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(f"{local} is not a regular file")
+                return os.pread(fd, limit, offset)
+            finally:
+                os.close(fd)
+        fs, path = _remote_fs(url, options)
+        size = fs.size(path)
+        if offset >= size:
+            return b""
+        return fs.cat_file(path, start=offset, end=min(size, offset + limit))
     except FileNotFoundError:
         return b""
+
+
+def _remote_fs(url: str, options: Mapping[str, Any] | None) -> tuple[Any, str]:
+    import fsspec
+
+    return fsspec.core.url_to_fs(url, **dict(options or {}))
