@@ -40,7 +40,8 @@ def checkpoint_url(storage: str, execution_id: str, key: str) -> str:
     return f"{node_url(storage, execution_id, key)}/checkpoints"
 
 
-def _local_path(url: str) -> str | None:
+def local_path(url: str) -> str | None:
+    """The filesystem path of a local URL (a plain path or ``file://``); ``None`` if remote."""
     if url.startswith("file://"):
         return url[len("file://") :]
     if "://" in url:
@@ -48,16 +49,17 @@ def _local_path(url: str) -> str | None:
     return url
 
 
-def _remote(url: str, options: Mapping[str, Any] | None) -> tuple[Any, str]:
+def remote_fs(url: str, options: Mapping[str, Any] | None) -> tuple[Any, str]:
+    """The fsspec filesystem and path of a remote URL, opened with ``options``."""
     import fsspec
 
     return fsspec.core.url_to_fs(url, **(options or {}))
 
 
 def put_bytes(url: str, data: bytes, options: Mapping[str, Any] | None = None) -> None:
-    path = _local_path(url)
+    path = local_path(url)
     if path is None:
-        fs, fpath = _remote(url, options)
+        fs, fpath = remote_fs(url, options)
         fs.pipe_file(fpath, data)
         return
     tmp = f"{path}.tmp-{os.getpid()}"
@@ -69,9 +71,9 @@ def put_bytes(url: str, data: bytes, options: Mapping[str, Any] | None = None) -
 
 def get_bytes(url: str, options: Mapping[str, Any] | None = None) -> bytes:
     """The blob's bytes; ``FileNotFoundError`` if it does not exist."""
-    path = _local_path(url)
+    path = local_path(url)
     if path is None:
-        fs, fpath = _remote(url, options)
+        fs, fpath = remote_fs(url, options)
         return fs.cat_file(fpath)
     with open(path, "rb") as f:
         return f.read()

@@ -13,7 +13,6 @@ import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from taskpoint.engine import blobs
 from taskpoint.engine.config import Engine
@@ -38,7 +37,7 @@ class Freed:
 def measure(engine: Engine, rec: ExecutionRecord) -> tuple[int, int]:
     """(files, bytes) under the execution's blob prefix; (0, 0) when it holds nothing."""
     url = blobs.execution_url(rec.storage, rec.id)
-    local = _local_path(url)
+    local = blobs.local_path(url)
     if local is not None:
         files = size = 0
         for root, _dirs, names in os.walk(local):
@@ -49,7 +48,7 @@ def measure(engine: Engine, rec: ExecutionRecord) -> tuple[int, int]:
                 except FileNotFoundError:
                     continue
         return files, size
-    fs, path = _remote(engine, rec, url)
+    fs, path = blobs.remote_fs(url, engine.storage_options_for(rec.storage))
     found = fs.find(path, detail=True)
     return len(found), sum(int(info.get("size") or 0) for info in found.values())
 
@@ -63,12 +62,12 @@ def delete_execution(engine: Engine, records: Records, rec: ExecutionRecord) -> 
         )
     files, size = measure(engine, rec)
     url = blobs.execution_url(rec.storage, rec.id)
-    local = _local_path(url)
+    local = blobs.local_path(url)
     if local is not None:
         if os.path.isdir(local):
             shutil.rmtree(local)
     else:
-        fs, path = _remote(engine, rec, url)
+        fs, path = blobs.remote_fs(url, engine.storage_options_for(rec.storage))
         if fs.exists(path):
             fs.rm(path, recursive=True)
     with records.db.transaction() as c:
@@ -119,15 +118,3 @@ def parse_age(text: str) -> float:
     if value < 0:
         raise ValueError(f"{text!r}: an age cannot be negative")
     return value * units[unit]
-
-
-def _local_path(url: str) -> str | None:
-    if url.startswith("file://"):
-        return url[len("file://") :]
-    return None if "://" in url else url
-
-
-def _remote(engine: Engine, rec: ExecutionRecord, url: str) -> tuple[Any, str]:
-    import fsspec
-
-    return fsspec.core.url_to_fs(url, **engine.storage_options_for(rec.storage))

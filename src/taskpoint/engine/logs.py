@@ -23,18 +23,14 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, BinaryIO, TextIO
 
+from taskpoint.engine import blobs
+
 MAX_LOG_BYTES = 64 << 20
 UPLOAD_EVERY = 5.0  # seconds between uploads of a remote log while its attempt runs
 
 
 def log_url(node_url: str, attempt: int) -> str:
     return f"{node_url}/logs/attempt-{attempt:04d}.log"
-
-
-def _local_path(url: str) -> str | None:
-    if url.startswith("file://"):
-        return url[len("file://") :]
-    return None if "://" in url else url
 
 
 class AttemptLog:
@@ -47,7 +43,7 @@ class AttemptLog:
         self._written = 0
         self._full = False
         self._dirty = False
-        local = _local_path(url)
+        local = blobs.local_path(url)
         self._remote = local is None
         self._file: BinaryIO
         if local is not None:
@@ -94,8 +90,6 @@ class AttemptLog:
             self._file.seek(0, io.SEEK_END)
             self._dirty = False
         try:
-            from taskpoint.engine import blobs
-
             blobs.put_bytes(self.url, data, self._options)
         except Exception as exc:  # a log must never fail the attempt
             if sys.__stderr__ is not None:
@@ -193,7 +187,7 @@ def read_log(
     """Up to ``limit`` bytes of the log from ``offset``; ``b""`` past its end or when the
     attempt printed nothing (no file). A local log is opened without following a link and
     must be a regular file (a FIFO planted in the store cannot hang the reader)."""
-    local = _local_path(url)
+    local = blobs.local_path(url)
     try:
         if local is not None:
             fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -203,16 +197,10 @@ def read_log(
                 return os.pread(fd, limit, offset)
             finally:
                 os.close(fd)
-        fs, path = _remote_fs(url, options)
+        fs, path = blobs.remote_fs(url, options)
         size = fs.size(path)
         if offset >= size:
             return b""
         return fs.cat_file(path, start=offset, end=min(size, offset + limit))
     except FileNotFoundError:
         return b""
-
-
-def _remote_fs(url: str, options: Mapping[str, Any] | None) -> tuple[Any, str]:
-    import fsspec
-
-    return fsspec.core.url_to_fs(url, **dict(options or {}))
