@@ -14,26 +14,26 @@ interface in ``storage.py``.
 from __future__ import annotations
 
 import atexit
-import io
-import json
 import logging
 import os
 import shutil
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
+from taskpoint.checkpoint.arguments import check_save_source, check_step_metadata
 from taskpoint.checkpoint.committing import VersionWriter
 from taskpoint.checkpoint.failures import CheckpointWarning, storage_errors
 from taskpoint.checkpoint.localio import StreamReader
-from taskpoint.checkpoint.manifest import ManifestError, check_metadata_shape
 from taskpoint.checkpoint.payload import Payload, bytes_payload, path_payload, stream_payload
 from taskpoint.checkpoint.reading import VersionReader
 from taskpoint.checkpoint.retention import Retention
 from taskpoint.checkpoint.staging import new_staging_dir
+from taskpoint.checkpoint.stats import ScopeStats
 from taskpoint.checkpoint.storage import Listing, Store, classify, make_store
 from taskpoint.checkpoint.version import CheckpointVersion
 from taskpoint.checkpoint.writer import AsyncWriter
@@ -52,11 +52,20 @@ _open_scopes: weakref.WeakSet[Checkpoint] = weakref.WeakSet()
 
 
 class CheckpointHook:
-    """Called by a `Checkpoint` around its writes; the methods are no-ops to override.
+    """Called by a `Checkpoint` around its loads and writes; the methods are no-ops to override.
 
-    The engine uses one to report commits to the progress listener and to raise `Preempted`
-    after the commit that follows a SIGTERM; a user may add their own (metrics, logging).
+    The engine uses one to report commits to the progress listener, to raise `Preempted`
+    after the commit that follows a SIGTERM and to guard resumes; a user may add their own
+    (metrics, logging).
     """
+
+    def after_load(self, checkpoint: Checkpoint, version: CheckpointVersion | None) -> None:
+        """After ``read``/``read_with``/``restore`` returned: ``version`` is the one loaded,
+        ``None`` when nothing was committed."""
+
+    def before_write(self, checkpoint: Checkpoint, step: int | None) -> None:
+        """Before ``write``/``save`` snapshots anything: an exception raised here reaches the
+        caller and nothing is written."""
 
     def after_write(self, checkpoint: Checkpoint, result: Any, blocking: bool) -> None:
         """After ``write``/``save`` returned: ``result`` is the committed `CheckpointVersion`
@@ -89,6 +98,7 @@ class Checkpoint:
         self.readonly = readonly
         self._reader = VersionReader(store, url)
         self._hooks: list[CheckpointHook] = []
+        self.stats = ScopeStats()  # what this object loaded and what its writes cost
         self._retention = Retention(store, url, attempt, keep, retire_grace)
         self._versions = VersionWriter(store, url, attempt, self._retention, self._reader.scan)
         self._commit_lock = threading.Lock()
@@ -186,7 +196,7 @@ class Checkpoint:
         ``None`` if nothing was committed. A directory version raises `CheckpointError`: use
         `restore()`. A damaged latest version is skipped with a warning for the previous one.
         """
-        return self._reader.read()
+        return self._loaded(lambda used: self._reader.read(used))
 
     def read_with(self, fill: Callable[[StreamReader], T]) -> T | None:
         """Stream the latest committed version (bytes, a stream or one file) through ``fill``.
@@ -201,7 +211,7 @@ class Checkpoint:
         the bytes were intact (else the version counts as damaged). ``None`` if nothing was
         committed; a directory version raises `CheckpointError` as `read()` does.
         """
-        return self._reader.read_with(fill)
+        return self._loaded(lambda used: self._reader.read_with(fill, used))
 
     def restore(
         self, path: str | os.PathLike[str] | None = None, *, version: str | None = None
@@ -212,7 +222,18 @@ class Checkpoint:
         directory is used. A file keeps its name, a directory its tree, bytes become ``data``.
         Returns the directory, or ``None`` if nothing was committed.
         """
-        return self._reader.restore(path, version=version)
+        return self._loaded(lambda used: self._reader.restore(path, version=version, used=used))
+
+    def _loaded(self, load: Callable[[list[CheckpointVersion]], T]) -> T:
+        """Run a load, noting in ``stats`` (and telling the hooks) which version it used."""
+        used: list[CheckpointVersion] = []
+        started = time.monotonic()
+        result = load(used)
+        version = used[-1] if used else None
+        self.stats.note_load(version, time.monotonic() - started)
+        for hook in list(self._hooks):
+            hook.after_load(self, version)
+        return result
 
     # ----------------------------------------------------------------- writing
     def write(
@@ -242,9 +263,10 @@ class Checkpoint:
         staging buffers use this to avoid a second copy of large state). The buffer is let go
         (an ``mmap`` may be closed) once the future is done.
         """
-        step, metadata = _check_step_metadata(step, metadata)
+        step, metadata = check_step_metadata(step, metadata)
+        started = self._before_write(step)
         payload = bytes_payload(data, snapshot=not blocking and copy)
-        return self._after_write(self._submit(payload, step, metadata, blocking), blocking)
+        return self._after_write(self._submit(payload, step, metadata, blocking), blocking, started)
 
     def save(
         self,
@@ -255,8 +277,9 @@ class Checkpoint:
         blocking: bool = True,
     ) -> CheckpointVersion | Future[CheckpointVersion | None]:
         """Commit a file (keeps its name), a directory (its whole tree) or a binary stream."""
-        step, metadata = _check_step_metadata(step, metadata)
-        _check_save_source(src)
+        step, metadata = check_step_metadata(step, metadata)
+        check_save_source(src)
+        started = self._before_write(step)
         # An async save copies its source into staging first: a full disk fails it here.
         with storage_errors(self.url, "snapshot the checkpoint source"):
             staging = None if blocking else self._staging_root()
@@ -264,7 +287,7 @@ class Checkpoint:
                 payload = path_payload(src, staging_root=staging)
             else:
                 payload = stream_payload(src, staging_root=staging)  # type: ignore[arg-type]
-        return self._after_write(self._submit(payload, step, metadata, blocking), blocking)
+        return self._after_write(self._submit(payload, step, metadata, blocking), blocking, started)
 
     def add_hook(self, hook: CheckpointHook) -> None:
         """Call ``hook`` after every write of this scope object (in the order added)."""
@@ -273,7 +296,13 @@ class Checkpoint:
     def remove_hook(self, hook: CheckpointHook) -> None:
         self._hooks.remove(hook)
 
-    def _after_write(self, result: Any, blocking: bool) -> Any:
+    def _before_write(self, step: int | None) -> float:
+        for hook in list(self._hooks):
+            hook.before_write(self, step)
+        return time.monotonic()
+
+    def _after_write(self, result: Any, blocking: bool, started: float) -> Any:
+        self.stats.note_save(time.monotonic() - started)
         for hook in list(self._hooks):
             hook.after_write(self, result, blocking)
         return result
@@ -322,7 +351,9 @@ class Checkpoint:
                     # A writer killed between its commit and its retention left one version too
                     # many: trim first, or each such kill would add one more for good.
                     self._retain()
+                started = time.monotonic()
                 version = self._versions.write(job.payload, job.step, job.metadata)
+                self.stats.note_commit(version, time.monotonic() - started)
             finally:
                 job.payload.discard()
             self._retain()
@@ -347,48 +378,6 @@ class Checkpoint:
 
     def _retain(self) -> None:
         self._retention.run(self._versions.next_seq, self._writer.defer)
-
-
-def _check_step_metadata(
-    step: int | None, metadata: dict[str, Any] | None
-) -> tuple[int | None, dict[str, Any]]:
-    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
-        raise TypeError(f"step must be an int or None, got {type(step).__name__}")
-    if not metadata and (metadata is None or isinstance(metadata, dict)):
-        return step, {}  # nothing to check (the common case of small, frequent writes)
-    metadata = dict(metadata or {})
-    try:
-        text = json.dumps(metadata)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise TypeError(f"checkpoint metadata must be JSON-serialisable: {exc}") from None
-    try:  # what readers would refuse must not be committed
-        check_metadata_shape(text.encode())
-    except ManifestError as exc:
-        raise ValueError(f"checkpoint metadata is too large or too deep: {exc}") from None
-    return step, metadata
-
-
-def _check_save_source(src: object) -> None:
-    """A path, or a stream that reads bytes; anything else fails here, not in the writer."""
-    if isinstance(src, str | os.PathLike):
-        return
-    accepted = "a file or directory path (str or os.PathLike) or a binary stream opened 'rb'"
-    if isinstance(src, bytes | bytearray | memoryview):
-        raise TypeError(
-            f"Checkpoint.save() takes {accepted}, not {type(src).__name__}; use write() for bytes"
-        )
-    read = getattr(src, "read", None)
-    if isinstance(src, type) or not callable(read):
-        raise TypeError(f"Checkpoint.save() takes {accepted}, not {_kind_of(src)}")
-    if isinstance(src, io.TextIOBase) or "b" not in getattr(src, "mode", "b"):
-        raise TypeError(
-            f"Checkpoint.save() takes {accepted}, not a text stream ({_kind_of(src)}); "
-            "open the file with 'rb', or encode the text and use write()"
-        )
-
-
-def _kind_of(value: object) -> str:
-    return f"the class {value.__name__}" if isinstance(value, type) else type(value).__name__
 
 
 def _after_fork_in_child() -> None:

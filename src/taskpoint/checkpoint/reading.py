@@ -73,8 +73,8 @@ class VersionReader:
                     continue
             yield version
 
-    def read(self) -> bytes | None:
-        """See `Checkpoint.read`."""
+    def read(self, used: list[CheckpointVersion] | None = None) -> bytes | None:
+        """See `Checkpoint.read`; ``used`` (see `use_latest`)."""
 
         def use(manifest: Manifest) -> bytes:
             if manifest.kind == "dir":
@@ -86,10 +86,12 @@ class VersionReader:
                 return inline_payload(manifest)
             return self._store.read_file(manifest.id, manifest.files[0])
 
-        return self.use_latest(use)
+        return self.use_latest(use, used=used)
 
-    def read_with(self, fill: Callable[[StreamReader], T]) -> T | None:
-        """See `Checkpoint.read_with`."""
+    def read_with(
+        self, fill: Callable[[StreamReader], T], used: list[CheckpointVersion] | None = None
+    ) -> T | None:
+        """See `Checkpoint.read_with`; ``used`` (see `use_latest`)."""
 
         def use(manifest: Manifest) -> T:
             if manifest.kind == "dir":
@@ -111,7 +113,7 @@ class VersionReader:
             return result
 
         try:
-            return self.use_latest(use)
+            return self.use_latest(use, used=used)
         except _FillError as wrapped:
             raise wrapped.error from wrapped.error.__cause__
 
@@ -124,12 +126,18 @@ class VersionReader:
         return nullcontext(StreamReader(io.BytesIO(manifest.inline), entry.size, crc_of, None))
 
     def restore(
-        self, path: str | os.PathLike[str] | None = None, *, version: str | None = None
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        version: str | None = None,
+        used: list[CheckpointVersion] | None = None,
     ) -> Path | None:
-        """See `Checkpoint.restore`."""
+        """See `Checkpoint.restore`; ``used`` (see `use_latest`)."""
         target = self._restore_target(path)
         try:
-            restored = self.use_latest(lambda m: self._restore_into(m, target), only=version)
+            restored = self.use_latest(
+                lambda m: self._restore_into(m, target), only=version, used=used
+            )
         except BaseException:
             if path is None:
                 shutil.rmtree(target, ignore_errors=True)
@@ -174,8 +182,16 @@ class VersionReader:
             raise
         return target
 
-    def use_latest(self, use: Callable[[Manifest], T], only: str | None = None) -> T | None:
+    def use_latest(
+        self,
+        use: Callable[[Manifest], T],
+        only: str | None = None,
+        used: list[CheckpointVersion] | None = None,
+    ) -> T | None:
         """Apply ``use`` to the newest intact committed version; fall back on damage.
+
+        The version ``use`` succeeded on is appended to ``used`` when given (what the resume
+        guard and the ledger record as loaded).
 
         ``None`` only when a listing shows no committed version at all. A version retired by
         another process while this one read it makes it rescan (a newer one exists, or retention
@@ -197,7 +213,7 @@ class VersionReader:
             for vid in ids:
                 if vid in damaged:
                     continue
-                outcome = self._try_version(vid, use, problems)
+                outcome = self._try_version(vid, use, problems, used)
                 if outcome is _VANISHED:
                     vanished = True
                     break
@@ -221,9 +237,22 @@ class VersionReader:
             )
         return None
 
-    def _try_version(self, vid: str, use: Callable[[Manifest], T], problems: list[str]) -> Any:
+    def _try_version(
+        self,
+        vid: str,
+        use: Callable[[Manifest], T],
+        problems: list[str],
+        used: list[CheckpointVersion] | None = None,
+    ) -> Any:
         """``use`` the version, or say why not: `_VANISHED` (retired since the listing) or
         `_UNUSABLE` (damaged: warned). Errors of the storage itself are raised."""
+
+        def use_and_note(manifest: Manifest) -> T:
+            result = use(manifest)
+            if used is not None:
+                used.append(manifest.to_version())
+            return result
+
         with storage_errors(self.url, f"read checkpoint version {vid}"):
             try:
                 raw = self._store.read_manifest(vid)
@@ -232,11 +261,11 @@ class VersionReader:
                 except Exception as exc:  # any failure to parse untrusted bytes is damage
                     return self._unusable(vid, f"manifest: {describe(exc)}", problems)
                 if manifest.inline is not None:
-                    return use(manifest)  # all of it is in hand: nothing to hold
+                    return use_and_note(manifest)  # all of it is in hand: nothing to hold
                 # A committed manifest never changes: read before the hold, it still describes
                 # the payload held (retired and deleted meanwhile, the hold fails: rescan).
                 with self._store.holding(vid):
-                    return use(manifest)
+                    return use_and_note(manifest)
             except Exception as exc:
                 if not is_damage(exc):
                     raise
