@@ -43,6 +43,9 @@ class ScopeStats:
     first_commit: CheckpointVersion | None = None
     last_commit: CheckpointVersion | None = None
     last_commit_at: float | None = None
+    # ``due()`` calls: the first one is when the task's loop first asked (its first step).
+    dues: int = 0
+    first_due_at: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def note_load(self, version: CheckpointVersion | None, seconds: float) -> None:
@@ -67,6 +70,12 @@ class ScopeStats:
             self.saves += 1
             self.stall_s += stall_s
             self.last_stall_s = stall_s
+
+    def note_due(self) -> None:
+        with self._lock:
+            self.dues += 1
+            if self.first_due_at is None:
+                self.first_due_at = time.monotonic()
 
     def note_commit(self, version: CheckpointVersion, seconds: float) -> None:
         with self._lock:
