@@ -36,3 +36,21 @@ def after_torch(total: int) -> list:
     seen = os.environ.get("TASKPOINT_TEST_MARKER", "")
     attempt = current_context().attempt
     return [start, attempt, os.getpid(), os.getppid(), "torch" in sys.modules, seen]
+
+
+@task(isolation="process", system_retries=2)
+def leaves_a_grandchild(pidfile: str) -> int:
+    """The first attempt forks a grandchild that would sleep a minute (it inherits every
+    descriptor the attempt has), writes its pid to ``pidfile`` and dies by SIGKILL."""
+    ctx = current_context()
+    if ctx.attempt == 1:
+        import time
+
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        with open(pidfile, "w") as handle:
+            handle.write(str(pid))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return ctx.attempt

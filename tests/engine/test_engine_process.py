@@ -9,6 +9,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 import taskpoint
 from support.fixtures import tp_env
 from support.polling import wait_for_file, wait_gone
@@ -237,3 +239,65 @@ def test_a_fork_server_attempt_stops_when_its_driver_is_killed(tmp_path):
 def _parent_of(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as handle:
         return int(handle.read().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.parametrize("server", [False, True], ids=["fork", "fork-server"])
+def test_a_retry_does_not_wait_for_the_killed_attempts_children_and_they_end_with_it(
+    tmp_path, monkeypatch, server
+):
+    """The first attempt starts a grandchild that would sleep a minute, holding every descriptor
+    the attempt had, and is then SIGKILLed: the retry starts at once, and the grandchild is
+    gone (it belonged to the attempt's process group). With torch in the driver the attempts
+    come from the fork server."""
+    from engine_spawn_tasks import leaves_a_grandchild
+
+    from taskpoint.backends import process
+
+    if server:
+        pytest.importorskip("torch")
+    else:  # plain fork even where torch was imported by an earlier test
+        monkeypatch.setattr(process, "start_method", lambda task: "fork")
+    pidfile = tmp_path / "grandchild"
+    started = time.monotonic()
+    execution = taskpoint.run(leaves_a_grandchild, pidfile=str(pidfile))
+    took = time.monotonic() - started
+
+    assert execution.status == "succeeded", execution.error
+    assert execution.result == 2
+    assert [a.status for a in execution.nodes[0].attempts] == ["lost", "succeeded"]
+    assert took < 30, f"the retry waited {took:.1f} s for the killed attempt's grandchild"
+    wait_gone([int(pidfile.read_text())], 10)
+
+
+def test_a_frozen_attempt_process_is_killed_lost_and_the_next_attempt_resumes(tmp_path):
+    """SIGSTOP the attempt's child after its commit: it sends no heartbeat, the driver kills it
+    after ``heartbeat_timeout``, records the attempt lost and the next one resumes."""
+    marker = tmp_path / "pid"
+
+    @task(isolation="process", system_retries=2, heartbeat_timeout=3)
+    def freezes_once() -> list:
+        ctx = current_context()
+        prev = ctx.checkpoint.read()
+        if ctx.attempt == 1:
+            ctx.checkpoint.write(b"5", step=5)
+            marker.write_text(str(os.getpid()))
+            time.sleep(300)  # stopped by the test meanwhile
+        return [int(prev) if prev else 0, ctx.attempt]
+
+    stopper = kill_when_ready(marker, signal.SIGSTOP)
+    started = time.monotonic()
+    execution = taskpoint.run(freezes_once)
+    stopper.join(5)
+
+    assert execution.status == "succeeded", execution.error
+    assert execution.result == [5, 2]
+    first, second = execution.nodes[0].attempts
+    assert (first.status, second.status) == ("lost", "succeeded")
+    assert "no heartbeat" in first.error and "heartbeat_timeout=3" in first.error
+    assert time.monotonic() - started < 60
+
+
+def test_heartbeat_timeout_is_checked_when_the_task_is_defined():
+    with pytest.raises(ValueError, match="heartbeat_timeout must be seconds >= 2"):
+        task(heartbeat_timeout=0.5)(lambda: None)
+    assert task(heartbeat_timeout=None)(lambda: None).heartbeat_timeout is None

@@ -19,6 +19,11 @@ imports done, instead of the seconds a fresh interpreter spends importing torch 
 
 Mapped and submitted nodes run in a pool of driver threads (``concurrency``, one per CPU), each
 waiting on its own child.
+
+Each child leads its own process group, and the group is killed when the attempt ends: processes
+the task started (a ``DataLoader``'s workers, a shell command) do not outlive it, and the driver
+learns of the child's death from a pidfd rather than from multiprocessing's sentinel pipe, which
+those processes inherit and would keep open, delaying the retry until they exit.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from typing import Any
 
 from taskpoint._process import process_alive
 from taskpoint.backends import _served, forkserver
+from taskpoint.backends._beats import BEAT, BeatingSender, BeatWatch
 from taskpoint.backends.shipping import importable
 from taskpoint.engine.attempt import AttemptJob, Outcome
 from taskpoint.engine.events import AttemptInfo, Listener
@@ -70,6 +76,7 @@ class ProcessHandle:
     def __init__(self, job: AttemptJob) -> None:
         self.info = job.info
         self.guard = job.guard
+        self.beats = BeatWatch(job.task.heartbeat_timeout)
         self.cancelled = False
         self.ended = threading.Event()
         method = start_method(job.task)
@@ -99,14 +106,20 @@ class ProcessHandle:
 
     def result(self) -> Outcome:
         child, info = self.child, self.info
+        exited = _exit_handle(child)
         try:
-            message = _wait_for(child, self.receiver, self.guard)
+            message = _wait_for(child, self.receiver, self.guard, exited, self.beats)
+            if message is not None:  # reported: let it exit by itself (it flushes its output)
+                wait([exited], None)
         except KeyboardInterrupt as exc:
             _stop(child)
             message = Outcome.from_error(AttemptStatus.ABORTED, exc, info.checkpoint_at_start)
         finally:
             self.guard.children.discard(child.pid)
             self.receiver.close()
+            _end_group(child.pid)
+            if exited != child.sentinel:
+                os.close(exited)
         child.join()
         self.ended.set()
         if message is None:
@@ -196,29 +209,40 @@ def start_method(task: Task) -> str:
 _GRACE_MARGIN = 2.0
 
 
-def _wait_for(child: Any, receiver: Connection, guard: PreemptionGuard) -> Outcome | None:
+def _exit_handle(child: Any) -> Any:
+    """What turns readable once the child has exited, before it is reaped (so its pid, which
+    names its process group, is not reused meanwhile). A pidfd where the platform has one:
+    multiprocessing's sentinel is a pipe the child's own children inherit, readable only once
+    they have all exited too. A fork server's child has its own status pipe, written by the
+    server."""
+    if isinstance(child, forkserver.ServerChild):
+        return child.sentinel
+    try:
+        return os.pidfd_open(child.pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3
+        return child.sentinel
+
+
+def _end_group(pid: int) -> None:
+    """Kill what is left of the attempt's process group (the child made itself its leader)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait_for(
+    child: Any, receiver: Connection, guard: PreemptionGuard, exited: Any, beats: BeatWatch
+) -> Outcome | None:
+    """The child's outcome; ``None`` when it died without one; a lost outcome when it froze
+    (sent no heartbeat for its timeout: it is killed)."""
     killed = False
     while True:
         # Wake up now and then: a SIGTERM handled meanwhile does not interrupt this wait.
-        ready = wait([receiver, child.sentinel], 0.5)
-        left = guard.remaining()
-        overdue = (
-            left == 0.0
-            and guard.deadline is not None
-            and (time.monotonic() > guard.deadline + _GRACE_MARGIN)
-        )
-        if not ready and not killed and overdue:
-            log.warning(
-                "attempt process %s did not stop within the %g s grace period; killing it",
-                child.pid,
-                guard.grace,
-            )
-            send_signal(child.pid, signal.SIGKILL)
-            killed = True
-            continue
+        ready = wait([receiver, exited], 0.5)
         if receiver in ready or receiver.poll():
             try:
-                return receiver.recv()
+                message = receiver.recv()
             except (EOFError, OSError):
                 return None
             except Exception as exc:  # the child's result could not be unpickled here
@@ -226,8 +250,33 @@ def _wait_for(child: Any, receiver: Connection, guard: PreemptionGuard) -> Outco
                     AttemptStatus.FAILED,
                     TaskpointError(f"cannot load the result of the attempt: {exc}"),
                 )
-        if child.sentinel in ready:
+            if not (isinstance(message, str) and message == BEAT):
+                return message  # type: ignore[no-any-return]
+            beats.beat()
+        elif exited in ready:
             return None
+        if killed:
+            continue
+        if beats.frozen():
+            silent = beats.silent_for()
+            log.warning(
+                "attempt process %s sent no heartbeat for %.0f s (stopped, hung or deadlocked); "
+                "killing it",
+                child.pid,
+                silent,
+            )
+            send_signal(child.pid, signal.SIGKILL)
+            return Outcome.from_error(AttemptStatus.LOST, AttemptLost(_frozen(silent, beats)))
+        # Past the grace period (its own alarm should have stopped it) the child is killed.
+        deadline = guard.deadline
+        if deadline is not None and time.monotonic() > deadline + _GRACE_MARGIN:
+            log.warning(
+                "attempt process %s did not stop within the %g s grace period; killing it",
+                child.pid,
+                guard.grace,
+            )
+            send_signal(child.pid, signal.SIGKILL)
+            killed = True
 
 
 def _stop(child: Any) -> None:
@@ -238,6 +287,14 @@ def _stop(child: Any) -> None:
     if child.is_alive():
         send_signal(child.pid, signal.SIGKILL)
         child.join()
+
+
+def _frozen(silent: float, beats: BeatWatch) -> str:
+    return (
+        f"the attempt's process sent no heartbeat for {silent:.0f} s (heartbeat_timeout="
+        f"{beats.timeout:g}): it was stopped, hung or deadlocked, and was killed; raise the "
+        "task's heartbeat_timeout if it runs long calls that hold the GIL"
+    )
 
 
 def _describe_death(exitcode: int | None, info: AttemptInfo) -> str:
@@ -264,12 +321,17 @@ def _child_main(
 ) -> None:
     """An attempt in the child; ``environ`` is given only to a fork server's child."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:  # lead a process group, so what the task starts ends with the attempt
+        os.setpgid(0, 0)
+    except OSError:
+        pass
     if environ is not None:
         os.environ.clear()
         os.environ.update(environ)
         _watch_driver(parent)
     else:
         _stop_with_parent(parent)
+    sender = BeatingSender(sender)  # type: ignore[assignment]  # beats share the pipe
     # Print straight to the inherited descriptors, not through the parent's live display.
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     guard = PreemptionGuard(grace)
@@ -317,7 +379,7 @@ def _watch_driver(driver: int) -> None:
     threading.Thread(target=watch, name="taskpoint-driver-watch", daemon=True).start()
 
 
-def _send(sender: Connection, outcome: Outcome, task: Task) -> None:
+def _send(sender: Connection | BeatingSender, outcome: Outcome, task: Task) -> None:
     if outcome.error is not None:
         try:  # exceptions with custom __init__ often pickle but fail to unpickle
             pickle.loads(pickle.dumps(outcome.error))

@@ -28,6 +28,9 @@ ISOLATIONS = ("inline", "process", "spawn")
 # holds none (deleted, another storage, expired): "fail" the node with CheckpointMissingError, or
 # "restart" it from zero on purpose (the engine logs that it did).
 ON_MISSING_CHECKPOINTS = ("fail", "restart")
+# Seconds an attempt's child process may send no heartbeat before it is declared frozen, killed
+# and recorded lost (backends/_beats.py): long enough for a GIL-holding call to finish.
+DEFAULT_HEARTBEAT_TIMEOUT = 120.0
 
 
 class Target:
@@ -133,6 +136,7 @@ class Task(Target):
         keep: int = 2,
         on_missing_checkpoints: str = "fail",
         keep_checkpoints_on_success: int | str = "latest",
+        heartbeat_timeout: float | None = DEFAULT_HEARTBEAT_TIMEOUT,
     ) -> None:
         super().__init__(fn)
         retry_on = _check_option_types(
@@ -164,6 +168,7 @@ class Task(Target):
         self.keep = keep
         self.on_missing_checkpoints = on_missing_checkpoints
         self.keep_on_success = _versions_kept_on_success(self.name, keep_checkpoints_on_success)
+        self.heartbeat_timeout = _heartbeat_timeout(self.name, heartbeat_timeout)
 
     @property
     def max_attempts(self) -> int:
@@ -217,6 +222,17 @@ def _versions_kept_on_success(name: str, value: Any) -> int | None:
     )
 
 
+def _heartbeat_timeout(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 2:
+        raise ValueError(
+            f"task {name!r}: heartbeat_timeout must be seconds >= 2 (or None: never declare a "
+            f"silent attempt process frozen), got {value!r}"
+        )
+    return float(value)
+
+
 def _check_option_types(
     name: str, retries: Any, retry_on: Any, system_retries: Any, retry_delay: Any, keep: Any
 ) -> tuple[type[BaseException], ...]:
@@ -259,6 +275,7 @@ def task(
     keep: int = 2,
     on_missing_checkpoints: str = "fail",
     keep_checkpoints_on_success: int | str = "latest",
+    heartbeat_timeout: float | None = DEFAULT_HEARTBEAT_TIMEOUT,
 ) -> Callable[[F], F]: ...
 def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Make ``fn`` a task: retried on ``RecoverableError``/``retry_on`` up to ``retries`` times
@@ -272,6 +289,11 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     When the node succeeds, its checkpoints are pruned to ``keep_checkpoints_on_success``
     versions: ``"latest"`` (default) keeps only the newest, ``"all"`` keeps what ``keep`` kept,
     a number keeps that many.
+
+    With ``isolation="process"``/``"spawn"`` the attempt's process sends a heartbeat from a
+    thread; one silent for ``heartbeat_timeout`` seconds (default 120; ``None``: never) is
+    frozen (stopped, hung in the kernel, deadlocked): it is killed and the attempt is recorded
+    lost, so the next attempt resumes instead of the driver waiting forever.
     """
     if fn is not None:
         return Task(fn, **options)
