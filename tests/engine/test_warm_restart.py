@@ -90,11 +90,6 @@ def default_torch_threads() -> int:
     return int(subprocess.run([sys.executable, "-c", code], capture_output=True).stdout)
 
 
-@pytest.mark.skip(
-    reason="passes alone and with tests/engine, but after the whole suite has run in the same "
-    "process the execution's attempts do not come from a warm server (both import the module); "
-    "order-dependent, to be found: see the closing note of this stop"
-)
 def test_the_attempt_after_a_sigkill_does_not_import_the_task_module_again(modules: Path):
     log = write_module(modules, "warm_counted", extra="import sklearn.linear_model  # heavy")
     execution = run_counted("warm_counted")
@@ -104,22 +99,13 @@ def test_the_attempt_after_a_sigkill_does_not_import_the_task_module_again(modul
     first, second = pids(Path(str(log) + ".attempts"))
     assert second == pid
     imported = pids(log)
-    # The driver and the execution's warm server ran the module's top level, the attempt after
-    # the SIGKILL did not. (The first attempt does not wait for the warm server: on a loaded
-    # machine it may start before the server is warm and import the module itself.)
-    assert imported[0] == os.getpid() and second not in imported
-    assert len([p for p in imported if p != first]) == 2
+    # The driver and the execution's warm server ran the module's top level (the first attempt
+    # is forked once the server has imported it); neither attempt did.
+    assert imported[0] == os.getpid() and len(imported) == 2
+    assert first not in imported and second not in imported
     assert threads == default_torch_threads()  # the server's single thread is not inherited
 
 
-RACES_THE_WARM_SERVER = pytest.mark.skip(
-    reason="assumes the warm server is ready before the first attempt starts, which a loaded "
-    "machine does not guarantee (the first attempt does not wait for it); to be made "
-    "deterministic, see the closing note of this stop"
-)
-
-
-@RACES_THE_WARM_SERVER
 def test_what_the_first_attempt_imported_later_is_warm_for_the_next(modules: Path):
     """The first attempt imports a module inside the task (as torch's first optimizer pulls in
     torch._dynamo); the server learns it while the attempt runs, and the next attempt, after a
@@ -141,7 +127,6 @@ def test_what_the_first_attempt_imported_later_is_warm_for_the_next(modules: Pat
     assert len(pids(log)) == 2  # the task's module: driver and server only
 
 
-@RACES_THE_WARM_SERVER
 def test_a_module_that_fails_to_import_in_the_server_is_imported_by_the_attempt(modules: Path):
     """The second import (the server's) raises; the attempt imports the module itself."""
     log = modules / "warm_fails.imports"

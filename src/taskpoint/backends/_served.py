@@ -122,6 +122,7 @@ def _run(payload: bytes, result_fd: int) -> None:
     job: ServedAttempt = pickle.loads(payload)
     os.environ.clear()
     os.environ.update(job.environ)
+    _threads_as_the_environment_says()
     try:
         os.chdir(job.cwd)
     except OSError:
@@ -146,6 +147,19 @@ def _run(payload: bytes, result_fd: int) -> None:
         sender.close()
         return
     _child_main(obj, arguments, job.info, job.grace, sender, job.driver, job.environ)
+
+
+def _threads_as_the_environment_says() -> None:
+    """A fresh interpreter's torch runs ``OMP_NUM_THREADS`` threads when it is set; the server
+    measured its count in its own environment, which the driver's may have changed since (a Dask
+    nanny sets ``OMP_NUM_THREADS=1`` in the process that starts it)."""
+    torch = sys.modules.get("torch")
+    try:
+        threads = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return
+    if torch is not None and threads > 0:
+        torch.set_num_threads(threads)
 
 
 class _ImportReport:
