@@ -301,3 +301,31 @@ def test_heartbeat_timeout_is_checked_when_the_task_is_defined():
     with pytest.raises(ValueError, match="heartbeat_timeout must be seconds >= 2"):
         task(heartbeat_timeout=0.5)(lambda: None)
     assert task(heartbeat_timeout=None)(lambda: None).heartbeat_timeout is None
+
+
+def test_a_task_defined_in_the_drivers_script_comes_from_the_fork_server_after_torch_ran(
+    tmp_path,
+):
+    """``python job.py`` whose driver ran torch ops: its own tasks' attempts are forked by the
+    fork server (which loads the script as ``__mp_main__``), not from the driver, and resume
+    after a SIGKILL with results of the script's own classes."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    out = tmp_path / "out.json"
+    done = subprocess.run(
+        [sys.executable, str(WORKFLOWS / "torch_main_driver.py"), str(out)],
+        env=tp_env(tmp_path / "home"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["method"] == "forkserver"
+    assert report["status"] == "succeeded" and report["is_report"]
+    assert (report["start"], report["attempt"]) == (2, 2)
+    assert report["statuses"] == ["lost", "succeeded"]
+    assert report["ppid"] != report["driver"]  # forked by the server, not the driver

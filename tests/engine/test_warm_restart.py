@@ -202,9 +202,12 @@ def test_taskpoint_run_keeps_the_file_warm_across_a_sigkill(tmp_path: Path):
 
 
 def test_arguments_that_refer_to_main_are_spawned():
-    """A fork server has no copy of the driver's ``__main__``: such an attempt is spawned."""
+    """A fork server re-creates the driver's ``__main__`` only for a task of the driver's
+    script: a task of another module whose arguments refer to ``__main__`` is spawned."""
+    from engine_spawn_tasks import spawned
+
     from taskpoint.backends import _served
     from taskpoint.engine.attempt import AttemptJob
 
-    job = AttemptJob(None, {"value": "__main__"}, None, None, None)  # type: ignore[arg-type]
+    job = AttemptJob(spawned, {"value": "__main__"}, None, None, None)  # type: ignore[arg-type]
     assert _served.pack(job, "name") is None

@@ -23,6 +23,19 @@ from taskpoint.engine.task import Task
 from taskpoint.errors import TaskpointError
 from taskpoint.records.status import AttemptStatus
 
+# The name the driver's script is loaded under in an attempt (multiprocessing's: the driver's
+# ``__mp_main__`` is its ``__main__``, so what the attempt pickles by it loads in the driver).
+MAIN_SCRIPT = "__mp_main__"
+
+
+def from_main_script(task: Task) -> bool:
+    """Is the task defined at the top level of the script the driver runs (``python job.py``)?"""
+    fn = task.fn
+    if fn.__module__ not in ("__main__", MAIN_SCRIPT) or "<locals>" in fn.__qualname__:
+        return False
+    file = getattr(sys.modules.get(fn.__module__), "__file__", None)
+    return isinstance(file, str) and file.endswith(".py") and os.path.isfile(file)
+
 
 @dataclass
 class ServedAttempt:
@@ -43,12 +56,12 @@ class ServedAttempt:
 
 def pack(job: AttemptJob, name: str) -> tuple[ModuleRef, bytes] | None:
     """The task's module and the attempt as bytes; ``None`` when the arguments refer to the
-    driver's ``__main__``, which a fork server does not have (only a spawned child re-creates
-    it)."""
+    driver's ``__main__`` and the task is not from the driver's script (the child re-creates
+    ``__main__`` only from that script, as a spawned child does)."""
     arguments = pickle.dumps(job.arguments, protocol=pickle.HIGHEST_PROTOCOL)
-    if b"__main__" in arguments:
-        return None
     module = task_module(job.task)
+    if b"__main__" in arguments and module.name != MAIN_SCRIPT:
+        return None
     served = ServedAttempt(
         module,
         job.task.fn.__qualname__,
@@ -70,10 +83,14 @@ def pack(job: AttemptJob, name: str) -> tuple[ModuleRef, bytes] | None:
 def task_module(task: Task) -> ModuleRef:
     """How a fork server finds the task's module: by name (a package's module, an installed
     one), else from its file under the driver's name for it (a file run by ``taskpoint run``,
-    whose name may not be importable)."""
+    whose name may not be importable); the driver's script (``python job.py``) as
+    ``__mp_main__``, as a spawned child loads it (its ``if __name__ == "__main__":`` block does
+    not run again)."""
     name = task.fn.__module__
     module = sys.modules[name]
     file = getattr(module, "__file__", None)
+    if name in ("__main__", MAIN_SCRIPT):
+        return ModuleRef(MAIN_SCRIPT, os.path.abspath(file) if file else None)
     if "." in name or hasattr(module, "__path__") or not file or not file.endswith(".py"):
         return ModuleRef(name)
     return ModuleRef(name) if installed(file) else ModuleRef(name, file)
@@ -132,6 +149,8 @@ def _run(payload: bytes, result_fd: int) -> None:
     multiprocessing.current_process().name = job.name
     try:
         obj: Any = import_module(job.module)
+        if job.module.name == MAIN_SCRIPT:  # what refers to the driver's __main__ finds it
+            sys.modules["__main__"] = obj
         for part in job.qualname.split("."):
             obj = getattr(obj, part)
         if not isinstance(obj, Task):

@@ -55,13 +55,20 @@ class ModuleRef:
 
 def import_module(ref: ModuleRef) -> Any:
     module = sys.modules.get(ref.name)
-    if module is not None:
+    # ``__mp_main__`` (the driver's script) is already in a server's sys.modules: multiprocessing
+    # aliases it to the server's own ``__main__``, which is not the file.
+    if module is not None and (ref.file is None or _same_file(module, ref.file)):
         return module
     if ref.file is not None:
         from taskpoint.engine.loader import load_file
 
         return load_file(ref.file, ref.name)
     return importlib.import_module(ref.name)
+
+
+def _same_file(module: Any, file: str) -> bool:
+    mine = getattr(module, "__file__", None)
+    return mine is not None and os.path.realpath(mine) == os.path.realpath(file)
 
 
 def send_message(sock: socket.socket, message: Any, fds: tuple[int, ...] = ()) -> None:

@@ -197,7 +197,9 @@ def start_method(task: Task) -> str:
     fork server where the platform has one."""
     if task.isolation == "spawn":
         return "spawn"
-    if any(name in sys.modules for name in _FORK_UNSAFE) and importable(task):
+    if any(name in sys.modules for name in _FORK_UNSAFE) and (
+        importable(task) or _served.from_main_script(task)
+    ):
         if "forkserver" in multiprocessing.get_all_start_methods():
             return "forkserver"
         return "spawn"
