@@ -10,8 +10,9 @@ reaches the whole process group: the child ignores it and the driver stops the c
 (OpenMP/MKL after a parallel region, CUDA); the task is then passed by reference.
 
 ``"process"`` switches to a fork server by itself when such a library is already loaded in the
-driver and the task can be imported by name: a forked child of a process that ran torch's OpenMP
-thread pool can hang forever in its first matrix product, a fault no retry would cure. The fork
+driver and the task can be imported by name or is defined in the driver's script: a forked
+child of a process that ran torch's OpenMP thread pool can hang forever in its first matrix
+product, a fault no retry would cure. The fork
 server (``forkserver.py``) is a fresh interpreter that imports torch once (importing starts no
 thread pool); for each execution it forks a warm server that also imports the task's module, and
 each attempt is forked from that: a retry after a SIGKILL starts in milliseconds with the task's
