@@ -274,17 +274,7 @@ def test_buffer_address_of_read_only_and_sliced_views():
 
 
 # ------------------------------------------------------------------------------ crashes
-CHILD = """
-import os, sys
-from taskpoint import Checkpoint
-url, size = sys.argv[1], int(sys.argv[2])
-cp = Checkpoint.open(url, keep=2)
-step = cp.latest().step + 1 if cp.latest() else 0
-print("ready", flush=True)
-while True:
-    cp.write(bytes([step % 251]) * size, step=step)
-    step += 1
-"""
+CHILD = Path(__file__).with_name("large_write_child.py")
 
 
 @pytest.mark.slow
@@ -298,7 +288,7 @@ def test_killed_in_a_large_write_never_tears_a_version(tmp_path, mode):
     env = {**os.environ, diskprobe.ENV_VAR: mode}
     for _ in range(3):
         proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, url, str(size)],
+            [sys.executable, str(CHILD), url, str(size)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
