@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from faults_stats import record
@@ -48,9 +49,9 @@ class Driver:
         return self.proc.wait(timeout)
 
     def kill_group(self) -> None:
-        """SIGKILL the driver and everything in its session (its attempt children too)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        """SIGKILL the driver and everything in its session (its attempt children too, which
+        lead process groups of their own): the machine dies."""
+        kill_session(self.proc.pid)
         self.proc.wait(DEADLINE)
         record("kills")
 
@@ -64,8 +65,7 @@ class Driver:
 
     def close(self) -> None:
         if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+            kill_session(self.proc.pid)
             self.proc.wait(DEADLINE)
 
 
@@ -109,26 +109,47 @@ class Proc:
             self.fd = None
 
 
-def _stat(pid: int) -> tuple[str, int, int]:
-    """(state, parent pid, process group) of ``pid`` from /proc; ("X", 0, 0) if gone."""
+def _stat(pid: int) -> tuple[str, int, int, int]:
+    """(state, parent pid, process group, session) of ``pid`` from /proc; ("X", 0, 0, 0) if
+    gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read().decode(errors="replace")
     except OSError:
-        return "X", 0, 0
+        return "X", 0, 0, 0
     fields = data[data.rfind(")") + 2 :].split()
-    return fields[0], int(fields[1]), int(fields[2])
+    return fields[0], int(fields[1]), int(fields[2]), int(fields[3])
 
 
-def group_gone(pgid: int) -> bool:
-    """No live process is left in process group ``pgid`` (exited ones not yet reaped by an init
-    that does not reap count as gone)."""
+def session_members(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (exited ones not yet reaped by an init that does not
+    reap count as gone)."""
+    members = []
     for name in os.listdir("/proc"):
         if name.isdigit():
-            state, _, group = _stat(int(name))
-            if group == pgid and state not in ("Z", "X"):
-                return False
-    return True
+            state, _, _, session = _stat(int(name))
+            if session == sid and state not in ("Z", "X"):
+                members.append(int(name))
+    return members
+
+
+def session_gone(sid: int) -> bool:
+    """Nothing of the driver that leads session ``sid`` runs any more: it, its attempts'
+    children (each leads a process group of its own, in the same session) and theirs."""
+    return not session_members(sid)
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of session ``sid``, again until none is left (one may fork while
+    the others are killed)."""
+    for _ in range(100):
+        members = session_members(sid)
+        if not members:
+            return
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
 
 
 def log_lines(path: Path) -> list[list[str]]:

@@ -4,7 +4,7 @@ Hypothesis draws a workload (bytes / file / directory checkpoints, sync or async
 32 MiB, inline or ``isolation="process"``, ``keep`` 1..3) and a kill plan. Each workload is a
 real ``taskpoint run`` process (faults_workload.py) in its own session; each kill is one of
 
-- ``group``: SIGKILL the driver's whole process group (the machine dies);
+- ``group``: SIGKILL every process of the driver's session (the machine dies);
 - ``driver``: SIGKILL only the driver; an attempt child gets SIGTERM from the kernel
   (PDEATHSIG), commits its next checkpoint and exits, and the test waits for it;
 - ``attempt``: SIGKILL only the attempt's child (process isolation) while the driver is frozen
@@ -46,8 +46,8 @@ from faults_procs import (
     Driver,
     Proc,
     cli_command,
-    group_gone,
     log_lines,
+    session_gone,
     tp_env,
 )
 from faults_stats import env_seed, record
@@ -187,7 +187,7 @@ def _kill(run: Run, target: str) -> bool:
     else:
         driver.kill_driver()  # its attempt child, if any, stops at its next write
     run.kills += 1
-    wait_until(lambda: group_gone(driver.pid), DEADLINE, "the killed driver's processes")
+    wait_until(lambda: session_gone(driver.pid), DEADLINE, "the killed driver's processes")
     _check_scope(run)
     return True
 
