@@ -371,6 +371,7 @@ def make_plots(suite: Suite, out: Path) -> list[Path]:
             made.append(plots.training_loop(extra["loop_trace"], out))
         if extra.get("goodput"):
             made.append(plots.goodput(extra["goodput"], int(extra["goodput_steps"]), out))
+            made.append(plots.interval(extra["goodput"], out))
     except ImportError as exc:
         print(f"plots skipped: {exc} (pip install matplotlib)")
     return [p for p in made if p is not None]

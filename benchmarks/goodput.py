@@ -21,6 +21,12 @@ machine's load drifting between two single runs moves less):
   ``--cap`` x the failure-free time if it has not finished;
 - flytekit local execution (when ``--flytekit-python`` names an interpreter with flytekit): the
   same steps (busy-waits: that interpreter has no torch) and the same first SIGTERM;
+- auto (``--only auto``): the job with ``every_n_steps="auto"`` (it saves when
+  ``Checkpoint.due()`` says: the interval taskpoint chooses from the measured save cost and the
+  failures it saw, logged to ``<progress>.interval``) failure-free, under SIGTERM and under
+  SIGKILL every ``--every`` s, and the job without checkpoints, failure-free (what the auto
+  failure-free run is measured against). Targets: failure-free <= 1.02 x the run without
+  checkpoints; SIGTERM <= 1.05 x and SIGKILL <= 1.12 x the auto failure-free run;
 - restart (``benchmarks/restart.py``): SIGKILLs of a shorter run of the job through
   ``taskpoint run`` and through the Python API, each restart taken apart (detect, start,
   setup and import in the new attempt, restore, first step) and compared with the time a fresh
@@ -75,9 +81,19 @@ def _started_at():
         return float("nan")
 
 
+def _log_interval(progress, estimate, saved, shown):
+    # The interval due() chose: at every save, and whenever it moved by more than 2 %.
+    if estimate is None or not (saved or abs(estimate.interval - shown) > 0.02 * shown):
+        return shown
+    _log(progress + ".interval", f"{time.time():.3f} {estimate.interval:.3f} "
+         f"{estimate.cost:.4f} {estimate.mtbf or 0:.2f} {estimate.failures} {int(saved)} "
+         f"{int(estimate.measured)} {estimate.basis}")
+    return estimate.interval
+
+
 @task(isolation="process", system_retries=10000)
 def job(steps: int, mms: int, state_mib: int, ckpt_every: float, use_ckpt: bool,
-        progress: str) -> int:
+        progress: str, auto: bool) -> int:
     entered, pid = time.time(), os.getpid()
     imported = _IMPORTED[2] - _IMPORTED[1] if _IMPORTED[0] == pid else 0.0
     _log(progress + ".enter", f"{entered:.3f} {pid} {_started_at():.3f} {imported:.3f}")
@@ -88,17 +104,25 @@ def job(steps: int, mms: int, state_mib: int, ckpt_every: float, use_ckpt: bool,
         {f"w{i}": torch.nn.Parameter(torch.zeros(numel)) for i in range(4)}
     )
     a, b, out = torch.rand(384, 384), torch.rand(384, 384), torch.empty(384, 384)
-    ckpt = TorchCheckpointer(model=model, rng=False) if use_ckpt else None
+    cadence = "auto" if auto else None  # auto: saves when checkpoint.due() says
+    ckpt = TorchCheckpointer(model=model, rng=False, every_n_steps=cadence) if use_ckpt else None
     start = (ckpt.restore() or 0) if ckpt is not None else 0
     _log(progress, f"{time.time():.3f} {start} start")
-    last = time.monotonic()
+    last, shown = time.monotonic(), 0.0
     for step in range(start, steps):
         for _ in range(mms):
             torch.mm(a, b, out=out)
         with torch.no_grad():
             model["w0"][step % 4096] += 1.0
         done = step + 1
-        if ckpt is not None and (time.monotonic() - last >= ckpt_every or ckpt.preempted):
+        if ckpt is not None and auto:
+            try:
+                saved = ckpt.maybe_save(done) is not None
+            except BaseException:  # Preempted, after the save on SIGTERM committed
+                _log_interval(progress, ckpt.checkpoint.pacer.last, True, shown)
+                raise
+            shown = _log_interval(progress, ckpt.checkpoint.pacer.last, saved, shown)
+        elif ckpt is not None and (time.monotonic() - last >= ckpt_every or ckpt.preempted):
             ckpt.save(done)
             last = time.monotonic()
         _log(progress, f"{time.time():.3f} {done}")
@@ -109,9 +133,9 @@ def job(steps: int, mms: int, state_mib: int, ckpt_every: float, use_ckpt: bool,
 
 @workflow
 def goodput(steps: int, mms: int, state_mib: int, ckpt_every: float, use_ckpt: bool,
-            progress: str) -> int:
+            progress: str, auto: bool = False) -> int:
     return job(steps=steps, mms=mms, state_mib=state_mib, ckpt_every=ckpt_every,
-               use_ckpt=use_ckpt, progress=progress)
+               use_ckpt=use_ckpt, progress=progress, auto=auto)
 """
 
 FLYTE_JOB = """
@@ -147,7 +171,7 @@ if __name__ == "__main__":
 """
 
 
-ALL = frozenset({"term", "kill", "nock", "flyte", "restart"})
+ALL = frozenset({"term", "kill", "nock", "flyte", "restart", "auto"})
 NEEDS_T0 = frozenset({"term", "kill", "nock", "flyte"})  # against the failure-free run
 
 
@@ -161,6 +185,9 @@ class Outcome:
     note: str = ""
 
     starts: list[tuple[float, int]] = field(default_factory=list)
+    # auto contenders: (time since start, interval chosen, save cost, MTBF (0: none seen),
+    # failures seen, 1 if it saved then)
+    intervals: list[tuple[float, float, float, float, int, int]] = field(default_factory=list)
 
     def final_step(self) -> int:
         return max((s for _, s in self.progress), default=0)
@@ -237,7 +264,8 @@ def run_contender(
     finished = proc.returncode == 0 and not stopped_at_cap
     note = "" if finished else _failure_note(proc.returncode, stopped_at_cap, cap, err)
     points, starts = _read_progress(progress, start)
-    return Outcome(name, finished, elapsed, kills, points, note, starts)
+    intervals = _read_intervals(progress + ".interval", start)
+    return Outcome(name, finished, elapsed, kills, points, note, starts, intervals)
 
 
 def _kill_after(pid: int, grace: float) -> None:
@@ -311,6 +339,24 @@ def _read_progress(
     return points, starts
 
 
+def _read_intervals(path: str, start: float) -> list[tuple[float, float, float, float, int, int]]:
+    rows = []
+    try:
+        with open(path) as handle:
+            for line in handle:
+                p = line.split()
+                try:
+                    rows.append(
+                        (float(p[0]) - start, float(p[1]), float(p[2]), float(p[3]), int(p[4]),
+                         int(p[5]))
+                    )  # fmt: skip
+                except (ValueError, IndexError):
+                    continue
+    except FileNotFoundError:
+        pass
+    return rows
+
+
 def _failure_note(code: int | None, at_cap: bool, cap: float | None, err: str) -> str:
     if at_cap:
         return f"not finished after {cap:.0f} s (stopped)"
@@ -329,6 +375,7 @@ def taskpoint_argv(
     use_ckpt: bool,
     progress: str,
     grace: float,
+    auto: bool = False,
 ) -> list[str]:
     return [
         sys.executable,
@@ -350,6 +397,7 @@ def taskpoint_argv(
         "--use-ckpt" if use_ckpt else "--no-use-ckpt",
         "--progress",
         progress,
+        "--auto" if auto else "--no-auto",
     ]
 
 
@@ -375,12 +423,16 @@ def run(
         steps = max(10, round(job_s / real_step))
         outcomes: list[Outcome] = []
 
-        def contender(name: str, sig: int | None, use_ckpt: bool, cap: float | None) -> Outcome:
+        def contender(
+            name: str, sig: int | None, use_ckpt: bool, cap: float | None, auto: bool = False
+        ) -> Outcome:
             tag = name.split()[0].replace("/", "-")
             progress = os.path.join(workdir, f"{tag}-{len(outcomes)}.progress")
             env = dict(os.environ, TASKPOINT_HOME=os.path.join(workdir, f"home-{len(outcomes)}"))
             env["PYTHONPATH"] = os.pathsep.join([workdir, env.get("PYTHONPATH", "")])
-            argv = taskpoint_argv(job, steps, mms, state_mib, ckpt_every, use_ckpt, progress, grace)
+            argv = taskpoint_argv(
+                job, steps, mms, state_mib, ckpt_every, use_ckpt, progress, grace, auto
+            )
             out = run_contender(name, argv, env, progress, every, sig, cap, grace)
             outcomes.append(out)
             _report(out)
@@ -390,17 +442,27 @@ def run(
             (k, s) for k, s in (("term", signal.SIGTERM), ("kill", signal.SIGKILL)) if k in which
         ]
         outs: dict[str, list[Outcome]] = {"free": [], "term": [], "kill": []}
+        outs.update({"bare": [], "auto": [], "auto-term": [], "auto-kill": []})
         extra: list[Row] = []
         if "restart" in which:
             from benchmarks import restart
 
             extra = restart.run(workdir, job, mms, real_step, state_mib, grace)
-        if not which & NEEDS_T0:
+        if not which & (NEEDS_T0 | {"auto"}):
             return extra, outcomes
         for _ in range(rounds):
-            outs["free"].append(contender("failure-free", None, True, None))
-            for key, sig in signals:
-                outs[key].append(contender(f"{sig.name} every {every:g} s", sig, True, None))
+            if which & NEEDS_T0:
+                outs["free"].append(contender("failure-free", None, True, None))
+                for key, sig in signals:
+                    outs[key].append(contender(f"{sig.name} every {every:g} s", sig, True, None))
+            if "auto" in which:  # the run without checkpoints first: the load drifts
+                outs["bare"].append(contender("no checkpoints, failure-free", None, False, None))
+                outs["auto"].append(contender("auto, failure-free", None, True, None, True))
+                for key, sig in (("kill", signal.SIGKILL), ("term", signal.SIGTERM)):
+                    name = f"auto, {sig.name} every {every:g} s"
+                    outs[f"auto-{key}"].append(contender(name, sig, True, None, True))
+        if not outs["free"]:
+            return _auto_rows(outs, every, steps, real_step) + extra, outcomes
         t0 = statistics.median(o.elapsed for o in outs["free"])
         if "nock" in which:
             outs["nock"] = [
@@ -415,7 +477,8 @@ def run(
                 outcomes.append(flyte)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return _rows(outs, every, ckpt_every, steps, real_step) + extra, outcomes
+    rows = _rows(outs, every, ckpt_every, steps, real_step)
+    return rows + _auto_rows(outs, every, steps, real_step) + extra, outcomes
 
 
 def _flytekit(
@@ -555,6 +618,80 @@ def _rows(
     return rows
 
 
+def _auto_rows(
+    outs: dict[str, list[Outcome]], every: float, steps: int, step_s: float
+) -> list[Row]:
+    """The auto contenders: failure-free against the run without checkpoints, SIGTERM and
+    SIGKILL against the auto failure-free run, each ratio within its own round."""
+    bare, auto = outs.get("bare") or [], outs.get("auto") or []
+    if not bare or not auto:
+        return []
+    t_bare = statistics.median(o.elapsed for o in bare)
+    what = f"{steps} steps of {step_s * 1e3:.0f} ms, no checkpoint"
+    if len(bare) > 1:
+        what += f"; median of {len(bare)}: " + ", ".join(f"{o.elapsed:.1f}" for o in bare)
+    rows = [Row("goodput: no checkpoints, failure-free job", t_bare, None, "s", None,
+                "(baseline)", None, what)]  # fmt: skip
+    contenders = (
+        ("auto", auto, bare, "failure-free (vs no checkpoints)", 1.02),
+        ("auto-term", outs.get("auto-term") or [], auto, f"SIGTERM every {every:g} s", 1.05),
+        ("auto-kill", outs.get("auto-kill") or [], auto, f"SIGKILL every {every:g} s", 1.12),
+    )
+    for key, runs, bases, label, target in contenders:
+        if not runs:
+            continue
+        ratios = [r.elapsed / b.elapsed for r, b in zip(runs, bases, strict=False)]
+        ratio = statistics.median(ratios)
+        out = runs[ratios.index(sorted(ratios)[(len(ratios) - 1) // 2])]
+        note = _interval_note(out)
+        if key != "auto":
+            lost, restart = out.per_kill(step_s)
+            vs_bare = statistics.median(
+                r.elapsed / b.elapsed for r, b in zip(runs, bare, strict=False)
+            )
+            note += (
+                f"; {len(out.kills)} signals, per signal {lost:.2f} s of work lost and "
+                f"{restart:.2f} s to the next attempt's first step; {vs_bare:.3f} x the run "
+                "without checkpoints"
+            )
+            label += " (vs auto failure-free)"
+        if len(runs) > 1:
+            note += "; ratios of the rounds: " + ", ".join(f"{r:.3f}" for r in ratios)
+        finished = all(r.finished for r in runs)
+        rows.append(
+            Row(
+                f"goodput auto: {label}",
+                statistics.median(r.elapsed for r in runs),
+                statistics.median(b.elapsed for b in bases),
+                "s",
+                ratio,
+                f"<= {target:g} x baseline",
+                finished and ratio <= target,
+                note if finished else f"{out.note}; {note}",
+            )
+        )
+    return rows
+
+
+def _interval_note(out: Outcome) -> str:
+    """How many saves the run made and the intervals ``due()`` chose for them."""
+    saved = [row for row in out.intervals if row[5]]
+    if not saved:
+        return "no save logged"
+    calm = [row[1] for row in saved if row[4] == 0]
+    failing = [row for row in saved if row[4] > 0]
+    parts = [f"{len(saved)} saves"]
+    if calm:
+        parts.append(f"interval {statistics.median(calm):.2f} s while no failure was seen")
+    if failing:
+        parts.append(
+            f"{statistics.median(r[1] for r in failing):.2f} s once failures were (MTBF "
+            f"~{statistics.median(r[3] for r in failing):.0f} s)"
+        )
+    parts.append(f"save cost to the loop {statistics.median(r[2] for r in saved) * 1e3:.0f} ms")
+    return ", ".join(parts)
+
+
 def _kill_expectation(
     kills: int, every: float, ckpt_every: float, restart: float, t0: float
 ) -> str:
@@ -597,8 +734,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument(
         "--only",
         default=",".join(sorted(ALL)),
-        help="contenders besides failure-free: term,kill,nock,flyte,restart (restart alone "
-        "skips failure-free)",
+        help="contenders besides failure-free: term,kill,nock,flyte,restart,auto (restart and "
+        "auto alone skip the fixed-interval failure-free run)",
     )
     parser.add_argument(
         "--rounds", type=int, default=1, help="failure-free, SIGTERM, SIGKILL repeated N times"
@@ -625,7 +762,27 @@ def main(argv: list[str] | None = None) -> list[Row]:
     print_table(f"goodput under preemption ({runs}; wall time)", rows)
     trace = [vars(o) for o in outcomes]
     print(f"\nresults: {save_json('goodput', rows, vars(args), outcomes=trace)}")
+    _plot(trace)
     return rows
+
+
+def _plot(trace: list[dict]) -> None:
+    """Progress over time and the intervals chosen, beside the JSON results."""
+    try:
+        from benchmarks import plots
+        from benchmarks.common import RESULTS
+
+        steps = max((s for o in trace for _, s in o["progress"]), default=0)
+        made = [
+            plots.goodput(trace, steps, RESULTS, "goodput_run.png") if steps else None,
+            plots.interval(trace, RESULTS),
+        ]
+    except ImportError as exc:
+        print(f"plots skipped: {exc} (pip install matplotlib)")
+        return
+    for path in made:
+        if path is not None:
+            print(f"plot: {path}")
 
 
 if __name__ == "__main__":

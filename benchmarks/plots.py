@@ -150,7 +150,9 @@ def training_loop(trace: dict[str, Any], out: Path) -> Path | None:
     return path
 
 
-def goodput(outcomes: list[dict[str, Any]], steps: int, out: Path) -> Path | None:
+def goodput(
+    outcomes: list[dict[str, Any]], steps: int, out: Path, name: str = "goodput.png"
+) -> Path | None:
     """Progress (fraction of the job's steps) over wall time for every contender."""
     if not outcomes:
         return None
@@ -188,7 +190,44 @@ def goodput(outcomes: list[dict[str, Any]], steps: int, out: Path) -> Path | Non
     ax.set_title("goodput under preemption (dashed: kills; dotted: restarts)", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    path = out / "goodput.png"
+    path = out / name
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def interval(
+    outcomes: list[dict[str, Any]], out: Path, name: str = "goodput_interval.png"
+) -> Path | None:
+    """The checkpoint interval ``Checkpoint.due()`` chose over time in the auto contenders
+    (steps: the interval in force; dots: saves; dashed: kills)."""
+    shown = [o for o in outcomes if o.get("intervals")]
+    if not shown:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#17becf"]
+    for color, outcome in zip(palette, shown, strict=False):
+        rows = outcome["intervals"]
+        ax.step([r[0] for r in rows], [r[1] for r in rows], where="post", lw=1.1, color=color,
+                label=outcome["name"])  # fmt: skip
+        saves = [r for r in rows if r[5]]
+        ax.plot([r[0] for r in saves], [r[1] for r in saves], ".", ms=3, color=color)
+        for kill in outcome["kills"]:
+            ax.axvline(kill, color=color, lw=0.5, ls="--", alpha=0.4)
+    ax.set_yscale("log")
+    plain = plt.FuncFormatter(lambda value, _: f"{value:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.set_xlabel("wall time (s)")
+    ax.set_ylabel("interval chosen (s)")
+    ax.set_title(
+        'every_n_steps="auto": the interval Checkpoint.due() chose (dots: saves, dashed: kills)',
+        fontsize=9,
+    )
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    path = out / name
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,8 @@ class TaskContext:
         "_callbacks",
         "_checkpoint",
         "_checkpoint_factory",
+        "_deadline",
+        "_deadline_listener",
         "attempt",
         "execution_id",
         "node",
@@ -58,6 +61,9 @@ class TaskContext:
         self._checkpoint_factory = checkpoint_factory
         self._checkpoint: Any = None
         self._callbacks: list[Callable[[], Any]] = []
+        self._deadline: float | None = None
+        # The engine's preemption guard: re-arms its stop when the deadline moves.
+        self._deadline_listener: Callable[[float], Any] | None = None
 
     @property
     def checkpoint(self) -> Checkpoint:
@@ -75,10 +81,43 @@ class TaskContext:
         if self.preempted:
             _call_safely(callback)
 
-    def mark_preempted(self) -> None:
-        """Set ``preempted`` and run the callbacks once (called from the SIGTERM handler)."""
+    @property
+    def preempt_deadline(self) -> float | None:
+        """The ``time.monotonic()`` time by which this attempt must be done, once preempted
+        (``None`` before). SIGTERM sets it to the signal's time plus the grace period.
+
+        Set it when the machine goes away sooner or later than that (from ``on_preempt``, or
+        where the cloud's own notice arrives): the engine moves its stop of the attempt to the
+        new time and plans the last checkpoint against it (pending async writes that cannot
+        finish give way to the newest state; a write that would not fit is skipped). Setting
+        it on an attempt not preempted yet preempts it, as SIGTERM would. (With
+        ``isolation="process"`` a driver that got SIGTERM too still stops the attempt's
+        process a little after its own grace period: a later time needs a longer ``grace``.)
+        """
+        return self._deadline
+
+    @preempt_deadline.setter
+    def preempt_deadline(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"preempt_deadline takes a time.monotonic() time, not {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"preempt_deadline must be a finite time, got {value!r}")
+        self._deadline = float(value)
+        if self._deadline_listener is not None:
+            self._deadline_listener(self._deadline)
+        self.mark_preempted()
+
+    def listen_to_deadline(self, listener: Callable[[float], Any] | None) -> None:
+        """Call ``listener(deadline)`` when ``preempt_deadline`` is set (engine internal)."""
+        self._deadline_listener = listener
+
+    def mark_preempted(self, deadline: float | None = None) -> None:
+        """Set ``preempted`` (and ``preempt_deadline``, unless it was set) and run the
+        callbacks once (called from the SIGTERM handler)."""
         if self.preempted:
             return
+        if self._deadline is None:
+            self._deadline = deadline
         self.preempted = True
         for callback in list(self._callbacks):
             _call_safely(callback)

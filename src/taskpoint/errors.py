@@ -14,6 +14,13 @@ class CheckpointError(TaskpointError):
     """A checkpoint could not be written, read or restored (storage unreachable, bad path, ...)."""
 
 
+class CheckpointTimeoutError(CheckpointError):
+    """A request to the checkpoint storage ran past its deadline (``Checkpoint.open(timeout=)``,
+    the engine's ``storage_timeout``, or the filesystem's own): the storage stalled or is
+    unreachable, not the task's fault. The engine records the attempt ``lost`` and retries it
+    from its latest committed checkpoint under the system budget (``system_retries``)."""
+
+
 class CheckpointCorruptError(CheckpointError):
     """Committed checkpoint versions exist, but none of them is intact.
 
@@ -60,6 +67,55 @@ def _rebuild_missing(
 ) -> CheckpointMissingError:
     return CheckpointMissingError(
         message, execution_id=execution_id, node=node, expected=expected, url=url
+    )
+
+
+class NotResumedError(CheckpointError):
+    """An attempt of a ``@task(require_resume=True)`` was about to commit without having
+    resumed from the checkpoint version available at its start: it loaded none, or its first
+    commit's ``step`` is below that version's. Nothing was committed; the attempt fails (it is
+    not retried: a retry would most likely do the same).
+
+    ``available`` / ``available_step``: the version the attempt could have resumed from;
+    ``loaded`` / ``loaded_step``: the newest one it loaded (``None``: none); ``step``: the step
+    of the refused commit (``None`` when the write gave none).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        available: str | None = None,
+        available_step: int | None = None,
+        loaded: str | None = None,
+        loaded_step: int | None = None,
+        step: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.available, self.available_step = available, available_step
+        self.loaded, self.loaded_step = loaded, loaded_step
+        self.step = step
+
+    def __reduce__(self):  # keyword-only attributes survive a trip between processes
+        fields = (self.available, self.available_step, self.loaded, self.loaded_step, self.step)
+        return (_rebuild_not_resumed, (str(self), *fields))
+
+
+def _rebuild_not_resumed(
+    message: str,
+    available: str | None,
+    available_step: int | None,
+    loaded: str | None,
+    loaded_step: int | None,
+    step: int | None,
+) -> NotResumedError:
+    return NotResumedError(
+        message,
+        available=available,
+        available_step=available_step,
+        loaded=loaded,
+        loaded_step=loaded_step,
+        step=step,
     )
 
 

@@ -43,7 +43,8 @@ def counting(total: int, markers: str) -> dict:
 
 @task(system_retries=3)
 def frozen_count(total: int, markers: str) -> dict:
-    """Attempt 1 is frozen (SIGSTOP) after step 3; once woken it writes late versions as a zombie.
+    """Attempt 1 is frozen (SIGSTOP) after step 3; once woken it writes late versions as a zombie
+    (one or more: its worker, closing, preempts it).
     The successor waits, after its first write, until the zombie wrote, then finishes."""
     ctx = current_context()
     cp = ctx.checkpoint
@@ -55,9 +56,13 @@ def frozen_count(total: int, markers: str) -> dict:
         if ctx.attempt == 1 and i == 2:
             (m / "frozen").write_text(str(os.getpid()))
             wait_path(m / "release", timeout=120)  # SIGSTOPped in here, then SIGCONTinued
-            for step in (100, 101, 102):
-                cp.write(b"zombie", step=step)
-            (m / "zombie-wrote").write_text("yes")
+            try:
+                for step in (100, 101, 102):
+                    cp.write(b"zombie", step=step)
+            finally:
+                # Woken, the removed worker is told to close, and closing preempts its
+                # attempts (PreemptionPlugin): a late write may commit and raise Preempted.
+                (m / "zombie-wrote").write_text("yes")
             return {"zombie": True}
         if ctx.attempt > 1 and i == start:
             (m / "successor").write_text(str(os.getpid()))
@@ -117,3 +122,27 @@ def held_count(total: int, markers: str) -> dict:
 @workflow
 def holding(total: int, markers: str) -> dict:
     return held_count(total=total, markers=markers)
+
+
+@task(system_retries=3)
+def preemptible_count(total: int, markers: str) -> dict:
+    """Counts to ``total`` with a checkpoint per step. Attempt 1 announces its pid after step 3
+    and waits until its preemption ran its ``on_preempt`` callback (its worker got SIGTERM);
+    its next write, step 4, then commits and raises ``Preempted``."""
+    ctx = current_context()
+    cp = ctx.checkpoint
+    m = Path(markers)
+    ctx.on_preempt(lambda: (m / f"on-preempt-{ctx.attempt}").write_text(str(os.getpid())))
+    prev = cp.read()
+    start = int(prev) if prev else 0
+    for i in range(start, total):
+        if ctx.attempt == 1 and i == 3:
+            (m / "victim").write_text(str(os.getpid()))
+            wait_path(m / "on-preempt-1", timeout=120)
+        cp.write(str(i + 1).encode(), step=i + 1)
+    return {"start": start, "attempt": ctx.attempt, "pid": os.getpid()}
+
+
+@workflow
+def preempting(total: int, markers: str) -> dict:
+    return preemptible_count(total=total, markers=markers)

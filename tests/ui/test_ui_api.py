@@ -186,3 +186,20 @@ def test_execution_whose_driver_was_killed_shows_interrupted(ui_home, ui_server)
     assert end["t"] >= max(p["t"] for p in node["work"]["points"] if p["kind"] == "commit")
     rows = api(ui_server, "/api/executions?status=interrupted")
     assert [r["id"] for r in rows] == [ui_home.ids["interrupted"]]
+
+
+def test_the_goodput_ledger_of_a_preempted_then_lost_training(ui_home, ui_server):
+    doc = api(ui_server, f"/api/executions/{ui_home.ids['training']}")
+    (node,) = doc["nodes"]
+    preempted, lost, done = (a["ledger"] for a in node["attempts"])
+    # Attempts that reported measured themselves; the SIGKILLed one could not.
+    assert preempted["measured"] and done["measured"] and not lost["measured"]
+    assert lost["start_s"] is None and lost["work_lost_s"] >= 0.05  # slept after its commit
+    assert preempted["work_lost_s"] < 1.0  # it committed its step in progress
+    assert done["loaded_version"] == node["attempts"][2]["checkpoint_at_start"]
+    assert done["loaded_step"] == 9 and done["restore_s"] > 0 and done["work_lost_s"] == 0
+    assert all(a["resume_warning"] is None for a in (preempted, lost, done))
+    goodput = node["goodput"]
+    assert goodput["failures"] == {"preempted": 1, "lost": 1} and goodput["attempts"] == 3
+    assert 0 < goodput["ettr"] < 1 and goodput["work_lost_s"] >= 0.05
+    assert doc["goodput"]["ettr"] == goodput["ettr"]

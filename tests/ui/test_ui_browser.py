@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ui_support import FLOWS, base_url, get, serving
+from ui_support import FLOWS, base_url, fill_home, get, serving
 
 from support.fixtures import cli_command, tp_env
 from support.polling import wait_until
@@ -544,3 +544,32 @@ def test_the_list_is_not_polled_while_the_tab_is_hidden(page, ui_server):
     page.wait_for_timeout(1000)
     assert len(calls) > before  # and at once again when shown
     assert all("limit=50" in url and "offset=0" in url for url in calls)  # one page only
+
+
+def test_the_goodput_section_draws_where_each_nodes_time_went(page, ui_home, ui_server):
+    page.goto(f"{base_url(ui_server)}/executions/{ui_home.ids['training']}")
+    row = page.wait_for_selector('#goodput svg.goodput .goodput-row[data-node="train#1"]')
+    ettr = float(row.get_attribute("data-ettr"))
+    assert 0 < ettr < 1
+    parts = page.locator('#goodput .goodput-row[data-node="train#1"] rect.part')
+    drawn = {parts.nth(i).get_attribute("data-part") for i in range(parts.count())}
+    assert {"productive", "lost", "restore"} <= drawn
+    assert f"ETTR {ettr:.3f}" in page.locator("#goodput .goodput-summary").inner_text()
+    rows = page.locator("#goodput table.ledger tbody tr")
+    assert rows.count() == 3
+    lost = page.locator('#goodput table.ledger tr[data-attempt="2"] td')
+    assert lost.nth(4).inner_text() == "?"  # its start: the SIGKILLed attempt could not report
+    assert page.locator("#goodput .resume-warning").count() == 0
+
+
+def test_an_attempt_that_restarted_from_scratch_is_marked(page, tmp_path):
+    runs = {"forgets": (FLOWS, "forgets", ["--steps", "4"], 0)}
+    home = fill_home(tmp_path / "home", runs, interrupted=False)
+    with serving(home.path) as server:
+        page.goto(f"{base_url(server)}/executions/{home.ids['forgets']}")
+        warning = page.wait_for_selector('#goodput .resume-warning[data-attempt="2"]')
+        text = warning.inner_text()
+        assert "restarted from scratch" in text and "0001-000003 (step 3)" in text
+        badge = page.locator('table.attempts tr[data-attempt="2"] .restart-badge')
+        assert badge.count() == 1 and "0001-000003" in badge.get_attribute("title")
+        assert page.locator('table.attempts tr[data-attempt="1"] .restart-badge').count() == 0

@@ -10,6 +10,8 @@
   line at each checkpoint it commits.
 - ``chatty``: inline; each attempt prints numbered lines on stdout and `MARKUP` on stderr, and
   commits no checkpoint; attempt 1 fails recoverably, attempt 2 succeeds.
+- ``forgets``: attempt 1 commits steps 1-3 and fails recoverably; attempt 2 ignores its
+  checkpoint and starts again at step 1 (the resume guard flags it).
 """
 
 import os
@@ -138,3 +140,21 @@ def chatter(lines: int) -> int:
 @workflow
 def chatty(lines: int) -> int:
     return chatter(lines=lines)
+
+
+@task(retries=1)
+def forgetful(steps: int) -> int:
+    ctx = current_context()
+    cp = ctx.checkpoint
+    if ctx.attempt == 1:
+        for i in range(1, 4):
+            cp.write(str(i).encode(), step=i)
+        raise RecoverableError("fails after step 3")
+    for i in range(1, steps + 1):  # never reads what attempt 1 committed
+        cp.write(str(i).encode(), step=i)
+    return steps
+
+
+@workflow
+def forgets(steps: int) -> int:
+    return forgetful(steps=steps)

@@ -4,25 +4,31 @@ on the workers, as any library a Dask task uses).
 The worker touches only the checkpoint storage: the task opens ``Checkpoint.open(url,
 attempt=n, storage_options=...)`` itself, from what the attempt carries. The outcome goes back as
 the task's result; the driver records it.
+
+Preemption: the attempt registers its guard with the worker's registry (``_dask_attempts``), so
+the worker's `PreemptionPlugin` can turn a SIGTERM into its preemption. A preempted attempt also
+publishes its outcome in the scheduler's metadata under its key: if the worker goes before the
+driver fetched the result, Dask runs the key again elsewhere, and that re-run (fenced by the
+claim) answers the published outcome instead of ``lost``.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Any
 
 from taskpoint.engine.attempt import AttemptJob, Outcome, portable
 from taskpoint.engine.events import AttemptInfo, Listener
-from taskpoint.errors import AttemptLost, TaskpointError
+from taskpoint.errors import AttemptLost, Preempted, TaskpointError
 from taskpoint.records.status import AttemptStatus
 
 CLAIM = "taskpoint-claim"
+OUTCOME = "taskpoint-outcome"
 
 
 def run_attempt(payload: Any, info: AttemptInfo, grace: float) -> Outcome:
     from taskpoint.backends import shipping
-    from taskpoint.engine.execute import execute_attempt
-    from taskpoint.engine.preempt import PreemptionGuard
 
     try:
         claimed = _claim()
@@ -32,6 +38,9 @@ def run_attempt(payload: Any, info: AttemptInfo, grace: float) -> Outcome:
             AttemptStatus.LOST, AttemptLost(f"{info.node} attempt {info.attempt}: {why}")
         )
     if not claimed:
+        published = _published()
+        if published is not None:  # its worker was preempted after it ended: its own outcome
+            return published
         return Outcome.from_error(
             AttemptStatus.LOST,
             AttemptLost(
@@ -47,26 +56,93 @@ def run_attempt(payload: Any, info: AttemptInfo, grace: float) -> Outcome:
             f"{type(exc).__name__}: {exc}"
         )
         return Outcome.from_error(AttemptStatus.FAILED, error)
-    # Not the main thread: no signal handlers; a worker's own shutdown makes the attempt lost.
-    job = AttemptJob(task, arguments, info, PreemptionGuard(grace), Listener())
-    outcome = execute_attempt(job)
+    return _run(task, arguments, info, grace)
+
+
+def _run(task: Any, arguments: dict[str, Any], info: AttemptInfo, grace: float) -> Outcome:
+    from taskpoint.backends._dask_attempts import ATTEMPTS, WorkerAttemptGuard
+
+    guard = WorkerAttemptGuard(grace)
+    worker, key = _current()
+    if key is None:  # not on a Dask worker (called directly): nothing can preempt it
+        return _execute(task, arguments, info, guard)
+    entry = ATTEMPTS.start(key, worker, guard)
+    if entry is None:
+        outcome = Outcome.from_error(
+            AttemptStatus.PREEMPTED,
+            Preempted(
+                f"{info.node} attempt {info.attempt} was not started: its Dask worker (pid "
+                f"{os.getpid()}) is being preempted (SIGTERM); it resumes elsewhere"
+            ),
+            info.checkpoint_at_start,
+        )
+        _publish(key, outcome)
+        return outcome
+    try:
+        outcome = _execute(task, arguments, info, guard)
+        if entry.preempted:
+            _publish(key, outcome)
+        return outcome
+    finally:
+        ATTEMPTS.finish(entry)
+
+
+def _execute(task: Any, arguments: dict[str, Any], info: AttemptInfo, guard: Any) -> Outcome:
+    from taskpoint.engine.execute import execute_attempt
+
+    # Not the main thread: the worker's PreemptionPlugin preempts the guard on SIGTERM.
+    outcome = execute_attempt(AttemptJob(task, arguments, info, guard, Listener()))
     outcome.pid = os.getpid()
     return portable(outcome, task)
+
+
+def _current() -> tuple[Any, str | None]:
+    """The Dask worker and the key of the task running this attempt; ``(None, None)`` when not
+    on a worker (called directly)."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None, None
+    return worker, str(worker.get_current_task())  # the backend's keys are strings
 
 
 def _claim() -> bool:
     """True the first time this attempt's Dask task starts; False when Dask runs it again
     because the worker that started it left (it may still be running there, frozen)."""
-    try:
-        from distributed import get_client, get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):
+    worker, key = _current()
+    if worker is None:
         return True  # not on a Dask worker (called directly): nothing to fence
-    key = worker.get_current_task()
+    from distributed import get_client
+
     client = get_client()
     # Scheduler-side metadata of this task's key: dropped with the key when it is forgotten.
     if client.get_metadata([key, CLAIM], default=None) is not None:
         return False
     client.set_metadata([key, CLAIM], worker.address)
     return True
+
+
+def _publish(key: str, outcome: Outcome) -> None:
+    """Leave a preempted attempt's outcome with the scheduler, for a re-run of its key."""
+    try:
+        from distributed import get_client
+
+        get_client().set_metadata([key, OUTCOME], pickle.dumps(outcome))
+    except Exception:  # best effort: the result itself still goes back the usual way
+        pass
+
+
+def _published() -> Outcome | None:
+    _, key = _current()
+    if key is None:
+        return None
+    try:
+        from distributed import get_client
+
+        data = get_client().get_metadata([key, OUTCOME], default=None)
+    except Exception:
+        return None
+    # Written by this cluster's own worker for this key (as the task results Dask moves).
+    return pickle.loads(data) if isinstance(data, bytes) else None

@@ -13,6 +13,13 @@ attempt number never runs twice. A frozen worker that wakes up later (a zombie) 
 checkpoint versions under its own, lower attempt number, and its result goes to a key nobody
 waits for any more.
 
+A worker's SIGTERM (a spot node going away, a Kubernetes eviction) preempts its attempts instead:
+the backend registers `PreemptionPlugin` (``_dask_plugin.py``) on the cluster, which marks them
+preempted, so each commits at its next checkpoint write and is recorded ``preempted`` within the
+grace period, and keeps the worker alive until the driver has their outcomes; the next attempt
+resumes on another worker. ``preemption=False`` leaves the cluster's plugins alone (register
+``PreemptionPlugin()`` yourself, or not at all).
+
 Without a scheduler address the backend starts a ``LocalCluster`` of worker processes and stops
 it in ``close()``.
 """
@@ -32,6 +39,17 @@ from taskpoint.records.status import AttemptStatus
 
 INSTALL_HINT = BACKENDS["dask"][1]
 _POLL = 0.1  # seconds between looks at the driver's signal state while an attempt runs
+
+
+def __getattr__(name: str) -> Any:
+    # ``from taskpoint.backends.dask import PreemptionPlugin``: a subclass of distributed's
+    # WorkerPlugin, so it is defined only where distributed is installed.
+    if name == "PreemptionPlugin":
+        require_distributed()
+        from taskpoint.backends._dask_plugin import PreemptionPlugin
+
+        return PreemptionPlugin
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def require_distributed() -> Any:
@@ -57,6 +75,7 @@ class DaskBackend:
         scheduler: str | None = None,
         workers: int | None = None,
         client: Any = None,
+        preemption: bool = True,
         **cluster_options: Any,
     ) -> None:
         require_distributed()
@@ -71,6 +90,8 @@ class DaskBackend:
         self.cluster_options = cluster_options
         self._client = client
         self._owns_client = client is None
+        self.preemption = preemption
+        self._plugin_installed = False
         self._cluster: Any = None
         self._lock = threading.Lock()
 
@@ -79,6 +100,8 @@ class DaskBackend:
         with self._lock:
             if self._client is None:
                 self._client = self._connect()
+            if self.preemption and not self._plugin_installed:
+                self._install_plugin(self._client)
             return self._client
 
     def start(self) -> DaskBackend:
@@ -99,6 +122,22 @@ class DaskBackend:
             **options,
         )
         return Client(self._cluster)
+
+    def _install_plugin(self, client: Any) -> None:
+        """Register `PreemptionPlugin` on every worker, present and future (idempotent: a
+        cluster that has it keeps it)."""
+        from taskpoint.backends._dask_plugin import PreemptionPlugin
+
+        try:
+            client.register_plugin(PreemptionPlugin())
+        except Exception as exc:
+            raise TaskpointError(
+                f"cannot install taskpoint's preemption plugin on the Dask workers "
+                f"({type(exc).__name__}: {exc}); is taskpoint installed on them? "
+                "(DaskBackend(preemption=False) runs without it: a SIGTERM to a worker then "
+                "loses its attempts)"
+            ) from exc
+        self._plugin_installed = True
 
     def submit(self, job: AttemptJob) -> DaskHandle:
         from taskpoint.backends import shipping

@@ -55,9 +55,19 @@ class VersionWriter:
         self._buffer: bytearray | None = None
 
     def write(
-        self, payload: Payload, step: int | None, metadata: dict[str, Any]
-    ) -> CheckpointVersion:
-        """Commit ``payload`` as a new version; the caller discards the payload afterwards."""
+        self,
+        payload: Payload,
+        step: int | None,
+        metadata: dict[str, Any],
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> CheckpointVersion | None:
+        """Commit ``payload`` as a new version; the caller discards the payload afterwards.
+
+        ``None`` when ``cancelled()`` turned true before the commit (checked before each file
+        and right before the manifest, see ``deadline.py``): nothing is committed then, and
+        what was written of the payload is deleted."""
+        if cancelled():
+            return None
         inline = payload.inline_data()
         if inline is not None:
             return self._write_inline(inline, step, metadata)
@@ -65,7 +75,9 @@ class VersionWriter:
             with storage_errors(self.url, "write a checkpoint version"):
                 vid, seq = self._reserve_id()
             try:
-                return self._write_payload(vid, seq, payload, step, metadata)
+                return self._write_payload(vid, seq, payload, step, metadata, cancelled)
+            except _Cancelled:
+                return None
             except _IdTaken:
                 rereadable = all(src.stream is None for src in payload.sources)
                 if tries >= _REWRITES or not rereadable:
@@ -96,7 +108,13 @@ class VersionWriter:
                 raise
 
     def _write_payload(
-        self, vid: str, seq: int, payload: Payload, step: int | None, metadata: dict[str, Any]
+        self,
+        vid: str,
+        seq: int,
+        payload: Payload,
+        step: int | None,
+        metadata: dict[str, Any],
+        cancelled: Callable[[], bool],
     ) -> CheckpointVersion:
         store = self._store
         manifest = Manifest(vid, self.attempt, seq, payload.kind, step, metadata)
@@ -110,11 +128,15 @@ class VersionWriter:
                         for rel in payload.dirs:
                             store.make_dir(vid, rel)
                         for src in payload.sources:
+                            if cancelled():
+                                raise _Cancelled()
                             manifest.files.append(store.write_source(vid, src, self._buffer))
                         for rel, target in payload.links.items():
                             store.make_link(vid, rel, target)
                         manifest.dirs, manifest.links = payload.dirs, payload.links
                         store.seal(vid)
+                        if cancelled():
+                            raise _Cancelled()
                         committing = True
                         try:
                             store.commit(vid, manifest.dumps())
@@ -156,6 +178,10 @@ class VersionWriter:
             if self._store.reserve(vid):
                 self._retention.reserved.add(vid)
                 return vid, seq
+
+
+class _Cancelled(BaseException):
+    """The write was cancelled before its commit (a BaseException, like `_IdTaken`)."""
 
 
 class _IdTaken(BaseException):

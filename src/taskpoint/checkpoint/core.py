@@ -25,9 +25,11 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
+from taskpoint.checkpoint import deadline as planned
 from taskpoint.checkpoint.arguments import check_save_source, check_step_metadata
 from taskpoint.checkpoint.committing import VersionWriter
 from taskpoint.checkpoint.failures import CheckpointWarning, storage_errors
+from taskpoint.checkpoint.interval import Pacer
 from taskpoint.checkpoint.localio import StreamReader
 from taskpoint.checkpoint.payload import Payload, bytes_payload, path_payload, stream_payload
 from taskpoint.checkpoint.reading import VersionReader
@@ -76,6 +78,8 @@ class CheckpointHook:
 class _Job:
     def __init__(self, payload: Payload, step: int | None, metadata: dict[str, Any]) -> None:
         self.payload, self.step, self.metadata = payload, step, metadata
+        self.size = planned.payload_bytes(payload)  # for the estimates against a deadline
+        self.cancelled = False  # given up by a deadline (deadline.py): must not commit
 
 
 class Checkpoint:
@@ -99,6 +103,8 @@ class Checkpoint:
         self._reader = VersionReader(store, url)
         self._hooks: list[CheckpointHook] = []
         self.stats = ScopeStats()  # what this object loaded and what its writes cost
+        self.deadline: float | None = None  # monotonic; writes are planned against it
+        self.pacer = Pacer(self.stats)  # when due() says to save; the engine gives its own
         self._retention = Retention(store, url, attempt, keep, retire_grace)
         self._versions = VersionWriter(store, url, attempt, self._retention, self._reader.scan)
         self._commit_lock = threading.Lock()
@@ -289,6 +295,16 @@ class Checkpoint:
                 payload = stream_payload(src, staging_root=staging)  # type: ignore[arg-type]
         return self._after_write(self._submit(payload, step, metadata, blocking), blocking, started)
 
+    def due(self) -> bool:
+        """Whether to take a checkpoint now; call it once per step of the loop (it times them).
+
+        True once the time since the last save reaches the interval ``self.pacer`` chooses from
+        what saves cost the loop and how often the task failed (``checkpoint/interval.py``), and
+        at once when the running attempt is preempted. ``pacer.configure(min_interval=...,
+        max_interval=...)`` bounds it."""
+        self.stats.note_due()
+        return self.pacer.due()
+
     def add_hook(self, hook: CheckpointHook) -> None:
         """Call ``hook`` after every write of this scope object (in the order added)."""
         self._hooks.append(hook)
@@ -310,6 +326,11 @@ class Checkpoint:
     def wait(self, timeout: float | None = None) -> None:
         """Block until every async write is committed; re-raise a writer error."""
         self._writer.wait(timeout)
+
+    def flush(self, deadline: float | None = None) -> planned.FlushReport:
+        """Commit what pending async writes can by ``deadline`` (``time.monotonic()``; default
+        ``self.deadline``; none: all, as `wait`), the newest first (``deadline.py``)."""
+        return planned.flush_pending(self, self.deadline if deadline is None else deadline)
 
     def prune(self, keep: int) -> None:
         """Keep only the newest ``keep`` committed versions from now on, deleting the others
@@ -334,6 +355,8 @@ class Checkpoint:
                 f"checkpoint scope {self.url} was opened read-only; open it without "
                 "readonly=True to write"
             )
+        if self.deadline is not None:  # committed now, or skipped when it would not fit
+            return planned.submit_by_deadline(self, job, self.deadline, blocking)
         if not blocking:
             return self._writer.submit(job)
         try:
@@ -344,7 +367,7 @@ class Checkpoint:
             raise
         return self._commit(job)
 
-    def _commit(self, job: _Job) -> CheckpointVersion:
+    def _commit(self, job: _Job) -> CheckpointVersion | None:
         with self._commit_lock:
             try:
                 if not self._retention.swept:
@@ -352,7 +375,11 @@ class Checkpoint:
                     # many: trim first, or each such kill would add one more for good.
                     self._retain()
                 started = time.monotonic()
-                version = self._versions.write(job.payload, job.step, job.metadata)
+                version = self._versions.write(
+                    job.payload, job.step, job.metadata, lambda: job.cancelled
+                )
+                if version is None:  # cancelled: nothing committed
+                    return None
                 self.stats.note_commit(version, time.monotonic() - started)
             finally:
                 job.payload.discard()

@@ -1,9 +1,9 @@
 """What a storage failure is: an error to raise, or damage to one version to fall back from.
 
 `storage_errors` turns whatever a store raises (OSError, botocore, aiohttp, ...) into
-`CheckpointError` naming the action and the scope; `is_damage` decides which failures while reading
-a version mean that version is bad (warn, use the previous one) rather than that the storage or the
-machine is (raise).
+`CheckpointError` naming the action and the scope (`CheckpointTimeoutError` for a request past
+its deadline); `is_damage` decides which failures while reading a version mean that version is bad
+(warn, use the previous one) rather than that the storage or the machine is (raise).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from taskpoint.checkpoint.manifest import ManifestError
 from taskpoint.checkpoint.safeopen import NotARegularFile
 from taskpoint.checkpoint.storage import ChecksumMismatch
-from taskpoint.errors import CheckpointError, TaskpointError
+from taskpoint.errors import CheckpointError, CheckpointTimeoutError, TaskpointError
 
 
 class CheckpointWarning(UserWarning):
@@ -33,7 +33,8 @@ def storage_errors(url: str, action: str) -> Iterator[None]:
         raise
     except TimeoutError as exc:  # a request past its deadline (``timeout=``), or the fs's own
         detail = str(exc) or type(exc).__name__
-        raise CheckpointError(f"could not {action} at {url}: timed out ({detail})") from exc
+        message = f"could not {action} at {url}: timed out ({detail})"
+        raise CheckpointTimeoutError(message) from exc
     except Exception as exc:
         raise CheckpointError(f"could not {action} at {url}: {describe(exc)}") from exc
 

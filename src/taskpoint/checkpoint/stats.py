@@ -40,6 +40,10 @@ class ScopeStats:
     commits: int = 0
     commit_s: float = 0.0
     last_commit_s: float = 0.0
+    # Payload bytes committed, and the shortest commit (an upper bound on a commit's fixed
+    # cost): what `deadline.py` estimates the time of a commit from.
+    commit_bytes: int = 0
+    min_commit_s: float | None = None
     first_commit: CheckpointVersion | None = None
     last_commit: CheckpointVersion | None = None
     last_commit_at: float | None = None
@@ -82,6 +86,9 @@ class ScopeStats:
             self.commits += 1
             self.commit_s += seconds
             self.last_commit_s = seconds
+            self.commit_bytes += version.size
+            if self.min_commit_s is None or seconds < self.min_commit_s:
+                self.min_commit_s = seconds
             if self.first_commit is None:
                 self.first_commit = version
             self.last_commit = version

@@ -3,6 +3,10 @@
 At most one job is queued and one is in flight. A newer job replaces the queued one (latest
 wins: the replaced future resolves to ``None``); the one in flight always finishes. An error is
 kept and re-raised by `wait()` or by the next submit, so a failed async write is never silent.
+
+Against a deadline (``deadline.py``) the scope may take the queued job back to commit it itself,
+and may *abandon* the one in flight: `wait()` and `close()` stop waiting for it (the process may
+end while it runs; the commit protocol leaves nothing visible of a version cut short).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -33,6 +38,8 @@ class AsyncWriter:
         self._name = name
         self._cond = threading.Condition()
         self._queued: tuple[Any, Future[Any]] | None = None
+        self._inflight: tuple[Any, Future[Any], float] | None = None  # job, future, started
+        self._abandoned = False  # nobody waits for the job in flight any more
         self._busy_job = False
         self._busy_chores = False
         self._error: BaseException | None = None
@@ -48,6 +55,7 @@ class AsyncWriter:
         self._cond = threading.Condition()
         self._queued, self._busy_job, self._busy_chores = None, False, False
         self._chores, self._thread, self._closing = [], None, False
+        self._inflight, self._abandoned = None, False
         self._pid = os.getpid()
 
     def defer(self, chore: Callable[[], None]) -> None:
@@ -101,11 +109,39 @@ class AsyncWriter:
         with self._cond:
             return not self._idle()
 
+    def in_flight(self, abandoned: bool = False) -> tuple[Any, Future[Any], float] | None:
+        """The job being committed now, its future and when it started; ``None`` if none (or
+        if it was abandoned, unless ``abandoned``)."""
+        with self._cond:
+            return None if self._abandoned and not abandoned else self._inflight
+
+    @property
+    def abandoned(self) -> bool:
+        """A job abandoned in flight still runs (and holds the scope's commit lock)."""
+        with self._cond:
+            return self._abandoned
+
+    def take_queued(self) -> tuple[Any, Future[Any]] | None:
+        """Take the queued job back before it starts: the caller now owns it and its future."""
+        with self._cond:
+            queued, self._queued = self._queued, None
+            self._cond.notify_all()
+            return queued
+
+    def abandon(self) -> None:
+        """Stop waiting for the job in flight: `wait()` and `close()` return without it (and
+        without the housekeeping queued behind it). It still runs, in the background."""
+        with self._cond:
+            if self._busy_job:
+                self._abandoned = True
+                self._cond.notify_all()
+
     def _writes_done(self) -> bool:
-        return self._queued is None and not self._busy_job
+        return self._queued is None and (not self._busy_job or self._abandoned)
 
     def _idle(self) -> bool:
-        return self._writes_done() and not self._busy_chores and not self._chores
+        chores_done = self._abandoned or (not self._busy_chores and not self._chores)
+        return self._writes_done() and chores_done
 
     def close(self, timeout: float | None = None) -> None:
         try:
@@ -115,7 +151,8 @@ class AsyncWriter:
                 self._closing = True
                 self._cond.notify_all()
                 thread, self._thread = self._thread, None
-            if thread is not None and thread is not threading.current_thread():
+                abandoned = self._abandoned
+            if thread is not None and thread is not threading.current_thread() and not abandoned:
                 thread.join(timeout)
 
     def _raise_error_locked(self) -> None:
@@ -145,6 +182,8 @@ class AsyncWriter:
                 else:
                     job_and_future, self._queued = self._queued, None
                     self._busy_job = True
+                    if job_and_future is not None:
+                        self._inflight = (*job_and_future, time.monotonic())
             if job_and_future is None:
                 self._run_chores(chores)
             else:
@@ -161,7 +200,7 @@ class AsyncWriter:
             future.set_result(result)
         finally:
             with self._cond:
-                self._busy_job = False
+                self._busy_job, self._inflight, self._abandoned = False, None, False
                 self._cond.notify_all()
 
     def _run_chores(self, chores: list[Callable[[], None]]) -> None:

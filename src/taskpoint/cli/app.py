@@ -101,6 +101,7 @@ def run_cli(argv: list[str]) -> int:
     """Run the CLI on ``argv`` and return the exit status; errors become one line on stderr."""
     from taskpoint.cli import (  # noqa: F401  (registers them)
         cleanup_commands,
+        goodput_cmd,
         logs_cmd,
         query_commands,
         run_commands,

@@ -1,5 +1,6 @@
 """``--backend inline|process|dask [--scheduler ADDRESS] [--workers N] [--storage URL]
-[--storage-option key=value ...]`` for ``taskpoint run`` and ``taskpoint resume``."""
+[--storage-option key=value ...] [--storage-timeout SECONDS]`` for ``taskpoint run`` and
+``taskpoint resume``."""
 
 from __future__ import annotations
 
@@ -46,6 +47,13 @@ def backend_options(storage: bool = True) -> list[click.Option]:
             help="fsspec option for the storage (repeatable; client_kwargs.region_name=... "
             "nests). S3 also reads the AWS environment and TASKPOINT_S3_ENDPOINT_URL.",
         ),
+        click.Option(
+            ["--storage-timeout", "storage_timeout"],
+            type=click.FloatRange(min=0, min_open=True, max=1e9),
+            metavar="SECONDS",
+            help="Longest one request to a remote checkpoint store may take; a stalled one "
+            "fails the attempt, which is retried from its latest checkpoint.",
+        ),
     ]
     if storage:
         options.insert(
@@ -81,6 +89,7 @@ def configured(
     workers: int | None,
     storage_option: tuple[str, ...] = (),
     storage: str | None = None,
+    storage_timeout: float | None = None,
 ) -> Iterator[Engine]:
     """``engine`` with this command's options applied and its backend started (and closed
     afterwards); nothing process-wide changes."""
@@ -92,7 +101,9 @@ def configured(
             EXIT_USAGE,
         )
     options = parse_storage_options(storage_option) if storage_option else None
-    engine = engine.updated(storage=storage or None, storage_options=options)
+    engine = engine.updated(
+        storage=storage or None, storage_options=options, storage_timeout=storage_timeout
+    )
     chosen = None
     try:
         if backend is not None:

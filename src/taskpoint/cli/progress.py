@@ -62,7 +62,10 @@ def ended_line(info: AttemptInfo, status: str, error: str | None, end_version: A
     )
     if error and status != AttemptStatus.SUCCEEDED:
         text = f"{text}: {error}"
-    return text + _verdict(info)
+    text += _verdict(info)
+    if info.resume_warning:  # the resume guard (engine/resume_guard.py)
+        text += f"; warning: restarted from scratch: {info.resume_warning}"
+    return text
 
 
 def _verdict(info: AttemptInfo) -> str:

@@ -130,7 +130,9 @@ def list_command(as_json: bool, limit: int, statuses: set[str]) -> None:
 )
 def show_command(execution_id: str, as_json: bool, tracebacks: bool) -> None:
     """Show an execution: its nodes, every attempt, the checkpoints they started from and ended
-    with, and the retry budgets each node spent.
+    with, the retry budgets each node spent, and its goodput ledger (per attempt: the version
+    it loaded, start, restore, time to first step, save stalls, work lost; per node its ETTR;
+    a warning for each attempt that restarted from scratch; see `taskpoint goodput --help`).
 
     The result and outputs shown are the previews stored when they were produced: nothing is
     unpickled (a planted pickle in the storage cannot run code here). With --json every
@@ -209,6 +211,11 @@ def _print_execution(e: Execution) -> None:
             "fresh retry budgets (the node had failed, then was resumed): " + "; ".join(fresh),
             markup=False,
         )
+    from taskpoint.cli.goodput_cmd import print_ledger, totals_line
+    from taskpoint.engine.goodput import execution_totals
+
+    print_ledger(console, e, now)
+    console.print(f"goodput: {totals_line(execution_totals(e, now))}", markup=False, soft_wrap=True)
 
 
 def _attempt_budget(node: Any, a: Any) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from taskpoint.engine.execution import Attempt, Budget, Execution, Node, record_times
+from taskpoint.engine.goodput import execution_totals, node_ledger
 from taskpoint.records import ExecutionRecord
 from taskpoint.records.preview import preview_text, preview_value
 from taskpoint.records.status import AttemptStatus, ExecutionStatus, NodeStatus
@@ -184,6 +185,7 @@ def node_dict(node: Node, checkpoints: list[Any], now: float | None = None) -> d
     now = time.time() if now is None else now
     done = node.status == NodeStatus.SUCCEEDED
     started, wall, running, runs = node.times(now)
+    ledgers, goodput = node_ledger(node, now)  # engine/goodput.py defines the figures
     budgets = None
     if node.budgets is not None:
         budgets = {k: {"spent": b.spent, "limit": b.limit} for k, b in node.budgets.items()}
@@ -204,7 +206,11 @@ def node_dict(node: Node, checkpoints: list[Any], now: float | None = None) -> d
         "budgets": budgets,
         "budget_from": node.budget_from,
         "exhausted": node.exhausted,
-        "attempts": [attempt_dict(a, now) for a in node.attempts],
+        "attempts": [
+            {**attempt_dict(a, now), "ledger": ledger.as_dict()}
+            for a, ledger in zip(node.attempts, ledgers, strict=True)
+        ],
+        "goodput": goodput.as_dict(),
         "checkpoints": [version_dict(v) for v in checkpoints],
     }
 
@@ -236,6 +242,7 @@ def execution_dict(
         "driver_runs": runs,
         "storage": execution.storage,
         "traceback": execution.traceback,
+        "goodput": execution_totals(execution, now).as_dict(),
         "nodes": [node_dict(n, checkpoints.get(n.key, []), now) for n in execution.nodes],
     }
 

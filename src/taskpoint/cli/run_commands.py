@@ -35,6 +35,7 @@ Options:
   --workers N                Worker processes of the local Dask cluster.
   --storage URL              Blob store for checkpoints and outputs, e.g. s3://bucket/prefix.
   --storage-option KEY=VALUE fsspec option for the storage (repeatable).
+  --storage-timeout SECONDS  Longest one request to a remote checkpoint store may take.
 """
 
 JSON_OPTION = click.Option(["--json"], is_flag=True, help="Print the execution as one JSON object.")

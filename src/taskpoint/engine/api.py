@@ -44,6 +44,7 @@ def run_with(engine: Engine, fn: Target, args: tuple, kwargs: dict[str, Any]) ->
     arguments = fn.bind(args, kwargs)
     records = engine.records()
     storage = engine.resolved_storage()
+    engine.resolved_storage_timeout()  # a bad TASKPOINT_STORAGE_TIMEOUT fails before any record
     rec = _new_record(fn, arguments, storage, records)
     options = engine.storage_options_for(storage)
     rec.inputs_ref = _store_inputs(fn, arguments, storage, rec.id, options)
@@ -88,6 +89,7 @@ def resume_with(engine: Engine, execution_id: str, *, from_scratch: bool = False
         arguments = blobs.get_pickle(rec.inputs_ref, options)
     except FileNotFoundError as exc:
         raise TaskpointError(f"the stored inputs of execution {rec.id} are missing: {exc}") from exc
+    engine.resolved_storage_timeout()  # a bad setting fails before the execution restarts
     records.restart_execution(rec.id)
     rec = records.get_execution(rec.id)
     resumed = Run(records, rec, engine, resumed=True, from_scratch=from_scratch)

@@ -37,6 +37,9 @@ class Outcome:
     traceback: str | None = None
     checkpoint_at_end: Any = None  # CheckpointVersion | None
     pid: int | None = None
+    # What the attempt measured of itself (engine/meter.py: goodput ledger, resume guard);
+    # None when it could not report (its process died).
+    ledger: dict[str, Any] | None = None
 
     @classmethod
     def from_error(cls, status: str, exc: BaseException, checkpoint: Any = None) -> Outcome:

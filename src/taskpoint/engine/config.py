@@ -7,7 +7,10 @@ in ``pyproject.toml``, found upwards from the current directory: ``engine/projec
 ``./.taskpoint`` and ``<home>/blobs``. Options for a remote storage
 URL (fsspec ``storage_options``) come from ``storage_options`` (the CLI's ``--storage-option
 key=value``); for ``s3://`` the endpoint may also come from ``TASKPOINT_S3_ENDPOINT_URL``, and
-credentials from the standard AWS environment variables, which s3fs reads itself.
+credentials from the standard AWS environment variables, which s3fs reads itself. The storage
+timeout (seconds one request to a remote store may take) comes from ``storage_timeout``
+(``--storage-timeout``), then ``TASKPOINT_STORAGE_TIMEOUT``, then the project's
+``storage-timeout`` (``engine/storage_timeout.py``); a task's own ``storage_timeout=`` wins.
 
 The default engine is made on first use; ``configure()`` replaces it with an updated copy (as
 dramatiq's default broker). The CLI never touches it: it builds an ``Engine`` per command.
@@ -21,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from taskpoint.engine import storage_timeout as timeouts
 from taskpoint.engine.attempt import Backend, backend_table
 from taskpoint.engine.events import Listener
 from taskpoint.engine.project import find_project_config
@@ -39,7 +43,9 @@ class Engine:
     and where attempts run (``backend=None``: each task's own ``isolation=`` picks).
 
     ``backend`` may be a backend object or a name (``"inline"``, ``"process"``, ``"dask"``;
-    ``"auto"`` is ``None``)."""
+    ``"auto"`` is ``None``). ``storage_timeout`` bounds each request to a remote checkpoint
+    store, in seconds (``None``: ``TASKPOINT_STORAGE_TIMEOUT``, the project's setting, or only
+    the storage's own timeouts)."""
 
     home: str | None = None
     storage: str | None = None
@@ -47,10 +53,13 @@ class Engine:
     grace: float = DEFAULT_GRACE
     listener: Listener = field(default_factory=Listener)
     backend: Backend | None = None
+    storage_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.grace < 0:
             raise ValueError(f"grace must be >= 0 seconds, got {self.grace}")
+        timeout = timeouts.checked(self.storage_timeout, "storage_timeout")
+        object.__setattr__(self, "storage_timeout", timeout)
         if isinstance(self.backend, str):
             chosen = None if self.backend == "auto" else backend_table().create(self.backend)
             object.__setattr__(self, "backend", chosen)
@@ -93,6 +102,13 @@ class Engine:
         ):
             options["endpoint_url"] = endpoint
         return options
+
+    def resolved_storage_timeout(self) -> float | None:
+        """Seconds each request to a remote checkpoint store may take, or ``None``."""
+        if self.storage_timeout is not None:
+            return self.storage_timeout
+        from_env = timeouts.from_environment()
+        return from_env if from_env is not None else find_project_config().storage_timeout
 
     def records(self) -> Records:
         from taskpoint.records import Records
@@ -146,13 +162,16 @@ def configure(
     listener: Listener | None = None,
     storage_options: Mapping[str, Any] | None = None,
     backend: Any = None,
+    storage_timeout: float | None = None,
 ) -> Engine:
     """Replace the default engine with an updated copy (arguments left ``None`` are unchanged)
     and return it.
 
     ``backend`` runs every task's attempts: ``"inline"``, ``"process"``, ``"dask"`` (a local
     cluster) or a backend object, such as a ``DaskBackend(client=...)`` of your own;
-    ``"auto"`` goes back to each task's own ``isolation=``.
+    ``"auto"`` goes back to each task's own ``isolation=``. ``storage_timeout`` bounds each
+    request to a remote checkpoint store (seconds); a stalled one fails the attempt, which is
+    retried from its latest checkpoint.
     """
     engine = default_engine().updated(
         home=home,
@@ -161,6 +180,7 @@ def configure(
         listener=listener,
         storage_options=storage_options,
         backend=backend,
+        storage_timeout=storage_timeout,
     )
     set_default_engine(engine)
     return engine

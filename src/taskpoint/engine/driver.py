@@ -53,6 +53,7 @@ class Run:
         self.storage = rec.storage  # from the record, so a resume finds the same blobs
         self.engine = engine
         self.storage_options = engine.storage_options_for(self.storage)
+        self.storage_timeout = engine.resolved_storage_timeout()
         self.listener = engine.listener
         self.guard = PreemptionGuard(engine.grace)
         self.resumed = resumed
@@ -67,6 +68,10 @@ class Run:
         self.failures: list[tuple[str, BaseException, str | None, str | None]] = []
         self.preempted_node: str | None = None
         self.fanout = Fanout(self)
+
+    def storage_timeout_for(self, task: Task) -> float | None:
+        """The task's ``storage_timeout``, else the engine's (``None``: the store's own)."""
+        return task.storage_timeout if task.storage_timeout is not None else self.storage_timeout
 
     def next_key(self, name: str) -> str:
         # The n-th call of a task in this execution: deterministic, so a resumed run maps each

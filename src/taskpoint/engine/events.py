@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from taskpoint.checkpoint import Checkpoint
+    from taskpoint.checkpoint.interval import FailureHistory
 
 
 @dataclass
@@ -29,13 +30,19 @@ class AttemptInfo:
     # fsspec options for the checkpoint URL (credentials may be in them: never shown)
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
     keep: int = 2  # committed versions the task's retention keeps
+    # Seconds each request to a remote checkpoint store may take (``Checkpoint.open(timeout=)``):
+    # the task's ``storage_timeout``, else the engine's; None: the filesystem's own timeouts.
+    storage_timeout: float | None = None
     # The node's retry budgets as the attempt starts: "retries" / "system_retries" -> [spent,
     # limit]. When it ended (before ``attempt_ended``) the node sets ``retry_budget``, the budget
     # its retry spends (``budgets`` then count it), or ``exhausted``, the one that ran out.
     budgets: dict[str, list[int]] = field(default_factory=dict)
     retry_budget: str | None = None
     exhausted: str | None = None
+    resume_warning: str | None = None  # set when it ended: why it restarted from scratch
     log_url: str | None = None  # where the attempt's stdout/stderr go (engine/logs.py)
+    # The task's earlier attempts, for the checkpoint interval (``Checkpoint.due()``)
+    history: FailureHistory | None = None
 
     def open_checkpoint(self) -> Checkpoint:
         """The attempt's writable checkpoint scope."""
@@ -46,6 +53,7 @@ class AttemptInfo:
             attempt=self.attempt,
             keep=self.keep,
             storage_options=self.storage_options or None,
+            timeout=self.storage_timeout,
         )
 
 

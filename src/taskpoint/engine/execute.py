@@ -8,10 +8,12 @@ import logging
 from typing import Any
 
 from taskpoint.checkpoint import Checkpoint
+from taskpoint.checkpoint.interval import Pacer
 from taskpoint.context import TaskContext, reset_context, set_context
 from taskpoint.engine.attempt import AttemptJob, Outcome
 from taskpoint.engine.events import AttemptInfo
 from taskpoint.engine.logs import AttemptLog, captured
+from taskpoint.engine.meter import AttemptMeter
 from taskpoint.engine.preempt import PreemptionGuard, PreemptionHook
 from taskpoint.engine.retry import classify
 from taskpoint.extras import install_hint
@@ -27,12 +29,15 @@ def execute_attempt(job: AttemptJob, whole_process: bool = False) -> Outcome:
     thread prints, or with ``whole_process`` (an attempt's child process) every thread.
     Never raises for the task's own errors: they become the outcome's status and error."""
     task, info, guard = job.task, job.info, job.guard
+    meter = AttemptMeter(info, task)  # the ledger's figures and the resume guard
 
     def open_checkpoint(ctx: TaskContext) -> Checkpoint:
         # Opened when the task first touches ``ctx.checkpoint``, once: a task that never
         # checkpoints costs no store access.
         cp = info.open_checkpoint()
+        cp.add_hook(meter.guard)
         cp.add_hook(PreemptionHook(ctx, guard, info, job.listener))
+        cp.pacer = Pacer(cp.stats, info.history, lambda: ctx.preempted)  # for due()
         return cp
 
     ctx = TaskContext(info.execution_id, info.node, task.name, info.attempt, open_checkpoint)
@@ -57,11 +62,12 @@ def execute_attempt(job: AttemptJob, whole_process: bool = False) -> Outcome:
             outcome.error_message = f"{outcome.error_message}; install it with: {hint}"
     else:
         outcome = Outcome(AttemptStatus.SUCCEEDED, value=value)
+    meter.task_ended()
     if ctx.checkpoint_opened:
         outcome.checkpoint_at_end = _settle(ctx.checkpoint, info, guard)
     else:
         outcome.checkpoint_at_end = info.checkpoint_at_start
-    return outcome
+    return meter.finish(outcome, ctx)
 
 
 def _open_log(info: AttemptInfo) -> AttemptLog | None:
@@ -79,6 +85,8 @@ def _open_log(info: AttemptInfo) -> AttemptLog | None:
 def _settle(checkpoint: Any, info: AttemptInfo, guard: PreemptionGuard) -> Any:
     """Wait for the attempt's async writes (within the grace period when preempted), close the
     checkpoint and return the latest committed version."""
+    if guard.deadline is not None:  # preempted: the newest state first, as the deadline allows
+        guard.flush(checkpoint, info.node, info.attempt)
     timeout = guard.remaining()
     try:
         checkpoint.wait(timeout=timeout)

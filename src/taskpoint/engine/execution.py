@@ -28,6 +28,7 @@ from typing import Any
 from taskpoint.engine.retry import BUDGET_OF_STATUS, SYSTEM_BUDGET, USER_BUDGET
 from taskpoint.errors import ExecutionFailed, Preempted
 from taskpoint.records import AttemptRecord, ExecutionRecord, NodeRecord, Records
+from taskpoint.records.schema import LEDGER_COLUMNS
 from taskpoint.records.status import AttemptStatus, ExecutionStatus
 
 # The budgets by the task options that set them, as recorded (attempts.budget) and shown.
@@ -51,6 +52,16 @@ class Attempt:
     step_at_start: int | None = None
     step_at_end: int | None = None
     last_seen: float | None = None  # an interrupted attempt: its driver's last sign of life
+    # What the attempt measured of itself (records schema 4; None in older records and when it
+    # could not report): see engine/meter.py, and engine/goodput.py for the ledger built on it.
+    loaded_version: str | None = None
+    loaded_step: int | None = None
+    resume_warning: str | None = None
+    start_s: float | None = None
+    restore_s: float | None = None
+    first_step_s: float | None = None
+    stall_s: float | None = None
+    work_lost_s: float | None = None
 
     def until(self, now: float) -> float:
         """When it ended: as recorded; ``now`` while it runs; an interrupted one (its driver
@@ -294,6 +305,7 @@ def _attempt(a: AttemptRecord, execution_status: str, last_seen: float | None) -
         step_at_start=a.step_at_start,
         step_at_end=a.step_at_end,
         last_seen=last_seen if status == ExecutionStatus.INTERRUPTED else None,
+        **{name: getattr(a, name) for name in LEDGER_COLUMNS},
     )
 
 

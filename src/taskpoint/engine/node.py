@@ -17,6 +17,7 @@ from taskpoint.engine.retry import SYSTEM_BUDGET, USER_BUDGET, AttemptState, Ret
 from taskpoint.engine.task import Task
 from taskpoint.errors import CheckpointMissingError, Preempted, TaskpointError
 from taskpoint.records import AttemptEnd, AttemptStart, NodeRecord
+from taskpoint.records.history import failure_history
 from taskpoint.records.preview import make_preview
 from taskpoint.records.status import AttemptStatus, NodeStatus
 
@@ -183,7 +184,12 @@ class NodeRun:
             checkpoint_at_start=start_version,
             storage_options=self.run.storage_options,
             keep=self.task.keep,
+            storage_timeout=self.run.storage_timeout_for(self.task),
             log_url=log_url(self.url, n),
+            # For the checkpoint interval (due()); a first attempt has no own attempts to read.
+            history=failure_history(
+                self.run.records, self.run.execution_id, self.key, self.task.name, own=n > 1
+            ),
         )
         return info, missing
 
@@ -238,6 +244,7 @@ class NodeRun:
                 self.checkpoint_url,
                 readonly=True,
                 storage_options=self.run.storage_options or None,
+                timeout=self.run.storage_timeout_for(self.task),  # a stalled store: no hang
             )
         return self._viewer
 
@@ -353,6 +360,7 @@ class NodeRun:
                 keep=self.task.keep,
                 storage_options=self.run.storage_options or None,
                 retire_grace=0,  # the node is done: no attempt of it reads these any more
+                timeout=self.run.storage_timeout_for(self.task),
             ) as scope:
                 scope.prune(keep)
         except Exception as exc:
@@ -391,8 +399,10 @@ class NodeRun:
                 budget=info.retry_budget,
                 last_commit=end_version.created.timestamp() if own else None,
                 step_at_end=end_version.step if end_version else None,
+                measured=outcome.ledger,  # the goodput ledger's figures (engine/meter.py)
             ),
         )
+        info.resume_warning = (outcome.ledger or {}).get("resume_warning")
         self.run.listener.attempt_ended(info, outcome.status, outcome.error_text, end_version)
 
     def _final_status(self, outcome: Outcome) -> NodeStatus:

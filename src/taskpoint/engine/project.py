@@ -5,6 +5,7 @@ theirs), so ``taskpoint list`` in any subdirectory sees the same executions.
     [tool.taskpoint]            # or, in taskpoint.toml, the same keys at the top level
     home = ".taskpoint"         # relative paths are relative to the file's directory
     storage = "s3://bucket/runs"
+    storage-timeout = 120       # seconds one request to a remote checkpoint store may take
     [tool.taskpoint.storage-options]
     client_kwargs = { endpoint_url = "http://127.0.0.1:9000" }
 
@@ -20,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taskpoint.engine.storage_timeout import checked
 from taskpoint.errors import TaskpointError
 
-KEYS = ("home", "storage", "storage-options")
+KEYS = ("home", "storage", "storage-options", "storage-timeout")
 
 
 class ProjectConfigError(TaskpointError):
@@ -35,6 +37,7 @@ class ProjectConfig:
     home: str | None = None
     storage: str | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)
+    storage_timeout: float | None = None
 
 
 NO_PROJECT = ProjectConfig()
@@ -88,11 +91,16 @@ def _parse(path: Path, table: Any, prefix: str = "") -> ProjectConfig:
     options = table.get("storage-options", {})
     if not isinstance(options, dict):
         raise ProjectConfigError(f"{path}: {prefix}storage-options must be a table")
+    try:
+        timeout = checked(table.get("storage-timeout"), "storage-timeout")
+    except ValueError as exc:
+        raise ProjectConfigError(f"{path}: {prefix}{exc}") from None
     return ProjectConfig(
         path=path,
         home=_relative_to(base, home) if home else None,
         storage=storage if storage is None or "://" in storage else _relative_to(base, storage),
         storage_options=dict(options),
+        storage_timeout=timeout,
     )
 
 

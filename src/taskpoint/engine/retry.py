@@ -6,7 +6,9 @@ injectable ``sleep`` (tests pass a recorder instead of ``time.sleep``).
 
 Budgets: ``recoverable`` spends the user's ``retries``; ``preempted`` and ``lost`` spend
 ``system_retries`` so spot interruptions never eat the user's retries; ``failed`` and ``aborted``
-are never retried.
+are never retried. A checkpoint request past its storage timeout (`CheckpointTimeoutError`) is
+``lost`` too: a stalled or unreachable store is the infrastructure's failure, like a lost worker,
+and the work since the last commit is lost with it; the next attempt resumes from that commit.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from taskpoint.errors import AttemptLost, Preempted, RecoverableError
+from taskpoint.errors import (
+    AttemptLost,
+    CheckpointError,
+    CheckpointTimeoutError,
+    Preempted,
+    RecoverableError,
+)
 from taskpoint.records.status import AttemptStatus
 
 USER_BUDGET = "user"
@@ -33,13 +41,25 @@ def classify(exc: BaseException, retry_on: tuple[type[BaseException], ...] = ())
     """The attempt status an exception stands for."""
     if isinstance(exc, Preempted):
         return AttemptStatus.PREEMPTED
-    if isinstance(exc, AttemptLost):
+    if isinstance(exc, AttemptLost) or _storage_timed_out(exc):
         return AttemptStatus.LOST
     if isinstance(exc, RecoverableError) or (retry_on and isinstance(exc, retry_on)):
         return AttemptStatus.RECOVERABLE
     if isinstance(exc, KeyboardInterrupt):
         return AttemptStatus.ABORTED
     return AttemptStatus.FAILED
+
+
+def _storage_timed_out(exc: BaseException) -> bool:
+    """A `CheckpointTimeoutError`, or a checkpoint error caused by one (an async write that
+    timed out surfaces at the next write as "an earlier async checkpoint write failed")."""
+    seen = 0
+    error: BaseException | None = exc
+    while isinstance(error, CheckpointError) and seen < 8:
+        if isinstance(error, CheckpointTimeoutError):
+            return True
+        error, seen = error.__cause__, seen + 1
+    return False
 
 
 @dataclass

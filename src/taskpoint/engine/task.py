@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from taskpoint.context import active_context
 from taskpoint.engine.retry import Backoff
+from taskpoint.engine.storage_timeout import checked
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -136,7 +137,9 @@ class Task(Target):
         keep: int = 2,
         on_missing_checkpoints: str = "fail",
         keep_checkpoints_on_success: int | str = "latest",
+        require_resume: bool = False,
         heartbeat_timeout: float | None = DEFAULT_HEARTBEAT_TIMEOUT,
+        storage_timeout: float | None = None,
     ) -> None:
         super().__init__(fn)
         retry_on = _check_option_types(
@@ -168,7 +171,13 @@ class Task(Target):
         self.keep = keep
         self.on_missing_checkpoints = on_missing_checkpoints
         self.keep_on_success = _versions_kept_on_success(self.name, keep_checkpoints_on_success)
+        if not isinstance(require_resume, bool):
+            raise TypeError(f"task {self.name!r}: require_resume must be True or False")
+        # Refuse an attempt's first commit when it did not resume (engine/resume_guard.py).
+        self.require_resume = require_resume
         self.heartbeat_timeout = _heartbeat_timeout(self.name, heartbeat_timeout)
+        # Bounds each request to a remote checkpoint store; None: the engine's (storage_timeout.py)
+        self.storage_timeout = checked(storage_timeout, f"task {self.name!r}: storage_timeout")
 
     @property
     def max_attempts(self) -> int:
@@ -275,7 +284,9 @@ def task(
     keep: int = 2,
     on_missing_checkpoints: str = "fail",
     keep_checkpoints_on_success: int | str = "latest",
+    require_resume: bool = False,
     heartbeat_timeout: float | None = DEFAULT_HEARTBEAT_TIMEOUT,
+    storage_timeout: float | None = None,
 ) -> Callable[[F], F]: ...
 def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Make ``fn`` a task: retried on ``RecoverableError``/``retry_on`` up to ``retries`` times
@@ -290,10 +301,21 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     versions: ``"latest"`` (default) keeps only the newest, ``"all"`` keeps what ``keep`` kept,
     a number keeps that many.
 
+    An attempt that could have resumed from a committed checkpoint but loaded none before its
+    first commit, or whose first commit's ``step`` is below that checkpoint's, restarted from
+    scratch: a warning in the run's output, ``taskpoint show`` and the web view.
+    ``require_resume=True`` makes it an error: that first write raises ``NotResumedError``,
+    nothing is committed and the attempt fails.
+
     With ``isolation="process"``/``"spawn"`` the attempt's process sends a heartbeat from a
     thread; one silent for ``heartbeat_timeout`` seconds (default 120; ``None``: never) is
     frozen (stopped, hung in the kernel, deadlocked): it is killed and the attempt is recorded
     lost, so the next attempt resumes instead of the driver waiting forever.
+
+    ``storage_timeout`` (seconds, default: the engine's ``--storage-timeout``) bounds each request
+    of the task's checkpoint to a remote store: a stalled upload or read fails with
+    ``CheckpointTimeoutError``, the attempt is recorded lost and the next one resumes from the
+    latest committed checkpoint (``system_retries``).
     """
     if fn is not None:
         return Task(fn, **options)

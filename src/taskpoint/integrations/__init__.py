@@ -5,8 +5,10 @@
 ``spark.SparkStreamCheckpointer`` (and ``save_dataframe`` / ``restore_dataframe``) and
 ``flink.FlinkCheckpointer``. Each takes ``checkpoint: Checkpoint | None = None`` keyword-only
 (default: the running task's, ``current_context().checkpoint``; outside a task it must be given),
-a cadence ``every_n_steps`` where the framework counts steps (Flink: ``every_ms``; Spark saves
-every micro-batch), and reports ``resumed_step`` after restoring (``None`` when nothing was).
+a cadence ``every_n_steps`` where the framework counts steps, an integer or ``"auto"``
+(``Checkpoint.due()`` decides, asked after every step; Flink: ``every_ms``, its own timer;
+Spark saves every micro-batch), and reports ``resumed_step`` after restoring (``None`` when
+nothing was).
 What they share lives in the private ``_toolkit`` module (``_jvm_workdir``: the local work
 directories of the JVM-backed ones; ``_lazy``: importing a framework, or naming its extra).
 

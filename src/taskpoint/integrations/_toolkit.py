@@ -2,7 +2,8 @@
 
 - `task_checkpoint`: the ``checkpoint=`` default, the running task's checkpoint, and the task's
   context (to notice preemption); a clear error outside a task when none was given.
-  `check_every_n_steps`: the one check of an ``every_n_steps`` cadence.
+  `check_every_n_steps`: the one check of an ``every_n_steps`` cadence (an integer or
+  ``"auto"``), `cadence_due`: whether it says to save now.
 - The binary envelope every blob-writing integration uses (torch and Lightning, Keras,
   scikit-learn)::
 
@@ -33,7 +34,7 @@ import shutil
 import struct
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from taskpoint._process import parent_pid as parent_pid
 from taskpoint._process import process_token as process_token
@@ -65,11 +66,25 @@ def task_checkpoint(
     return checkpoint, ctx
 
 
-def check_every_n_steps(value: Any, name: str = "every_n_steps") -> int:
-    """A cadence must be an integer >= 1."""
+def check_every_n_steps(value: Any, name: str = "every_n_steps") -> int | Literal["auto"]:
+    """A cadence is an integer >= 1, or ``"auto"``: save when ``Checkpoint.due()`` says."""
+    if isinstance(value, str) and value == "auto":
+        return "auto"
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        raise ValueError(
+            f'{name} must be an integer >= 1 (save every N steps) or "auto" (save when '
+            f"Checkpoint.due() says, from measured save cost and failure rate), got {value!r}"
+        )
     return value
+
+
+def cadence_due(every_n_steps: int | str, step: int, checkpoint: Checkpoint | None) -> bool:
+    """Whether a cadence says to save after ``step``: every N-th step, or for ``"auto"`` what
+    ``checkpoint.due()`` answers (call this at every step: ``due()`` times the steps)."""
+    if every_n_steps == "auto":
+        assert checkpoint is not None, "an automatic cadence before its checkpoint was set up"
+        return checkpoint.due()
+    return step % int(every_n_steps) == 0
 
 
 def where(checkpoint: Any) -> str:

@@ -56,7 +56,7 @@ import signal
 import threading
 import warnings
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from taskpoint.integrations._lazy import require
 
@@ -86,8 +86,10 @@ class LightningCheckpointer(_CheckpointCallback):
 
     ``checkpoint`` defaults to ``taskpoint.current_context().checkpoint`` (looked up when
     ``fit`` starts; outside a task it must be given). ``every_n_steps``: save after every N-th
-    optimizer step. ``blocking=False`` returns from the save as soon as the state is staged;
-    the task's attempt waits for the write before it ends. ``rng=False`` leaves RNG states out.
+    optimizer step, or ``"auto"``: when ``checkpoint.due()`` says, asked after every optimizer
+    step (an interval chosen from the measured cost of a save and the task's failure rate).
+    ``blocking=False`` returns from the save as soon as the state is staged; the task's attempt
+    waits for the write before it ends. ``rng=False`` leaves RNG states out.
     After ``fit`` started, ``resumed_step`` is the global step resumed from, or ``None``.
     """
 
@@ -95,7 +97,7 @@ class LightningCheckpointer(_CheckpointCallback):
         self,
         *,
         checkpoint: Checkpoint | None = None,
-        every_n_steps: int = 100,
+        every_n_steps: int | Literal["auto"] = 100,
         blocking: bool = False,
         rng: bool = True,
     ) -> None:
@@ -189,7 +191,7 @@ class LightningCheckpointer(_CheckpointCallback):
         step = trainer.global_step
         stepped, self._last_seen_step = step != self._last_seen_step, step
         preempted = self._ctx is not None and self._ctx.preempted
-        if stepped and (step % self.every_n_steps == 0 or preempted):
+        if stepped and (kit.cadence_due(self.every_n_steps, step, self._checkpoint) or preempted):
             self.save(trainer)
 
     def save(self, trainer: Any, *, blocking: bool | None = None) -> Any:

@@ -97,6 +97,16 @@ class AttemptRecord:
     last_commit: float | None = None
     step_at_start: int | None = None
     step_at_end: int | None = None
+    # Schema 4 (None in older records, and when the attempt could not report): the version its
+    # loads returned, why it restarted from scratch, and what it measured (engine/meter.py).
+    loaded_version: str | None = None
+    loaded_step: int | None = None
+    resume_warning: str | None = None
+    start_s: float | None = None
+    restore_s: float | None = None
+    first_step_s: float | None = None
+    stall_s: float | None = None
+    work_lost_s: float | None = None
 
     @property
     def error(self) -> str | None:

@@ -8,7 +8,7 @@ Times are UNIX seconds (REAL). Statuses:
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 CREATE_EXECUTIONS = """
 CREATE TABLE IF NOT EXISTS executions (
@@ -82,6 +82,14 @@ CREATE TABLE IF NOT EXISTS attempts (
     last_commit         REAL,               -- when it committed checkpoint_at_end, if its own
     step_at_start       INTEGER,            -- the steps of checkpoint_at_start / _at_end, kept
     step_at_end         INTEGER,            -- after retention prunes those versions
+    loaded_version      TEXT,               -- the newest version its loads returned
+    loaded_step         INTEGER,            -- and its step
+    resume_warning      TEXT,               -- why it restarted from scratch (resume guard)
+    start_s             REAL,               -- what the attempt measured (engine/meter.py):
+    restore_s           REAL,               --   NULL when it could not report (it died)
+    first_step_s        REAL,
+    stall_s             REAL,
+    work_lost_s         REAL,
     PRIMARY KEY (execution_id, node_key, n)
 )
 """
@@ -113,13 +121,36 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE attempts ADD COLUMN step_at_start INTEGER",
         "ALTER TABLE attempts ADD COLUMN step_at_end INTEGER",
     ),
+    4: (
+        "ALTER TABLE attempts ADD COLUMN loaded_version TEXT",
+        "ALTER TABLE attempts ADD COLUMN loaded_step INTEGER",
+        "ALTER TABLE attempts ADD COLUMN resume_warning TEXT",
+        "ALTER TABLE attempts ADD COLUMN start_s REAL",
+        "ALTER TABLE attempts ADD COLUMN restore_s REAL",
+        "ALTER TABLE attempts ADD COLUMN first_step_s REAL",
+        "ALTER TABLE attempts ADD COLUMN stall_s REAL",
+        "ALTER TABLE attempts ADD COLUMN work_lost_s REAL",
+    ),
 }
+# The attempt columns schema 4 added: what an attempt measured of itself (engine/meter.py,
+# ``Outcome.ledger``), written with its end.
+LEDGER_COLUMNS = (
+    "loaded_version",
+    "loaded_step",
+    "resume_warning",
+    "start_s",
+    "restore_s",
+    "first_step_s",
+    "stall_s",
+    "work_lost_s",
+)
 ADDED_IN = {  # column -> schema version (names are unique across the tables)
     "result_preview": 2,
     "output_preview": 2,
     **dict.fromkeys(("runs", "ran_before_s", "last_run_end", "last_seen"), 3),
     **dict.fromkeys(("retries", "system_retries", "budget_from"), 3),
     **dict.fromkeys(("run", "budget", "last_commit", "step_at_start", "step_at_end"), 3),
+    **dict.fromkeys(LEDGER_COLUMNS, 4),
 }
 
 EXECUTION_COLUMNS = (
@@ -135,7 +166,7 @@ NODE_COLUMNS = (
 ATTEMPT_COLUMNS = (
     "execution_id, node_key, n, status, error_type, error_message, traceback, started, ended, "
     "pid, checkpoint_at_start, checkpoint_at_end, run, budget, last_commit, step_at_start, "
-    "step_at_end"
+    "step_at_end, " + ", ".join(LEDGER_COLUMNS)
 )
 
 

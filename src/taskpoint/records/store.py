@@ -6,6 +6,7 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from taskpoint.errors import ExecutionNotFound
 from taskpoint.records import schema
@@ -48,6 +49,7 @@ class AttemptEnd:
     last_commit: float | None = None  # when checkpoint_at_end was committed, if its own
     step_at_end: int | None = None  # the step of checkpoint_at_end
     ended: float | None = None  # the end time, when not now (an attempt recorded after the fact)
+    measured: dict[str, Any] | None = None  # schema.LEDGER_COLUMNS -> what the attempt measured
 
 
 class Records:
@@ -276,6 +278,13 @@ class Records:
                     n,
                 ),
             )
+            if end.measured:
+                sets = ", ".join(f"{name}=?" for name in schema.LEDGER_COLUMNS)
+                values = tuple(end.measured.get(name) for name in schema.LEDGER_COLUMNS)
+                c.execute(
+                    f"UPDATE attempts SET {sets} WHERE execution_id=? AND node_key=? AND n=?",
+                    (*values, execution_id, key, n),
+                )
             c.execute(
                 "UPDATE nodes SET status=?, output=?, output_ref=?, output_preview=?, "
                 "error_type=?, error_message=?, ended=? WHERE execution_id=? AND key=?",

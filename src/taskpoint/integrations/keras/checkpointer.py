@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -44,7 +44,9 @@ class KerasCheckpointer(keras.callbacks.Callback):
     """Save the training state every N batches and resume an interrupted ``fit`` mid-epoch.
 
     ``every_n_steps``: save after every N-th trained batch (counted over the whole run, so save
-    points are the same on every attempt). ``blocking=False`` (default) serialises the state at
+    points are the same on every attempt), or ``"auto"``: when ``checkpoint.due()`` says, asked
+    after every trained batch (an interval chosen from the measured cost of a save and the
+    task's failure rate). ``blocking=False`` (default) serialises the state at
     once and lets the checkpoint's background writer commit it; the end-of-training save is
     always waited for. ``checkpoint`` defaults to ``taskpoint.current_context().checkpoint``
     (looked up when ``fit`` starts; outside a task it must be given). ``save_on_epoch_end`` also
@@ -59,12 +61,12 @@ class KerasCheckpointer(keras.callbacks.Callback):
         self,
         *,
         checkpoint: Checkpoint | None = None,
-        every_n_steps: int = 100,
+        every_n_steps: int | Literal["auto"] = 100,
         blocking: bool = False,
         save_on_epoch_end: bool = True,
     ) -> None:
         super().__init__()
-        kit.check_every_n_steps(every_n_steps)
+        every_n_steps = kit.check_every_n_steps(every_n_steps)
         if keras.backend.backend() != "torch":
             raise TaskpointError(
                 f"KerasCheckpointer supports the Keras torch backend only, but Keras runs on "
@@ -188,7 +190,7 @@ class KerasCheckpointer(keras.callbacks.Callback):
         preempted = self._context is not None and self._context.preempted
         if preempted:
             self._save(blocking=True)  # commits, then the engine's Preempted is raised
-        elif self._global_step % self.every_n_steps == 0:
+        elif kit.cadence_due(self.every_n_steps, self._global_step, self.checkpoint):
             self._save()
 
     def _end_skipping(self) -> None:

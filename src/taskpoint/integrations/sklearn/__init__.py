@@ -30,7 +30,8 @@ the resumed model.
 sequence of batches, or a callable ``batches(epoch)`` (or ``batches()``) returning an iterable of
 them, called once per epoch; a batch is ``(X, y)``, ``(X, y, sample_weight)``, ``(X,)`` or ``X``.
 ``classes`` is passed to every ``partial_fit`` call when given. It saves after every
-``every_n_steps`` trained batches and at the end of each epoch, recording (epoch, batch index); a
+``every_n_steps`` trained batches (``"auto"``: when ``checkpoint.due()`` says, asked after each
+batch) and at the end of each epoch, recording (epoch, batch index); a
 resumed attempt continues at the first batch not yet trained: a sequence is indexed from there (the
 batches before are not loaded), an iterable is advanced past them (they are produced but not
 trained on).

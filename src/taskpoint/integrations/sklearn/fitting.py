@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from taskpoint.errors import CheckpointError
 from taskpoint.integrations import _toolkit as kit
@@ -42,15 +42,17 @@ def fit_incremental(
     *,
     epochs: int = 1,
     classes: Any = None,
-    every_n_steps: int = 1,
+    every_n_steps: int | Literal["auto"] = 1,
     checkpoint: Checkpoint | None = None,
     trusted: Trusted = None,
 ) -> E:
     """Train ``estimator`` with ``partial_fit`` over ``batches`` for ``epochs`` epochs, resuming
-    at the first untrained batch recorded in the checkpoint. Returns ``estimator``."""
+    at the first untrained batch recorded in the checkpoint. Returns ``estimator``. It saves
+    every ``every_n_steps`` batches, or with ``"auto"`` when ``checkpoint.due()`` says."""
     if not callable(getattr(estimator, "partial_fit", None)):
         raise TypeError(f"{type(estimator).__name__} has no partial_fit(): use fit_warm_start()")
-    _check_positive(epochs=epochs, every_n_steps=every_n_steps)
+    _check_positive(epochs=epochs)
+    every_n_steps = kit.check_every_n_steps(every_n_steps)
     run = _Run(estimator, checkpoint, trusted, "incremental")
     meta = run.restore()
     first, start = (int(meta["epoch"]), int(meta["batch"])) if meta else (0, 0)
@@ -67,7 +69,7 @@ def fit_incremental(
             _partial_fit(estimator, batch, classes)
             index, trained = index + 1, trained + 1
             position = {"epoch": epoch, "batch": index, "trained": trained}
-            if run.preempted() or trained % every_n_steps == 0:
+            if kit.cadence_due(every_n_steps, trained, run.checkpoint) or run.preempted():
                 run.save(position, epoch_rng, blocking=run.preempted())
         meta = None
         rng = persist.capture_rng()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Mapping
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -28,8 +28,10 @@ class TorchCheckpointer:
 
     ``checkpoint`` defaults to ``taskpoint.current_context().checkpoint`` (inside a task; outside
     one it must be given). ``every_n_steps`` is the cadence of `maybe_save` (``save`` saves
-    whenever it is called). After `restore`, ``resumed_step`` is the step resumed from (``None``
-    when nothing was). ``objects`` maps names to anything with
+    whenever it is called): every N steps, or ``"auto"``, when ``checkpoint.due()`` says (an
+    interval chosen from the measured cost of a save and the task's failure rate). After
+    `restore`, ``resumed_step`` is the step resumed from (``None`` when nothing was).
+    ``objects`` maps names to anything with
     ``state_dict()``/``load_state_dict()`` (a `ResumableSampler`, an EMA, ...) or to a
     ``torch.Generator``. With ``rng`` the Python,
     NumPy global and torch CPU/CUDA RNG states are saved and restored too.
@@ -62,14 +64,14 @@ class TorchCheckpointer:
         scheduler: Any = None,
         scaler: Any = None,
         objects: Mapping[str, Any] | None = None,
-        every_n_steps: int | None = None,
+        every_n_steps: int | Literal["auto"] | None = None,
         rng: bool = True,
         overlap: bool = False,
     ) -> None:
         checkpoint, self._ctx = kit.task_checkpoint(checkpoint, "TorchCheckpointer")
         self.checkpoint = checkpoint
         if every_n_steps is not None:
-            kit.check_every_n_steps(every_n_steps)
+            every_n_steps = kit.check_every_n_steps(every_n_steps)
         self.every_n_steps = every_n_steps
         self.resumed_step: int | None = None
         self.model = model
@@ -118,11 +120,12 @@ class TorchCheckpointer:
     def maybe_save(
         self, step: int, *, blocking: bool = False
     ) -> CheckpointVersion | Future[CheckpointVersion | None] | None:
-        """`save` when ``step`` is a multiple of ``every_n_steps`` or the attempt is preempted;
+        """`save` when ``step`` is a multiple of ``every_n_steps`` (with ``"auto"``: when
+        ``checkpoint.due()`` says; call this after every step) or the attempt is preempted;
         else return ``None``."""
         if self.every_n_steps is None:
-            raise ValueError("TorchCheckpointer.maybe_save() needs every_n_steps=N")
-        if step % self.every_n_steps == 0 or self.preempted:
+            raise ValueError('TorchCheckpointer.maybe_save() needs every_n_steps=N or "auto"')
+        if kit.cadence_due(self.every_n_steps, step, self.checkpoint) or self.preempted:
             return self.save(step, blocking=blocking)
         return None
 

@@ -225,7 +225,7 @@
         const start = seconds(a.started);
         const row = el("tr", { "data-status": a.status, "data-attempt": a.n },
           el("td", { class: "num" }, String(a.n)),
-          el("td", {}, statusPill(a.status)),
+          el("td", {}, statusPill(a.status), Goodput.badge(a)),
           el("td", { class: "mono" }, clock(start, true)),
           el("td", { class: "num" }, a.status === "running" ? "running"
             : duration(a.duration_s)),
@@ -314,6 +314,7 @@
     Charts.legend(document.getElementById("legend"));
     workHint(doc);
     Charts.workCharts(document.getElementById("work"), doc, axis, now);
+    Goodput.render(document.getElementById("goodput"), doc);
     failures(doc);
     nodes(doc);
     document.body.setAttribute("data-status", doc.status);
