@@ -45,11 +45,12 @@ class AttemptLog:
         self._dirty = False
         local = blobs.local_path(url)
         self._remote = local is None
-        self._file: BinaryIO
-        if local is not None:
-            os.makedirs(os.path.dirname(local), exist_ok=True)
-            self._file = open(local, "ab", buffering=0)  # noqa: SIM115 (closed in close())
-        else:
+        self._closed = False
+        # A local log is created at its first write: an attempt that prints nothing (most inline
+        # calls) costs no directory and no file, and readers take no file for an empty log.
+        self._local = local
+        self._file: BinaryIO | None = None
+        if local is None:
             self._file = tempfile.TemporaryFile(prefix="taskpoint-log-")  # noqa: SIM115
             self._stop = threading.Event()
             self._uploader = threading.Thread(
@@ -60,8 +61,20 @@ class AttemptLog:
     def write(self, text: str) -> None:
         data = text.encode("utf-8", "replace")
         with self._lock:
-            if self._full or self._file.closed:
+            if self._full or self._closed:
                 return
+            if self._file is None:
+                assert self._local is not None
+                try:
+                    os.makedirs(os.path.dirname(self._local), exist_ok=True)
+                    self._file = open(self._local, "ab", buffering=0)  # noqa: SIM115 (close())
+                except OSError as exc:  # a log must never fail the attempt's own printing
+                    self._full = True
+                    if sys.__stderr__ is not None:
+                        sys.__stderr__.write(
+                            f"taskpoint: cannot create the log {self.url}: {exc}\n"
+                        )
+                    return
             if self._written + len(data) > MAX_LOG_BYTES:
                 data = f"\n[taskpoint: log truncated at {MAX_LOG_BYTES >> 20} MiB]\n".encode()
                 self._full = True
@@ -75,7 +88,9 @@ class AttemptLog:
             self._uploader.join()
             self._upload()
         with self._lock:
-            self._file.close()
+            self._closed = True
+            if self._file is not None:
+                self._file.close()
 
     def _upload_now_and_then(self) -> None:
         while not self._stop.wait(UPLOAD_EVERY):
@@ -83,7 +98,7 @@ class AttemptLog:
 
     def _upload(self) -> None:
         with self._lock:
-            if not self._dirty or self._file.closed:
+            if not self._dirty or self._closed or self._file is None:
                 return
             self._file.seek(0)
             data = self._file.read()
