@@ -132,12 +132,19 @@ def process_samples(attempts: int) -> tuple[list[float], list[float]]:
 
 
 def startup_medians(python: str, code: str, repeats: int) -> tuple[float, float]:
-    """Median wall time of `python -c code` and of `python -c pass`, alternated."""
+    """Median wall time of `python -c code` and of `python -c pass`, alternated.
+
+    With bytecode, as an installed package has it (pip compiles it): a shell that sets
+    ``PYTHONDONTWRITEBYTECODE`` would otherwise time compiling every module from source. One
+    untimed run of each writes the bytecode first."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    for warm_up in (code, "pass"):
+        subprocess.run([python, "-c", warm_up], check=True, env=env)
     ours, base = [], []
     for i in range(repeats):
         for which in ((code, ours), ("pass", base)) if i % 2 else (("pass", base), (code, ours)):
             start = time.perf_counter()
-            subprocess.run([python, "-c", which[0]], check=True)
+            subprocess.run([python, "-c", which[0]], check=True, env=env)
             which[1].append(time.perf_counter() - start)
     return statistics.median(ours), statistics.median(base)
 
