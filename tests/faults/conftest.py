@@ -6,9 +6,11 @@ were injected (printed, and written to ``faults-summary.json`` in pytest's base 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from faults_proxy import FaultyProxy
 from faults_stats import COUNTS, CURRENT, summary_lines, write_summary
 
 
@@ -33,3 +35,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(line)
     if path is not None:
         terminalreporter.write_line(f"  (written to {path})")
+
+
+@pytest.fixture
+def proxy(s3_server) -> Iterator[FaultyProxy]:
+    """A fault-injecting TCP proxy in front of the moto server."""
+    host, port = s3_server.endpoint_url.removeprefix("http://").split(":")
+    with FaultyProxy(host, int(port)) as p:
+        yield p

@@ -13,6 +13,7 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -180,3 +181,15 @@ class FaultyProxy:
             conns = list(self._conns)
         for conn in conns:
             conn.close()
+
+
+def proxied_options(endpoint: str, **config: Any) -> dict[str, Any]:
+    """fsspec options for moto behind the proxy at ``endpoint``: botocore ``config`` (timeouts,
+    retries) and a filesystem of its own, so that all its connections go through the proxy."""
+    return {
+        "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+        "key": "testing",
+        "secret": "testing",
+        "config_kwargs": config,
+        "skip_instance_cache": True,
+    }

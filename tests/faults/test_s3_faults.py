@@ -23,7 +23,7 @@ from typing import Any
 
 import fsspec
 import pytest
-from faults_proxy import FaultyProxy
+from faults_proxy import proxied_options
 from faults_stats import record
 
 import taskpoint
@@ -49,25 +49,13 @@ def _bound() -> float:
     return S3FS_RETRIES * MAX_ATTEMPTS * per_attempt + backoff + 10
 
 
-@pytest.fixture
-def proxy(s3_server) -> Iterator[FaultyProxy]:
-    host, port = s3_server.endpoint_url.removeprefix("http://").split(":")
-    with FaultyProxy(host, int(port)) as p:
-        yield p
-
-
 def _options(endpoint: str) -> dict[str, Any]:
-    return {
-        "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-        "key": "testing",
-        "secret": "testing",
-        "config_kwargs": {
-            "connect_timeout": CONNECT_TIMEOUT,
-            "read_timeout": READ_TIMEOUT,
-            "retries": {"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
-        },
-        "skip_instance_cache": True,  # its own connections, all through the proxy
-    }
+    return proxied_options(
+        endpoint,
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
+        retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+    )
 
 
 def _content(step: int, size: int = PAYLOAD) -> bytes:

@@ -16,12 +16,11 @@ import json
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from faults_proxy import FaultyProxy
+from faults_proxy import FaultyProxy, proxied_options
 from faults_stats import record
 
 from taskpoint import Checkpoint, current_context, task
@@ -91,21 +90,8 @@ class HealAfterFirst(Listener):
             self.proxy.heal()
 
 
-@pytest.fixture
-def proxy(s3_server) -> Iterator[FaultyProxy]:
-    host, port = s3_server.endpoint_url.removeprefix("http://").split(":")
-    with FaultyProxy(host, int(port)) as p:
-        yield p
-
-
 def _options(endpoint: str) -> dict[str, Any]:
-    return {
-        "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-        "key": "testing",
-        "secret": "testing",
-        "config_kwargs": {"connect_timeout": 2, "read_timeout": 2},
-        "skip_instance_cache": True,  # its own connections, all through the proxy
-    }
+    return proxied_options(endpoint, connect_timeout=2, read_timeout=2)
 
 
 @pytest.mark.parametrize(
