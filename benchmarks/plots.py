@@ -201,9 +201,15 @@ def interval(
 ) -> Path | None:
     """The checkpoint interval ``Checkpoint.due()`` chose over time in the auto contenders
     (steps: the interval in force; dots: saves; dashed: kills)."""
-    shown = [o for o in outcomes if o.get("intervals")]
+    # With --rounds N each contender ran N times: one round each keeps the plot readable.
+    shown, seen = [], set()
+    for outcome in outcomes:
+        if outcome.get("intervals") and outcome["name"] not in seen:
+            seen.add(outcome["name"])
+            shown.append(outcome)
     if not shown:
         return None
+    rounds = sum(1 for o in outcomes if o.get("intervals")) // len(shown)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(11, 3.6))
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#17becf"]
@@ -222,7 +228,8 @@ def interval(
     ax.set_xlabel("wall time (s)")
     ax.set_ylabel("interval chosen (s)")
     ax.set_title(
-        'every_n_steps="auto": the interval Checkpoint.due() chose (dots: saves, dashed: kills)',
+        'every_n_steps="auto": the interval Checkpoint.due() chose (dots: saves, dashed: kills)'
+        + (f", round 1 of {rounds}" if rounds > 1 else ""),
         fontsize=9,
     )
     ax.legend(fontsize=7, loc="upper right")
