@@ -28,6 +28,12 @@ pytest_plugins = ["support.fixtures"]
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+# The local copy of remote versions (checkpoint/localcopy.py) is off in every suite, for the
+# processes the tests start too: tests that damage a store's payload behind the code's back must
+# meet that damage, and no test may fill the user's cache directory. The tests of the local copy
+# turn it on with a directory of their own (tests/checkpoint/test_local_copy*.py).
+os.environ["TASKPOINT_LOCAL_COPY"] = "off"
+
 S3_BUCKET = "taskpoint-tests"
 S3_REGION = "us-east-1"
 _AWS_ENV = {

@@ -28,9 +28,13 @@ def cli_command(*args: PathLike) -> list[str]:
 
 
 def tp_env(home: PathLike | None = None, **extra: str) -> dict[str, str]:
-    """This process's environment without ``TASKPOINT_*``, then ``TASKPOINT_HOME=home`` (when
-    given) and ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKPOINT_")}
+    """This process's environment without ``TASKPOINT_*`` (but the suite's own local-copy switch,
+    tests/conftest.py), then ``TASKPOINT_HOME=home`` (when given) and ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TASKPOINT_") or k == "TASKPOINT_LOCAL_COPY"
+    }
     if home is not None:
         env["TASKPOINT_HOME"] = str(home)
     env.update(extra)

@@ -29,6 +29,7 @@ from taskpoint.checkpoint import deadline as planned
 from taskpoint.checkpoint.arguments import check_save_source, check_step_metadata
 from taskpoint.checkpoint.committing import VersionWriter
 from taskpoint.checkpoint.failures import CheckpointWarning, storage_errors
+from taskpoint.checkpoint.hooks import CheckpointHook
 from taskpoint.checkpoint.interval import Pacer
 from taskpoint.checkpoint.localio import StreamReader
 from taskpoint.checkpoint.payload import Payload, bytes_payload, path_payload, stream_payload
@@ -37,6 +38,7 @@ from taskpoint.checkpoint.retention import Retention
 from taskpoint.checkpoint.staging import new_staging_dir
 from taskpoint.checkpoint.stats import ScopeStats
 from taskpoint.checkpoint.storage import Listing, Store, classify, make_store
+from taskpoint.checkpoint.store_localcopy import local_copy_for
 from taskpoint.checkpoint.version import CheckpointVersion
 from taskpoint.checkpoint.writer import AsyncWriter
 from taskpoint.errors import CheckpointError
@@ -53,28 +55,6 @@ DEFAULT_RETIRE_GRACE = 60.0
 _open_scopes: weakref.WeakSet[Checkpoint] = weakref.WeakSet()
 
 
-class CheckpointHook:
-    """Called by a `Checkpoint` around its loads and writes; the methods are no-ops to override.
-
-    The engine uses one to report commits to the progress listener, to raise `Preempted`
-    after the commit that follows a SIGTERM and to guard resumes; a user may add their own
-    (metrics, logging).
-    """
-
-    def after_load(self, checkpoint: Checkpoint, version: CheckpointVersion | None) -> None:
-        """After ``read``/``read_with``/``restore`` returned: ``version`` is the one loaded,
-        ``None`` when nothing was committed."""
-
-    def before_write(self, checkpoint: Checkpoint, step: int | None) -> None:
-        """Before ``write``/``save`` snapshots anything: an exception raised here reaches the
-        caller and nothing is written."""
-
-    def after_write(self, checkpoint: Checkpoint, result: Any, blocking: bool) -> None:
-        """After ``write``/``save`` returned: ``result`` is the committed `CheckpointVersion`
-        (blocking) or the future of an async write. An exception raised here reaches the
-        caller of ``write``/``save``; the version stays committed."""
-
-
 class _Job:
     def __init__(self, payload: Payload, step: int | None, metadata: dict[str, Any]) -> None:
         self.payload, self.step, self.metadata = payload, step, metadata
@@ -83,7 +63,21 @@ class _Job:
 
 
 class Checkpoint:
-    """A checkpoint scope. Create it with `Checkpoint.open`."""
+    """A checkpoint scope. Create it with `Checkpoint.open`.
+
+    Examples:
+        >>> import tempfile
+        >>> from taskpoint import Checkpoint
+        >>> with Checkpoint.open(tempfile.mkdtemp(), keep=2) as cp:
+        ...     print(cp.read())                             # nothing committed yet
+        ...     cp.write(b"step 1", step=1).id
+        ...     future = cp.write(b"step 2", step=2, blocking=False)
+        ...     cp.wait()                                    # the async write is committed
+        ...     cp.read(), [v.step for v in cp.versions()]
+        None
+        '0001-000001'
+        (b'step 2', [1, 2])
+    """
 
     def __init__(
         self,
@@ -102,6 +96,8 @@ class Checkpoint:
         self.readonly = readonly
         self._reader = VersionReader(store, url)
         self._hooks: list[CheckpointHook] = []
+        # Waits for saves written around the scope's own writer (multi-rank versions, ranked.py)
+        self._drains: list[Callable[[float | None], None]] = []
         self.stats = ScopeStats()  # what this object loaded and what its writes cost
         self.deadline: float | None = None  # monotonic; writes are planned against it
         self.pacer = Pacer(self.stats)  # when due() says to save; the engine gives its own
@@ -123,6 +119,8 @@ class Checkpoint:
         timeout: float | None = None,
         retire_grace: float | None = None,
         readonly: bool = False,
+        local_copy: str | os.PathLike[str] | bool | None = None,
+        local_copy_limit: int | None = None,
     ) -> Checkpoint:
         """Open (creating if needed) the checkpoint scope at ``url``.
 
@@ -136,6 +134,8 @@ class Checkpoint:
         retries included, in seconds: past it the write or read fails with `CheckpointError`.
         Without it only the filesystem's own timeouts apply, and s3fs's do not cover an upload
         whose connection stalls. (Streams and restores through file objects are not bounded.)
+        ``local_copy`` (a directory; ``False``: none) keeps a checked copy of a remote scope's
+        latest version for restores here, up to ``local_copy_limit`` bytes (``localcopy.py``).
         """
         if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
             raise ValueError(f"attempt must be an integer >= 1, got {attempt!r}")
@@ -154,8 +154,9 @@ class Checkpoint:
         if not isinstance(url, str | os.PathLike):
             raise TypeError(f"Checkpoint.open() takes a path or URL, not {type(url).__name__}")
         url = os.fspath(url)
+        with_copy = local_copy_for(url, storage_options or {}, local_copy, local_copy_limit)
         with storage_errors(url, "open the checkpoint scope"):
-            store = make_store(url, storage_options or {}, timeout)
+            store = with_copy(make_store(url, storage_options or {}, timeout))
             if not readonly:
                 store.ensure()
         grace = 0.0 if store.is_local else DEFAULT_RETIRE_GRACE
@@ -167,6 +168,8 @@ class Checkpoint:
     def close(self, timeout: float | None = None) -> None:
         """Wait for pending async writes (re-raising a writer error), then release resources."""
         try:
+            for drain in list(self._drains):
+                drain(timeout)
             self._writer.close(timeout)
         finally:
             if self._staging is not None:
@@ -325,6 +328,8 @@ class Checkpoint:
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until every async write is committed; re-raise a writer error."""
+        for drain in list(self._drains):
+            drain(timeout)
         self._writer.wait(timeout)
 
     def flush(self, deadline: float | None = None) -> planned.FlushReport:

@@ -7,6 +7,13 @@ after ``retire_grace`` seconds, measured from the ``<id>.retired.<ms>`` mark, so
 process that listed it can finish. The sweep also deletes the leftovers of dead writes (earlier
 attempts', or this writer's own) and is safe to run from any process: it never deletes a payload
 whose manifest exists, nor one another live writer holds.
+
+Listing a scope costs in proportion to the versions in it, so a scope kept large (``keep=10000``)
+is not listed after every write: when a listing finds room for more versions than this writer
+will add before the next one, the next listing waits. Only half of the room is counted as this
+writer's (another writer of the scope, such as an older attempt's zombie, may add versions
+meanwhile), and a listing that found anything to delete or sweep is followed by one at the next
+write, as is every one where the scope is full (the default ``keep=2``: every write).
 """
 
 from __future__ import annotations
@@ -29,17 +36,30 @@ class Retention:
         self._store = store
         self.url = url
         self.attempt = attempt
-        self.keep = keep
+        self._keep = keep
+        self._skip = 0  # writes whose retention needs no listing (see the module's doc)
         self.retire_grace = grace
         self.reserved: set[str] = set()  # ids this writer reserved (its own writes)
         self.swept = False  # the first run also sweeps leftovers of killed writers
         self._next_seq: int | None = None
+
+    @property
+    def keep(self) -> int:
+        return self._keep
+
+    @keep.setter
+    def keep(self, value: int) -> None:
+        self._keep = value
+        self._skip = 0  # a new keep (``prune``) applies at the next run
 
     def run(self, next_seq: int | None, defer: Callable[[Callable[[], None]], None]) -> None:
         """Keep the newest ``keep`` committed versions; sweep leftovers of dead writes.
         ``next_seq`` is the writer's next sequence number; ``defer`` runs a slow delete on the
         writer thread. Failures are logged, never raised: a write that committed succeeded."""
         self._next_seq = next_seq
+        if self._skip > 0 and self.swept:
+            self._skip -= 1
+            return
         try:
             listing = self._store.scan()
             retired = listing.committed[self.keep :]
@@ -60,6 +80,8 @@ class Retention:
             if not self.swept:
                 self.swept = True
                 sweep_staging(self._store.staging_root, self.attempt)
+            if not (retired or doomed or listing.temps):
+                self._skip = (self.keep - len(listing.committed)) // 2
         except Exception as exc:
             log.warning("checkpoint retention at %s failed: %s", self.url, exc)
 

@@ -103,18 +103,21 @@ class Listing:
 
 def classify(names: list[str]) -> Listing:
     listing = Listing()
+    committed: list[tuple[tuple[int, int], str]] = []  # each id parsed once, sorted by it
     for name in names:
         if name.startswith(".") and name.endswith(".tmp"):
             listing.temps.append(name)
         elif name.endswith(MANIFEST_SUFFIX):
             vid = name[: -len(MANIFEST_SUFFIX)]
-            if parse_version_id(vid) is not None:
-                listing.committed.append(vid)
+            parsed = parse_version_id(vid)
+            if parsed is not None:
+                committed.append((parsed, vid))
         elif parse_version_id(name) is not None:
             listing.payloads.add(name)
         else:
             _classify_marker(listing, name)
-    listing.committed.sort(key=parse_version_id, reverse=True)  # type: ignore[arg-type]
+    committed.sort(reverse=True)
+    listing.committed = [vid for _, vid in committed]
     return listing
 
 

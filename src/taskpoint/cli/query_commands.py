@@ -87,10 +87,8 @@ def list_command(as_json: bool, limit: int, statuses: set[str]) -> None:
         records = records_for_reading()
     except ExecutionNotFound:
         records = None
-    execs = records.list_executions(None if statuses else limit) if records else []
+    execs = records.list_executions(limit, statuses) if records else []
     kept = [(e, e.effective_status) for e in execs]
-    if statuses:
-        kept = [(e, s) for e, s in kept if s in statuses][:limit]
     interrupted = [e.id for e, s in kept if s == ExecutionStatus.INTERRUPTED]
     activity = records.latest_activity(interrupted) if records and interrupted else {}
     now = time.time()
@@ -99,7 +97,7 @@ def list_command(as_json: bool, limit: int, statuses: set[str]) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     if not kept:
-        if execs and statuses:
+        if statuses and records and records.list_executions(1):  # others exist
             click.echo(f"no {' or '.join(sorted(statuses))} executions")
         else:
             click.echo("no executions yet (start one with: taskpoint run FILE.py NAME)")

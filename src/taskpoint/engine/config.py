@@ -11,6 +11,9 @@ credentials from the standard AWS environment variables, which s3fs reads itself
 timeout (seconds one request to a remote store may take) comes from ``storage_timeout``
 (``--storage-timeout``), then ``TASKPOINT_STORAGE_TIMEOUT``, then the project's
 ``storage-timeout`` (``engine/storage_timeout.py``); a task's own ``storage_timeout=`` wins.
+The local copy of remote checkpoints (``checkpoint/localcopy.py``: a directory, or ``False``
+for none) comes from ``local_copy``, then ``TASKPOINT_LOCAL_COPY``, then the project's
+``local-copy``; unset, each attempt's machine uses its own cache directory.
 
 The default engine is made on first use; ``configure()`` replaces it with an updated copy (as
 dramatiq's default broker). The CLI never touches it: it builds an ``Engine`` per command.
@@ -45,7 +48,22 @@ class Engine:
     ``backend`` may be a backend object or a name (``"inline"``, ``"process"``, ``"dask"``;
     ``"auto"`` is ``None``). ``storage_timeout`` bounds each request to a remote checkpoint
     store, in seconds (``None``: ``TASKPOINT_STORAGE_TIMEOUT``, the project's setting, or only
-    the storage's own timeouts)."""
+    the storage's own timeouts). ``local_copy`` is where attempts keep a copy of their latest
+    version of a remote store, for a retry on the same machine (``False``: nowhere).
+
+    Examples:
+        >>> import tempfile
+        >>> from taskpoint import Engine, task
+        >>> @task
+        ... def square(x: int) -> int:
+        ...     return x * x
+        >>> engine = Engine(home=tempfile.mkdtemp(), grace=10)
+        >>> execution = engine.run(square, 7)
+        >>> print(execution.status, execution.result)
+        succeeded 49
+        >>> engine.storage is None, engine.resolved_storage().endswith("blobs")
+        (True, True)
+    """
 
     home: str | None = None
     storage: str | None = None
@@ -54,12 +72,19 @@ class Engine:
     listener: Listener = field(default_factory=Listener)
     backend: Backend | None = None
     storage_timeout: float | None = None
+    local_copy: str | bool | None = None
 
     def __post_init__(self) -> None:
         if self.grace < 0:
             raise ValueError(f"grace must be >= 0 seconds, got {self.grace}")
         timeout = timeouts.checked(self.storage_timeout, "storage_timeout")
         object.__setattr__(self, "storage_timeout", timeout)
+        if isinstance(self.local_copy, os.PathLike):
+            object.__setattr__(self, "local_copy", os.fspath(self.local_copy))
+        if not isinstance(self.local_copy, str | bool | None):
+            raise TypeError(
+                f"local_copy must be a directory, True, False or None, not {self.local_copy!r}"
+            )
         if isinstance(self.backend, str):
             chosen = None if self.backend == "auto" else backend_table().create(self.backend)
             object.__setattr__(self, "backend", chosen)
@@ -109,6 +134,14 @@ class Engine:
             return self.storage_timeout
         from_env = timeouts.from_environment()
         return from_env if from_env is not None else find_project_config().storage_timeout
+
+    def resolved_local_copy(self) -> str | bool | None:
+        """Where attempts keep a local copy of their latest remote version (``False``: off;
+        ``None``: not set, so each attempt's machine uses its default)."""
+        if self.local_copy is not None:
+            return self.local_copy
+        from_env = os.environ.get("TASKPOINT_LOCAL_COPY", "").strip()
+        return from_env or find_project_config().local_copy
 
     def records(self) -> Records:
         from taskpoint.records import Records
@@ -163,6 +196,7 @@ def configure(
     storage_options: Mapping[str, Any] | None = None,
     backend: Any = None,
     storage_timeout: float | None = None,
+    local_copy: str | bool | None = None,
 ) -> Engine:
     """Replace the default engine with an updated copy (arguments left ``None`` are unchanged)
     and return it.
@@ -171,7 +205,17 @@ def configure(
     cluster) or a backend object, such as a ``DaskBackend(client=...)`` of your own;
     ``"auto"`` goes back to each task's own ``isolation=``. ``storage_timeout`` bounds each
     request to a remote checkpoint store (seconds); a stalled one fails the attempt, which is
-    retried from its latest checkpoint.
+    retried from its latest checkpoint. ``local_copy`` is where attempts keep a copy of their
+    latest version of a remote store for a retry on the same machine (``False``: nowhere).
+
+    Examples:
+        >>> import tempfile
+        >>> import taskpoint
+        >>> engine = taskpoint.configure(home=tempfile.mkdtemp(), grace=60)
+        >>> engine.grace
+        60
+        >>> taskpoint.configure().home == engine.home       # None leaves a field as it is
+        True
     """
     engine = default_engine().updated(
         home=home,
@@ -181,6 +225,7 @@ def configure(
         storage_options=storage_options,
         backend=backend,
         storage_timeout=storage_timeout,
+        local_copy=local_copy,
     )
     set_default_engine(engine)
     return engine

@@ -54,6 +54,7 @@ class Run:
         self.engine = engine
         self.storage_options = engine.storage_options_for(self.storage)
         self.storage_timeout = engine.resolved_storage_timeout()
+        self.local_copy = engine.resolved_local_copy()  # None: each attempt's machine decides
         self.listener = engine.listener
         self.guard = PreemptionGuard(engine.grace)
         self.resumed = resumed

@@ -33,6 +33,9 @@ class AttemptInfo:
     # Seconds each request to a remote checkpoint store may take (``Checkpoint.open(timeout=)``):
     # the task's ``storage_timeout``, else the engine's; None: the filesystem's own timeouts.
     storage_timeout: float | None = None
+    # Where the attempt keeps a local copy of its latest remote version (``Checkpoint.open(
+    # local_copy=)``): a directory, False (off), None (the attempt's machine's own default).
+    local_copy: str | bool | None = None
     # The node's retry budgets as the attempt starts: "retries" / "system_retries" -> [spent,
     # limit]. When it ended (before ``attempt_ended``) the node sets ``retry_budget``, the budget
     # its retry spends (``budgets`` then count it), or ``exhausted``, the one that ran out.

@@ -185,6 +185,7 @@ class NodeRun:
             storage_options=self.run.storage_options,
             keep=self.task.keep,
             storage_timeout=self.run.storage_timeout_for(self.task),
+            local_copy=self.run.local_copy,
             log_url=log_url(self.url, n),
             # For the checkpoint interval (due()); a first attempt has no own attempts to read.
             history=failure_history(

@@ -6,6 +6,7 @@ theirs), so ``taskpoint list`` in any subdirectory sees the same executions.
     home = ".taskpoint"         # relative paths are relative to the file's directory
     storage = "s3://bucket/runs"
     storage-timeout = 120       # seconds one request to a remote checkpoint store may take
+    local-copy = false          # or a directory: the local copy of remote checkpoints
     [tool.taskpoint.storage-options]
     client_kwargs = { endpoint_url = "http://127.0.0.1:9000" }
 
@@ -24,7 +25,7 @@ from typing import Any
 from taskpoint.engine.storage_timeout import checked
 from taskpoint.errors import TaskpointError
 
-KEYS = ("home", "storage", "storage-options", "storage-timeout")
+KEYS = ("home", "storage", "storage-options", "storage-timeout", "local-copy")
 
 
 class ProjectConfigError(TaskpointError):
@@ -38,6 +39,7 @@ class ProjectConfig:
     storage: str | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)
     storage_timeout: float | None = None
+    local_copy: str | bool | None = None
 
 
 NO_PROJECT = ProjectConfig()
@@ -95,12 +97,20 @@ def _parse(path: Path, table: Any, prefix: str = "") -> ProjectConfig:
         timeout = checked(table.get("storage-timeout"), "storage-timeout")
     except ValueError as exc:
         raise ProjectConfigError(f"{path}: {prefix}{exc}") from None
+    local_copy = table.get("local-copy")
+    if not isinstance(local_copy, str | bool | None):
+        raise ProjectConfigError(
+            f"{path}: {prefix}local-copy must be a directory or true/false, got {local_copy!r}"
+        )
+    if isinstance(local_copy, str):
+        local_copy = _relative_to(base, local_copy)
     return ProjectConfig(
         path=path,
         home=_relative_to(base, home) if home else None,
         storage=storage if storage is None or "://" in storage else _relative_to(base, storage),
         storage_options=dict(options),
         storage_timeout=timeout,
+        local_copy=local_copy,
     )
 
 

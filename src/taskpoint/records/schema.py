@@ -8,7 +8,7 @@ Times are UNIX seconds (REAL). Statuses:
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 CREATE_EXECUTIONS = """
 CREATE TABLE IF NOT EXISTS executions (
@@ -94,7 +94,13 @@ CREATE TABLE IF NOT EXISTS attempts (
 )
 """
 
-CREATE_INDEXES = ("CREATE INDEX IF NOT EXISTS executions_created ON executions (created)",)
+# By status, newest first: `list --status`, the web view's status filter and its per-status
+# counts read only the matching entries (a count reads this index, not every row's columns).
+STATUS_INDEX = "CREATE INDEX IF NOT EXISTS executions_status ON executions (status, created)"
+CREATE_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS executions_created ON executions (created)",
+    STATUS_INDEX,
+)
 
 ALL = (CREATE_EXECUTIONS, CREATE_NODES, CREATE_ATTEMPTS, *CREATE_INDEXES)
 
@@ -131,6 +137,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE attempts ADD COLUMN stall_s REAL",
         "ALTER TABLE attempts ADD COLUMN work_lost_s REAL",
     ),
+    5: (STATUS_INDEX,),
 }
 # The attempt columns schema 4 added: what an attempt measured of itself (engine/meter.py,
 # ``Outcome.ledger``), written with its end.

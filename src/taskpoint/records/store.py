@@ -183,11 +183,7 @@ class Records:
             f"SELECT {self.execution_columns} FROM executions WHERE id=?", (id_or_prefix,)
         )
         if not rows and id_or_prefix:
-            pattern = id_or_prefix.replace("%", "").replace("_", "") + "%"
-            rows = self.db.query(
-                f"SELECT {self.execution_columns} FROM executions WHERE id LIKE ? LIMIT 2",
-                (pattern,),
-            )
+            rows = self._by_prefix(id_or_prefix)
             if len(rows) > 1:
                 raise ExecutionNotFound(
                     f"execution id prefix {id_or_prefix!r} is ambiguous in {self.path}: "
@@ -200,11 +196,42 @@ class Records:
             )
         return ExecutionRecord(*rows[0])
 
-    def list_executions(self, limit: int | None = None) -> list[ExecutionRecord]:
-        sql = f"SELECT {self.execution_columns} FROM executions ORDER BY created DESC, rowid DESC"
-        if limit:
+    def _by_prefix(self, prefix: str) -> list[tuple]:
+        """Up to two executions whose id starts with ``prefix``, ignoring case. Through the
+        primary key's index first (a range per spelling: the engine's ids are lowercase hex),
+        so a home of 100,000 executions answers as fast as one of 100; only when that finds
+        nothing (an id made elsewhere in another case, or none) is every id read."""
+        columns = self.execution_columns
+        for spelling in dict.fromkeys((prefix.lower(), prefix)):
+            rows = self.db.query(
+                f"SELECT {columns} FROM executions WHERE id >= ? AND id < ? LIMIT 2",
+                (spelling, spelling + "\U0010ffff"),
+            )
+            if rows:
+                return rows
+        pattern = prefix.replace("%", "").replace("_", "") + "%"
+        return self.db.query(
+            f"SELECT {columns} FROM executions WHERE id LIKE ? LIMIT 2", (pattern,)
+        )
+
+    def list_executions(
+        self, limit: int | None = None, statuses: set[str] | None = None
+    ) -> list[ExecutionRecord]:
+        """The newest ``limit`` executions (all without one); with ``statuses``, only those of
+        these effective statuses, selected in SQL (the ``executions_status`` index), a running
+        row kept or not once its driver is checked (``interrupted``: its driver died)."""
+        wanted = statuses or set()
+        stored = sorted({_stored_status(s) for s in wanted})
+        where = f" WHERE status IN ({', '.join('?' * len(stored))})" if stored else ""
+        sql = f"SELECT {self.execution_columns} FROM executions{where}"
+        sql += " ORDER BY created DESC, rowid DESC"
+        exact = ExecutionStatus.RUNNING not in stored
+        if limit and exact:
             sql += f" LIMIT {int(limit)}"
-        return [ExecutionRecord(*row) for row in self.db.query(sql)]
+        found = [ExecutionRecord(*row) for row in self.db.query(sql, tuple(stored))]
+        if not exact:
+            found = [e for e in found if e.effective_status in wanted][:limit]
+        return found
 
     # -- nodes and attempts ----------------------------------------------------------------------
 
@@ -365,6 +392,11 @@ class Records:
             (execution_id, key, since),
         )
         return {budget: count for budget, count in rows}
+
+
+def _stored_status(status: str) -> str:
+    """The status stored for an effective one (``interrupted`` is a ``running`` row)."""
+    return ExecutionStatus.RUNNING if status == ExecutionStatus.INTERRUPTED else status
 
 
 def _extend_last_run(c: sqlite3.Connection, execution_id: str, until: float) -> None:

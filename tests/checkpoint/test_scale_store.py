@@ -1,0 +1,215 @@
+"""Checkpoint stores that scale (issue 20, "How the cost grows").
+
+- A scope kept large (``keep`` in the thousands) is not listed after every write (retention.py):
+  the versions are all kept, ``prune`` still applies a new ``keep`` at once, two writers of one
+  scope never leave more than ``keep``, and the default ``keep=2`` retires at every write.
+- A directory of many small files is made durable by one ``syncfs`` at the seal instead of an
+  fsync per file (store_local.py), and by an fsync per file where there is no ``syncfs``.
+- On S3, a large file goes up with ``put_file`` (concurrent multipart) and comes back by ranged
+  GETs (store_fsspec.py), never asking for more than the manifest's size: an object swapped for
+  a longer one is damage, and the previous version is used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from taskpoint import Checkpoint
+from taskpoint.checkpoint import store_local
+from taskpoint.checkpoint.failures import CheckpointWarning
+from taskpoint.checkpoint.store_local import LocalStore
+
+
+def _count_scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    scan = LocalStore.scan
+
+    def counted(self: LocalStore):
+        calls.append(1)
+        return scan(self)
+
+    monkeypatch.setattr(LocalStore, "scan", counted)
+    return calls
+
+
+def test_a_large_keep_lists_the_scope_once_per_many_writes(tmp_path, monkeypatch):
+    scans = _count_scans(monkeypatch)
+    cp = Checkpoint.open(str(tmp_path / "scope"), keep=200)
+    for i in range(100):
+        cp.write(f"{i}".encode(), step=i)
+    assert len(scans) < 20, f"{len(scans)} listings for 100 writes"
+    assert [v.step for v in cp.versions()] == list(range(100))
+    cp.prune(10)  # a new keep applies at once
+    assert [v.step for v in cp.versions()] == list(range(90, 100))
+    cp.write(b"next", step=100)
+    assert [v.step for v in cp.versions()] == list(range(91, 101))
+    cp.close()
+
+
+def test_two_writers_of_one_scope_never_leave_more_than_keep(tmp_path):
+    url = str(tmp_path / "scope")
+    older = Checkpoint.open(url, attempt=1, keep=10)
+    newer = Checkpoint.open(url, attempt=2, keep=10)
+    for i in range(40):
+        (older if i % 2 else newer).write(f"{i}".encode(), step=i)
+        assert len(newer.versions()) <= 10
+    assert newer.latest().attempt == 2
+    older.close()
+    newer.close()
+
+
+def test_the_default_keep_retires_at_every_write(tmp_path):
+    cp = Checkpoint.open(str(tmp_path / "scope"))
+    for i in range(12):
+        cp.write(f"{i}".encode(), step=i)
+        assert [v.step for v in cp.versions()] == list(range(max(0, i - 1), i + 1))
+    cp.close()
+
+
+def _tree(root: Path, files: int) -> dict[str, bytes]:
+    content = {}
+    for i in range(files):
+        rel = f"d{i % 7}/f{i}.txt"
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        content[rel] = f"file {i}\n".encode() * (i % 5 + 1)
+        path.write_bytes(content[rel])
+    return content
+
+
+def _restored(cp: Checkpoint, target: Path) -> dict[str, bytes]:
+    cp.restore(target)
+    return {str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+
+
+def _spy_syncs(monkeypatch: pytest.MonkeyPatch, syncfs_works: bool | None) -> dict[str, int]:
+    """Count fsyncs of payload files and syncfs calls; ``None``: no syncfs on this system."""
+    counts = {"file fsyncs": 0, "syncfs": 0}
+    fsync = os.fsync
+
+    def counted_fsync(fd: int) -> None:
+        # A payload file: below v/<id>/ (not a manifest, not a directory).
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if re.search(r"/v/\d{4}-\d{6}/", path) and os.path.isfile(path):
+            counts["file fsyncs"] += 1
+        fsync(fd)
+
+    def fake_syncfs(fd: int) -> int:
+        counts["syncfs"] += 1
+        os.sync()
+        return 0 if syncfs_works else -1
+
+    monkeypatch.setattr(os, "fsync", counted_fsync)
+    monkeypatch.setattr(
+        store_local, "_syncfs", lambda: None if syncfs_works is None else fake_syncfs
+    )
+    return counts
+
+
+def test_many_files_are_made_durable_by_one_syncfs(tmp_path, monkeypatch):
+    files = store_local.SYNC_EACH + 150
+    content = _tree(tmp_path / "src", files)
+    counts = _spy_syncs(monkeypatch, syncfs_works=True)
+    cp = Checkpoint.open(str(tmp_path / "scope"))
+    cp.save(tmp_path / "src", step=1)
+    assert counts == {"file fsyncs": store_local.SYNC_EACH, "syncfs": 1}
+    assert _restored(cp, tmp_path / "out") == content
+    cp.close()
+
+
+@pytest.mark.parametrize("syncfs_works", [None, False], ids=["no syncfs", "syncfs fails"])
+def test_without_syncfs_each_file_is_fsynced(tmp_path, monkeypatch, syncfs_works):
+    files = store_local.SYNC_EACH + 20
+    content = _tree(tmp_path / "src", files)
+    counts = _spy_syncs(monkeypatch, syncfs_works=syncfs_works)
+    cp = Checkpoint.open(str(tmp_path / "scope"))
+    cp.save(tmp_path / "src")
+    assert counts["file fsyncs"] == files  # the first ones as written, the rest at the seal
+    assert _restored(cp, tmp_path / "out") == content
+    cp.close()
+
+
+def test_a_few_files_are_fsynced_one_by_one_and_the_real_syncfs_works(tmp_path, monkeypatch):
+    _tree(tmp_path / "few", 5)
+    counts = _spy_syncs(monkeypatch, syncfs_works=True)
+    cp = Checkpoint.open(str(tmp_path / "scope"))
+    cp.save(tmp_path / "few")
+    assert counts == {"file fsyncs": 5, "syncfs": 0}
+    monkeypatch.undo()  # the real syncfs(2) from here on
+    many = _tree(tmp_path / "many", store_local.SYNC_EACH + 10)
+    cp.save(tmp_path / "many", blocking=False)  # staged, then moved in and sealed
+    cp.wait()
+    assert _restored(cp, tmp_path / "out") == many
+    cp.close()
+
+
+# ------------------------------------------------------------------------------------ S3
+@pytest.fixture
+def small_ranges(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """1 MiB ranges, 3 at a time (so a few MiB take several rounds); the store calls made."""
+    from taskpoint.checkpoint import store_fsspec
+
+    monkeypatch.setattr(store_fsspec, "RANGE", 1 << 20)
+    monkeypatch.setattr(store_fsspec, "RANGES_AT_ONCE", 3)
+    calls: list[str] = []
+    call = store_fsspec.FsspecStore._call
+
+    def spied(self, method, *args, **kwargs):
+        calls.append(method)
+        return call(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(store_fsspec.FsspecStore, "_call", spied)
+    return calls
+
+
+def test_a_large_file_goes_up_whole_and_comes_back_by_ranges(s3_server, tmp_path, small_ranges):
+    data = os.urandom(7 * (1 << 20) + 12345)
+    (tmp_path / "state.bin").write_bytes(data)
+    cp = Checkpoint.open(s3_server.url(), storage_options=s3_server.storage_options)
+    cp.save(tmp_path / "state.bin", step=1)
+    assert "put_file" in small_ranges
+    out = cp.restore(tmp_path / "out")
+    assert (out / "state.bin").read_bytes() == data
+    assert small_ranges.count("cat_ranges") == 3  # 8 ranges, 3 at a time
+    cp.close()
+
+
+def test_a_payload_swapped_for_a_longer_one_is_damage(s3_server, tmp_path, small_ranges):
+    url = s3_server.url()
+    cp = Checkpoint.open(url, storage_options=s3_server.storage_options)
+    first, second = os.urandom(3 << 20), os.urandom(3 << 20)
+    for step, data in enumerate((first, second), start=1):
+        (tmp_path / f"s{step}").mkdir()
+        (tmp_path / f"s{step}" / "state.bin").write_bytes(data)
+        cp.save(tmp_path / f"s{step}" / "state.bin", step=step)
+    latest = cp.latest()
+    assert latest is not None and latest.step == 2
+    fs = s3_server.filesystem
+    fs.pipe_file(f"{url[5:]}/v/{latest.id}/state.bin", second + os.urandom(1 << 20))
+    ranges_before = small_ranges.count("cat_ranges")
+    with pytest.warns(CheckpointWarning, match="size"):
+        out = cp.restore(tmp_path / "out")
+    assert (out / "state.bin").read_bytes() == first  # the previous version
+    # Only the previous version's 3 ranges were asked for: none of the swapped object's.
+    assert small_ranges.count("cat_ranges") - ranges_before == 1
+    cp.close()
+
+
+def test_version_ids_parse_without_a_regex_as_they_did_with_one():
+    from taskpoint.checkpoint.storage import classify
+    from taskpoint.checkpoint.version import parse_version_id
+
+    assert parse_version_id("0001-000001") == (1, 1)
+    assert parse_version_id("12345-1234567") == (12345, 1234567)
+    for foreign in ("1-000001", "0001-00001", "0001_000001", "0001-000001-2", "0001-00000x", ""):
+        assert parse_version_id(foreign) is None, foreign
+    assert parse_version_id("0001-000001\n") is None  # a name with a newline is foreign
+    names = ["0002-000001.manifest.json", "0001-000010.manifest.json", "10000-000001.manifest.json"]
+    names += ["0001-000002", "0001-000002.writer", ".0001-000003.manifest.json.1.tmp", "notes.txt"]
+    listing = classify(names)
+    assert listing.committed == ["10000-000001", "0002-000001", "0001-000010"]
+    assert listing.payloads == {"0001-000002"} and listing.temps == [names[5]]
