@@ -23,6 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks import scale
 from benchmarks.common import (
     RESULTS,
     Row,
@@ -33,13 +34,19 @@ from benchmarks.common import (
     workdir_root,
 )
 
-SECTIONS = ("io", "torch", "loop", "small", "goodput", "engine")
+SECTIONS = ("io", "torch", "loop", "small", "goodput", "engine", "scale", "sharded", "ranks")
+# What runs without --only: all but "scale" (~8 minutes, a moto server and a Dask cluster),
+# "sharded" (two rank processes writing a 1 GiB state a dozen times) and "ranks" (a rank group
+# killed and restarted).
+DEFAULT_SECTIONS = tuple(name for name in SECTIONS if name not in ("scale", "sharded", "ranks"))
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes, seconds: a smoke test")
-    p.add_argument("--only", default=",".join(SECTIONS), help="sections to run")
+    p.add_argument(
+        "--only", default=",".join(DEFAULT_SECTIONS), help=f"sections to run: {','.join(SECTIONS)}"
+    )
     p.add_argument("--dir", default=None, help="directory on the disk to measure (default: cwd)")
     p.add_argument("--out", default=str(RESULTS), help="where JSON and plots go")
     p.add_argument(
@@ -74,6 +81,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--engine-calls", type=int, default=2000)
     g.add_argument("--engine-attempts", type=int, default=60)
     g.add_argument("--engine-repeats", type=int, default=15)
+    scale.add_arguments(p)
+    g = p.add_argument_group("issue 19 (sharded checkpoints over 2 ranks, --only sharded)")
+    g.add_argument("--sharded-mib", type=int, default=1024, help="replicated state size")
+    g.add_argument("--ranks-state-mib", type=int, default=64, help="DDP state, --only ranks")
+    g.add_argument("--ranks-kills", type=int, default=3, help="SIGKILLs of rank 1, --only ranks")
     args = p.parse_args(argv)
     if args.quick:
         args.state_mib, args.large_mib, args.io_mib, args.async_mib, args.repeats = 16, 0, 16, 8, 3
@@ -81,6 +93,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.interval, args.block_s, args.loop_repeats, args.small_count = 0.5, 1.5, 2, 30
         args.job_s, args.every, args.goodput_state_mib, args.ckpt_every = 4.0, 3.0, 8, 0.5
         args.engine_calls, args.engine_attempts, args.engine_repeats = 200, 5, 3
+        args.ranks_state_mib, args.ranks_kills = 8, 1
     return args
 
 
@@ -93,7 +106,7 @@ def tag(number: int, rows: list[Row]) -> list[Row]:
 class Suite:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.rows: dict[int, list[Row]] = {n: [] for n in range(1, 8)}
+        self.rows: dict[int, list[Row]] = {n: [] for n in range(1, 10)}
         self.extra: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
 
@@ -118,6 +131,9 @@ class Suite:
         self.rows[1] += tag(1, large[:1])
         large[1].note = "Checkpoint.restore() writes a new file; the baseline only reads"
         self.rows[4] += tag(4, large[1:])
+        from benchmarks import local_copy  # a retry's restore from S3, with the local copy or not
+
+        self.rows[4] += tag(4, local_copy.bench(workdir, 16 if a.quick else 256, a.repeats))
         self.rows[2] += tag(2, io.bench_async_large(workdir, a.async_mib << 20, a.repeats))
 
     def torch(self, workdir: str) -> None:
@@ -242,6 +258,23 @@ class Suite:
         a = self.args
         flyte = None if a.quick else a.flytekit_python
         self.rows[7] += tag(7, eo.run(a.engine_calls, a.engine_attempts, a.engine_repeats, flyte))
+
+    def scale(self, workdir: str) -> None:
+        rows, self.extra["scale"] = scale.run(self.args, workdir)
+        self.rows[8] += tag(8, rows)
+
+    def sharded(self, workdir: str) -> None:
+        from benchmarks import sharded
+
+        a = self.args
+        mib = 16 if a.quick else a.sharded_mib
+        self.rows[9] += tag(9, sharded.run(mib, a.repeats, workdir))
+
+    def ranks(self, workdir: str) -> None:
+        from benchmarks import ranks
+
+        a = self.args
+        self.rows[9] += tag(9, ranks.run(workdir, a.ranks_state_mib, a.ranks_kills, a.quick))
 
     def all_rows(self) -> list[Row]:
         return [row for n in sorted(self.rows) for row in self.rows[n]]
@@ -372,6 +405,8 @@ def make_plots(suite: Suite, out: Path) -> list[Path]:
         if extra.get("goodput"):
             made.append(plots.goodput(extra["goodput"], int(extra["goodput_steps"]), out))
             made.append(plots.interval(extra["goodput"], out))
+        if "scale" in extra:
+            made.append(scale.plot(extra["scale"], out))
     except ImportError as exc:
         print(f"plots skipped: {exc} (pip install matplotlib)")
     return [p for p in made if p is not None]

@@ -29,7 +29,10 @@ class TaskContext:
 
     ``checkpoint`` is a :class:`~taskpoint.Checkpoint` scoped to this node of this execution and
     opened with this attempt's number; ``read()`` returns the latest committed version whatever
-    attempt wrote it. ``preempted`` turns true when the attempt receives SIGTERM.
+    attempt wrote it. ``preempted`` turns true when the attempt receives SIGTERM. In a task with
+    ``nproc=N`` each of the attempt's N processes has its own context with the same execution,
+    node, attempt and checkpoint scope, and its ``rank`` (0..N-1) of ``world_size`` (N); a
+    single-process attempt is rank 0 of 1.
     """
 
     __slots__ = (
@@ -42,7 +45,9 @@ class TaskContext:
         "execution_id",
         "node",
         "preempted",
+        "rank",
         "task_name",
+        "world_size",
     )
 
     def __init__(
@@ -52,11 +57,15 @@ class TaskContext:
         task_name: str,
         attempt: int,
         checkpoint_factory: Callable[[TaskContext], Any],
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.execution_id = execution_id
         self.node = node
         self.task_name = task_name
         self.attempt = attempt
+        self.rank = rank
+        self.world_size = world_size
         self.preempted = False
         self._checkpoint_factory = checkpoint_factory
         self._checkpoint: Any = None
@@ -125,7 +134,8 @@ class TaskContext:
     def __repr__(self) -> str:
         return (
             f"TaskContext(execution_id={self.execution_id!r}, node={self.node!r}, "
-            f"attempt={self.attempt}, preempted={self.preempted})"
+            f"attempt={self.attempt}, rank={self.rank}/{self.world_size}, "
+            f"preempted={self.preempted})"
         )
 
 
@@ -141,6 +151,19 @@ def current_context() -> TaskContext:
     """The context of the task attempt running now.
 
     Raises :class:`TaskpointError` when called outside a task.
+
+    Examples:
+        >>> import tempfile
+        >>> import taskpoint
+        >>> from taskpoint import current_context, task
+        >>> _ = taskpoint.configure(home=tempfile.mkdtemp())
+        >>> @task
+        ... def where() -> str:
+        ...     ctx = current_context()
+        ...     ctx.checkpoint.write(b"state")           # this node's checkpoint scope
+        ...     return f"{ctx.node}, attempt {ctx.attempt}, preempted: {ctx.preempted}"
+        >>> where()
+        'where#1, attempt 1, preempted: False'
     """
     ctx = _current.get()
     if ctx is None:

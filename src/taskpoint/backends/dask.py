@@ -32,7 +32,7 @@ import uuid
 from typing import Any
 
 from taskpoint.backends.registry import BACKENDS
-from taskpoint.engine.attempt import AttemptJob, Outcome
+from taskpoint.engine.attempt import AttemptJob, DoneHandle, Outcome
 from taskpoint.engine.blobs import node_dir
 from taskpoint.errors import AttemptLost, TaskpointError
 from taskpoint.records.status import AttemptStatus
@@ -139,10 +139,20 @@ class DaskBackend:
             ) from exc
         self._plugin_installed = True
 
-    def submit(self, job: AttemptJob) -> DaskHandle:
+    def submit(self, job: AttemptJob) -> DaskHandle | DoneHandle:
         from taskpoint.backends import shipping
         from taskpoint.backends._dask_worker import run_attempt
 
+        if job.task.nproc > 1:
+            from taskpoint.backends.ranks import refused
+
+            return refused(
+                job,
+                "the Dask backend runs an attempt in a worker's thread and starts no rank "
+                "processes (a rank group on one Dask worker is not supported yet; across "
+                "machines, start the ranks with torchrun and give each "
+                "Checkpoint.open(url, attempt=...) on shared storage)",
+            )
         info = job.info
         payload = shipping.pack(job.task, job.arguments)
         # Unique even when an attempt number is submitted again (a resumed execution on a

@@ -17,6 +17,10 @@ class InlineBackend:
     concurrency = 1  # sequential: signals and the task context belong to the main thread
 
     def submit(self, job: AttemptJob) -> DoneHandle:
+        if job.task.nproc > 1:  # an engine whose backend is inline, whatever the task asks
+            from taskpoint.backends.ranks import refused
+
+            return refused(job, "the inline backend runs attempts in the driver's own thread")
         return DoneHandle(execute_attempt(job))
 
     def close(self) -> None:

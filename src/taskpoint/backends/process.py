@@ -19,7 +19,8 @@ each attempt is forked from that: a retry after a SIGKILL starts in milliseconds
 imports done, instead of the seconds a fresh interpreter spends importing torch and the rest.
 
 Mapped and submitted nodes run in a pool of driver threads (``concurrency``, one per CPU), each
-waiting on its own child.
+waiting on its own child. A task with ``nproc=N`` gets N such children as one attempt
+(``ranks.py``).
 
 Each child leads its own process group, and the group is killed when the attempt ends: processes
 the task started (a ``DataLoader``'s workers, a shell command) do not outlive it, and the driver
@@ -45,7 +46,7 @@ from taskpoint._process import process_alive
 from taskpoint.backends import _served, forkserver
 from taskpoint.backends._beats import BEAT, BeatingSender, BeatWatch
 from taskpoint.backends.shipping import importable
-from taskpoint.engine.attempt import AttemptJob, Outcome
+from taskpoint.engine.attempt import AttemptHandle, AttemptJob, Outcome
 from taskpoint.engine.events import AttemptInfo, Listener
 from taskpoint.engine.execute import execute_attempt
 from taskpoint.engine.preempt import PreemptionGuard, send_signal
@@ -64,7 +65,11 @@ class ProcessBackend:
     def __init__(self, concurrency: int | None = None) -> None:
         self.concurrency = max(1, concurrency or os.cpu_count() or 1)
 
-    def submit(self, job: AttemptJob) -> ProcessHandle:
+    def submit(self, job: AttemptJob) -> AttemptHandle:
+        if job.task.nproc > 1:  # N rank processes, one attempt (ranks.py)
+            from taskpoint.backends.ranks import RankGroupHandle
+
+            return RankGroupHandle(job)
         return ProcessHandle(job)
 
     def close(self) -> None:
@@ -169,7 +174,8 @@ _PRELOAD = ("torch",)
 
 
 def _process_name(info: AttemptInfo) -> str:
-    return f"taskpoint {info.node} attempt {info.attempt}"
+    rank = f" rank {info.rank}" if info.world_size > 1 else ""
+    return f"taskpoint {info.node} attempt {info.attempt}{rank}"
 
 
 def _from_fork_server(job: AttemptJob, sender: Connection) -> Any:
@@ -337,7 +343,12 @@ def _child_main(
     sender = BeatingSender(sender)  # type: ignore[assignment]  # beats share the pipe
     # Print straight to the inherited descriptors, not through the parent's live display.
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-    guard = PreemptionGuard(grace)
+    if info.world_size > 1:  # one rank of a group: torchrun's environment (ranks.py)
+        from taskpoint.backends._rank_child import enter_rank
+
+        guard = enter_rank(info, grace, sender)
+    else:
+        guard = PreemptionGuard(grace)
     with guard.installed():
         outcome = execute_attempt(
             AttemptJob(task, arguments, info, guard, Listener()), whole_process=True

@@ -46,6 +46,11 @@ class AttemptInfo:
     log_url: str | None = None  # where the attempt's stdout/stderr go (engine/logs.py)
     # The task's earlier attempts, for the checkpoint interval (``Checkpoint.due()``)
     history: FailureHistory | None = None
+    # One process of a rank group (``@task(nproc=N)``, backends/ranks.py): its rank of
+    # ``world_size`` and the port rank 0's rendezvous listens on (0: not a rank group).
+    rank: int = 0
+    world_size: int = 1
+    master_port: int = 0
 
     def open_checkpoint(self) -> Checkpoint:
         """The attempt's writable checkpoint scope."""
@@ -57,6 +62,7 @@ class AttemptInfo:
             keep=self.keep,
             storage_options=self.storage_options or None,
             timeout=self.storage_timeout,
+            local_copy=self.local_copy,
         )
 
 

@@ -40,7 +40,15 @@ def execute_attempt(job: AttemptJob, whole_process: bool = False) -> Outcome:
         cp.pacer = Pacer(cp.stats, info.history, lambda: ctx.preempted)  # for due()
         return cp
 
-    ctx = TaskContext(info.execution_id, info.node, task.name, info.attempt, open_checkpoint)
+    ctx = TaskContext(
+        info.execution_id,
+        info.node,
+        task.name,
+        info.attempt,
+        open_checkpoint,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
     token = set_context(ctx)
     guard.task_started(ctx)
     try:

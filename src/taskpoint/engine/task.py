@@ -140,6 +140,7 @@ class Task(Target):
         require_resume: bool = False,
         heartbeat_timeout: float | None = DEFAULT_HEARTBEAT_TIMEOUT,
         storage_timeout: float | None = None,
+        nproc: int = 1,
     ) -> None:
         super().__init__(fn)
         retry_on = _check_option_types(
@@ -178,6 +179,7 @@ class Task(Target):
         self.heartbeat_timeout = _heartbeat_timeout(self.name, heartbeat_timeout)
         # Bounds each request to a remote checkpoint store; None: the engine's (storage_timeout.py)
         self.storage_timeout = checked(storage_timeout, f"task {self.name!r}: storage_timeout")
+        self.nproc = _processes(self.name, nproc, isolation)
 
     @property
     def max_attempts(self) -> int:
@@ -229,6 +231,20 @@ def _versions_kept_on_success(name: str, value: Any) -> int | None:
         f"task {name!r}: keep_checkpoints_on_success must be 'latest', 'all' or a number of "
         f"versions >= 1, got {value!r}"
     )
+
+
+def _processes(name: str, nproc: Any, isolation: str) -> int:
+    """``nproc``: the processes (ranks) of each attempt; more than one needs a process of
+    their own each, which the driver's thread cannot be."""
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise ValueError(f"task {name!r}: nproc must be an integer >= 1, got {nproc!r}")
+    if nproc > 1 and isolation == "inline":
+        raise ValueError(
+            f"task {name!r}: nproc={nproc} runs each attempt as {nproc} rank processes, which "
+            'needs isolation="process" (or "spawn"); inline attempts run in the driver\'s own '
+            "thread"
+        )
+    return nproc
 
 
 def _heartbeat_timeout(name: str, value: Any) -> float | None:
@@ -287,6 +303,7 @@ def task(
     require_resume: bool = False,
     heartbeat_timeout: float | None = DEFAULT_HEARTBEAT_TIMEOUT,
     storage_timeout: float | None = None,
+    nproc: int = 1,
 ) -> Callable[[F], F]: ...
 def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Make ``fn`` a task: retried on ``RecoverableError``/``retry_on`` up to ``retries`` times
@@ -312,10 +329,34 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     frozen (stopped, hung in the kernel, deadlocked): it is killed and the attempt is recorded
     lost, so the next attempt resumes instead of the driver waiting forever.
 
+    ``nproc=N`` (with ``isolation="process"`` or ``"spawn"``) runs each attempt as N rank
+    processes with torchrun's environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ...), so
+    ``torch.distributed.init_process_group()`` works unchanged; the output is rank 0's return
+    value, and a rank that dies, fails or is preempted ends the attempt of the whole group
+    (``backends/ranks.py``).
+
     ``storage_timeout`` (seconds, default: the engine's ``--storage-timeout``) bounds each request
     of the task's checkpoint to a remote store: a stalled upload or read fails with
     ``CheckpointTimeoutError``, the attempt is recorded lost and the next one resumes from the
     latest committed checkpoint (``system_retries``).
+
+    Examples:
+        >>> import tempfile
+        >>> import taskpoint
+        >>> from taskpoint import RecoverableError, current_context, task
+        >>> _ = taskpoint.configure(home=tempfile.mkdtemp())
+        >>> @task(retries=3)
+        ... def count(n: int) -> int:
+        ...     cp = current_context().checkpoint
+        ...     prev = cp.read()                          # the latest committed version
+        ...     start = int(prev) if prev else 0
+        ...     for i in range(start, n):
+        ...         if i == 2 and current_context().attempt == 1:
+        ...             raise RecoverableError("a transient failure at i=2")
+        ...         cp.write(str(i + 1).encode(), step=i + 1)
+        ...     return start
+        >>> count(5)                                      # attempt 2 started at 2, not 0
+        2
     """
     if fn is not None:
         return Task(fn, **options)
@@ -327,7 +368,24 @@ def workflow(fn: F, /) -> F: ...
 @overload
 def workflow() -> Callable[[F], F]: ...
 def workflow(fn: Callable[..., Any] | None = None, /) -> Any:
-    """Make ``fn`` a workflow: calling it runs an execution whose task calls are its nodes."""
+    """Make ``fn`` a workflow: calling it runs an execution whose task calls are its nodes.
+
+    Examples:
+        >>> import tempfile
+        >>> import taskpoint
+        >>> from taskpoint import task, workflow
+        >>> _ = taskpoint.configure(home=tempfile.mkdtemp())
+        >>> @task
+        ... def add(a: int, b: int) -> int:
+        ...     return a + b
+        >>> @workflow
+        ... def total(n: int) -> int:
+        ...     return add(a=add(a=n, b=1), b=2)
+        >>> total(10)
+        13
+        >>> [node.key for node in taskpoint.run(total, 10).nodes]
+        ['add#1', 'add#2']
+    """
     if fn is not None:
         return Workflow(fn)
     return Workflow

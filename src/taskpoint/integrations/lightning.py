@@ -91,6 +91,38 @@ class LightningCheckpointer(_CheckpointCallback):
     ``blocking=False`` returns from the save as soon as the state is staged; the task's attempt
     waits for the write before it ends. ``rng=False`` leaves RNG states out.
     After ``fit`` started, ``resumed_step`` is the global step resumed from, or ``None``.
+
+    Examples:
+        >>> import tempfile, warnings
+        >>> import lightning.pytorch as pl
+        >>> import torch
+        >>> from taskpoint import Checkpoint
+        >>> from taskpoint.integrations.lightning import LightningCheckpointer
+        >>> class Model(pl.LightningModule):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.net = torch.nn.Linear(2, 1)
+        ...     def training_step(self, batch, batch_idx):
+        ...         return self.net(batch[0]).pow(2).mean()
+        ...     def configure_optimizers(self):
+        ...         return torch.optim.SGD(self.parameters(), lr=0.1)
+        >>> x = torch.randn(32, 2)
+        >>> loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=8)
+        >>> cp = Checkpoint.open(tempfile.mkdtemp())      # inside a task: the task's own
+        >>> def fit(max_steps: int) -> LightningCheckpointer:
+        ...     callback = LightningCheckpointer(checkpoint=cp, every_n_steps=2)
+        ...     trainer = pl.Trainer(max_steps=max_steps, logger=False, accelerator="cpu",
+        ...                          enable_progress_bar=False, enable_model_summary=False,
+        ...                          callbacks=[callback])
+        ...     with warnings.catch_warnings():
+        ...         warnings.simplefilter("ignore")
+        ...         trainer.fit(Model(), loader)
+        ...     return callback
+        >>> fit(max_steps=2).resumed_step is None         # a first fit: nothing to resume
+        True
+        >>> fit(max_steps=4).resumed_step                 # a second fit continues at step 2
+        2
+        >>> cp.close()
     """
 
     def __init__(

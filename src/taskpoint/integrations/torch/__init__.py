@@ -37,6 +37,15 @@ Two rules keep the random streams aligned:
 
 Storage: a JSON header plus raw tensor bytes (see ``_format``); nothing is pickled, so a
 checkpoint in shared storage cannot run code when loaded.
+
+In a group of ranks (DDP, FSDP2; an initialised ``torch.distributed`` process group) every rank
+builds the same `TorchCheckpointer` and saves and restores at the same steps: the state goes
+through DCP's planners into one version per save that rank 0 commits once every rank's files are
+durable, and restores into any number of ranks, or one plain process (``_sharded``). Use
+`ResumableSampler` in place of ``DistributedSampler`` (it reads rank and world size from the
+group); outside taskpoint (torchrun, SLURM) pass ``checkpoint=Checkpoint.open(url,
+attempt=restart + 1)`` on storage every rank sees. Call ``ckpt.close()`` before
+``destroy_process_group()``.
 """
 
 from __future__ import annotations

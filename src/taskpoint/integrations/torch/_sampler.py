@@ -35,6 +35,25 @@ class ResumableSampler(Sampler[int]):
     sampler.set_epoch(epoch)`` resumes correctly). Only the newest iterator moves the position:
     ``iter()``, ``set_epoch()`` to another epoch and ``load_state_dict()`` detach older iterators,
     which keep yielding their own order without touching the state.
+
+    In a group of ranks it replaces ``DistributedSampler``: ``num_replicas`` and ``rank`` default
+    to the initialised ``torch.distributed`` process group's (1 and 0 without one). Each epoch's
+    order is padded (with its first indices) to a multiple of ``num_replicas`` and rank ``r``
+    takes every ``num_replicas``-th index from ``r``, as ``DistributedSampler`` does; ``len()``
+    and ``position`` count this rank's indices. Each rank saves its own state (the
+    `TorchCheckpointer` of a group saves ``objects`` per rank). Loaded into another number of
+    replicas, the position is carried over as the share of the epoch consumed (rounded down:
+    a few samples may be seen again, none is skipped).
+
+    Examples:
+        >>> from taskpoint.integrations.torch import ResumableSampler
+        >>> sampler = ResumableSampler(6, seed=0)
+        >>> it = iter(sampler)
+        >>> trained = [next(it), next(it)]            # two indices trained, then a crash
+        >>> resumed = ResumableSampler(6, seed=0)
+        >>> resumed.load_state_dict(sampler.state_dict())
+        >>> trained + list(resumed) == sampler.order(0)   # the rest of the same epoch
+        True
     """
 
     def __init__(
@@ -44,6 +63,8 @@ class ResumableSampler(Sampler[int]):
         shuffle: bool = True,
         seed: int = 0,
         auto_advance: bool = True,
+        num_replicas: int | None = None,
+        rank: int | None = None,
     ) -> None:
         source = data_source_or_len
         n = source if isinstance(source, int) else len(source)
@@ -53,6 +74,9 @@ class ResumableSampler(Sampler[int]):
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.auto_advance = bool(auto_advance)
+        self.num_replicas, self.rank = _replicas(num_replicas, rank)
+        # This rank's share of an epoch (the order padded to a multiple of the replicas).
+        self.local_samples = -(-n // self.num_replicas)
         self.epoch = 0
         self.position = 0
         self._iteration = 0  # only the newest iterator advances the position
@@ -64,16 +88,26 @@ class ResumableSampler(Sampler[int]):
         generator = torch.Generator().manual_seed(self.seed + epoch)
         return torch.randperm(self.num_samples, generator=generator).tolist()
 
+    def local_order(self, epoch: int) -> list[int]:
+        """This rank's indices of ``epoch``, in the order it yields them."""
+        order = self.order(epoch)
+        if self.num_replicas == 1:
+            return order
+        padded = order + order[: self.local_samples * self.num_replicas - len(order)]
+        while len(padded) < self.local_samples * self.num_replicas:  # fewer samples than ranks
+            padded += order[: self.local_samples * self.num_replicas - len(padded)]
+        return padded[self.rank :: self.num_replicas]
+
     def __len__(self) -> int:
-        return self.num_samples
+        return self.local_samples
 
     def __iter__(self) -> Iterator[int]:
         self._iteration += 1
         return self._iterate(self.epoch, self.position, self._iteration)
 
     def _iterate(self, epoch: int, start: int, token: int) -> Iterator[int]:
-        order = self.order(epoch)
-        for i in range(start, self.num_samples):
+        order = self.local_order(epoch)
+        for i in range(start, len(order)):
             if self.auto_advance and self._iteration == token:
                 self.position = i + 1  # counted before the index leaves: "yielded"
             yield order[i]
@@ -93,9 +127,9 @@ class ResumableSampler(Sampler[int]):
                 "ResumableSampler.advance() is for auto_advance=False; this sampler already "
                 "counts the indices it yields"
             )
-        if n < 0 or self.position + n > self.num_samples:
+        if n < 0 or self.position + n > self.local_samples:
             raise ValueError(
-                f"cannot advance by {n}: position {self.position} of {self.num_samples}"
+                f"cannot advance by {n}: position {self.position} of {self.local_samples}"
             )
         self.position += n
 
@@ -106,6 +140,7 @@ class ResumableSampler(Sampler[int]):
             "seed": self.seed,
             "shuffle": self.shuffle,
             "num_samples": self.num_samples,
+            "num_replicas": self.num_replicas,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -117,13 +152,35 @@ class ResumableSampler(Sampler[int]):
                 f"but this sampler has {(self.num_samples, self.seed, self.shuffle)}: resuming "
                 "would not continue the same order"
             )
-        if not 0 <= state["position"] <= self.num_samples:
+        replicas = int(state.get("num_replicas", 1))
+        if replicas < 1 or not 0 <= state["position"] <= -(-self.num_samples // replicas):
             raise ValueError(f"ResumableSampler position {state['position']} is out of range")
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        position = int(state["position"])
+        if replicas != self.num_replicas:  # the same share of the epoch, rounded down
+            position = min(self.local_samples, position * replicas // self.num_replicas)
+        self.epoch, self.position = int(state["epoch"]), position
         self._iteration += 1
 
     def __repr__(self) -> str:
         return (
             f"ResumableSampler(num_samples={self.num_samples}, shuffle={self.shuffle}, "
-            f"seed={self.seed}, epoch={self.epoch}, position={self.position})"
+            f"seed={self.seed}, epoch={self.epoch}, position={self.position}, "
+            f"num_replicas={self.num_replicas}, rank={self.rank})"
         )
+
+
+def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    """``(num_replicas, rank)``: given, or the initialised process group's, or ``(1, 0)``."""
+    import torch.distributed as dist
+
+    grouped = dist.is_available() and dist.is_initialized()
+    if num_replicas is None:
+        num_replicas = dist.get_world_size() if grouped else 1
+    if rank is None:
+        rank = dist.get_rank() if grouped else 0
+    if num_replicas < 1 or not 0 <= rank < num_replicas:
+        raise ValueError(
+            f"ResumableSampler needs num_replicas >= 1 and 0 <= rank < num_replicas, got "
+            f"num_replicas={num_replicas}, rank={rank}"
+        )
+    return int(num_replicas), int(rank)

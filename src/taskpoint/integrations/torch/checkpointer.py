@@ -15,6 +15,7 @@ import torch
 from taskpoint.errors import CheckpointError
 from taskpoint.integrations import _toolkit as kit
 from taskpoint.integrations.torch import _format as fmt
+from taskpoint.integrations.torch import _sharding
 from taskpoint.integrations.torch._state import StagedWriter, spare_core
 
 if TYPE_CHECKING:
@@ -49,10 +50,40 @@ class TorchCheckpointer:
     first, as without ``overlap``.
     CUDA tensors are always copied before ``save`` returns (an async DMA).
 
+    In a group of ranks (an initialised ``torch.distributed`` process group of more than one
+    rank: DDP, FSDP2 ``fully_shard``, launched by taskpoint, torchrun, SLURM ...), or with
+    ``sharded=True``, every rank builds the checkpointer and calls ``save``/``restore`` together:
+    the state (``get_state_dict``/``set_state_dict`` of ``torch.distributed.checkpoint``) is
+    saved through DCP's planners, each rank writing its own shard, into **one** version that
+    rank 0 commits once every rank's files are durable; each rank's scheduler, scaler,
+    ``objects`` and RNG states are saved per rank. ``restore`` loads the same version on every
+    rank, into any number of ranks (resharding), or into a plain model in one process.
+    Checkpoint collectives run on gloo groups of their own (``timeout`` seconds at most), never
+    on the training's. ``overlap`` does not apply there (every tensor is copied before ``save``
+    returns).
+
     The rule that comes with ``overlap``: until that next ``step()``, change those tensors only
     through it (or call `wait_staged` first). An in-place change in between is caught (tensor
     version counters) and fails that save with `CheckpointError`, raised by the next
     ``save``/``wait``; nothing wrong is committed.
+
+    Examples:
+        >>> import tempfile
+        >>> import torch
+        >>> from taskpoint import Checkpoint
+        >>> from taskpoint.integrations.torch import TorchCheckpointer
+        >>> model = torch.nn.Linear(4, 2)
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> cp = Checkpoint.open(tempfile.mkdtemp())      # inside a task: the task's own
+        >>> ckpt = TorchCheckpointer(checkpoint=cp, model=model, optimizer=optimizer)
+        >>> ckpt.save(10, blocking=True).step
+        10
+        >>> fresh = torch.nn.Linear(4, 2)                 # other initial weights
+        >>> TorchCheckpointer(checkpoint=cp, model=fresh).restore()
+        10
+        >>> torch.equal(fresh.weight, model.weight)
+        True
+        >>> cp.close()
     """
 
     def __init__(
@@ -67,6 +98,8 @@ class TorchCheckpointer:
         every_n_steps: int | Literal["auto"] | None = None,
         rng: bool = True,
         overlap: bool = False,
+        sharded: bool | None = None,
+        timeout: float = 600.0,
     ) -> None:
         checkpoint, self._ctx = kit.task_checkpoint(checkpoint, "TorchCheckpointer")
         self.checkpoint = checkpoint
@@ -89,6 +122,7 @@ class TorchCheckpointer:
                     "state_dict()/load_state_dict() and is not a torch.Generator"
                 )
         self._writer = StagedWriter(checkpoint)
+        self._sharded = _sharding.open_io(checkpoint, sharded, model, timeout)
         self.overlap = overlap
         if overlap:
             if optimizer is None:
@@ -122,10 +156,15 @@ class TorchCheckpointer:
     ) -> CheckpointVersion | Future[CheckpointVersion | None] | None:
         """`save` when ``step`` is a multiple of ``every_n_steps`` (with ``"auto"``: when
         ``checkpoint.due()`` says; call this after every step) or the attempt is preempted;
-        else return ``None``."""
+        else return ``None``. In a group of ranks, where ranks may disagree (``"auto"`` times
+        each rank's own saves; SIGTERM reaches ranks at slightly different steps), the ranks
+        agree first (a tiny collective on the checkpoint's group): all save if any would."""
         if self.every_n_steps is None:
             raise ValueError('TorchCheckpointer.maybe_save() needs every_n_steps=N or "auto"')
-        if kit.cadence_due(self.every_n_steps, step, self.checkpoint) or self.preempted:
+        due = kit.cadence_due(self.every_n_steps, step, self.checkpoint) or self.preempted
+        if self._sharded is not None and (self.every_n_steps == "auto" or self._ctx is not None):
+            due = self._sharded.any_rank(due)
+        if due:
             return self.save(step, blocking=blocking)
         return None
 
@@ -145,6 +184,11 @@ class TorchCheckpointer:
         """
         if isinstance(step, bool) or not isinstance(step, int):
             raise TypeError(f"step must be an int, got {type(step).__name__}")
+        if self._sharded is not None:
+            state = _sharding.dcp_state(self.model, self.optimizer)
+            # Preempted: committed before save returns, for the engine's hook to see.
+            blocking = blocking or self.preempted
+            return self._sharded.save(state, self._collect_own(step), step, blocking)
         defer = None
         # Preempted: commit this one at once. No spare core: a copy beside the loop would slow
         # every torch op of the next steps by more than the copy takes on all cores now.
@@ -172,6 +216,12 @@ class TorchCheckpointer:
             state["model"] = self.model.state_dict()
         if self.optimizer is not None:
             state["optimizer"] = self.optimizer.state_dict()
+        state.update(self._collect_own(step))
+        return state
+
+    def _collect_own(self, step: int) -> dict[str, Any]:
+        """What is not the model or the optimizer (in a group of ranks: each rank's own)."""
+        state: dict[str, Any] = {"step": step}
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
         if self.scaler is not None:
@@ -187,6 +237,8 @@ class TorchCheckpointer:
     def wait(self, timeout: float | None = None) -> None:
         """Block until every async save is committed; re-raise a writer error."""
         self._writer.wait_staged()
+        if self._sharded is not None:
+            self._sharded.drain(timeout)
         self.checkpoint.wait(timeout)
 
     # ------------------------------------------------------------------------------ restoring
@@ -198,6 +250,9 @@ class TorchCheckpointer:
         copied into the model's own parameters and buffers (``load_state_dict``, strict); the
         optimizer, scheduler, scaler and objects get their own copies of saved tensors.
         """
+        sharded = self._sharded is not None or _sharding.latest_is_sharded(self.checkpoint)
+        if sharded:
+            return self._restore_sharded()
         # The model's tensors are read from disk straight into its own memory (its
         # load_state_dict then copies nothing); everything else into new tensors.
         self._writer.wait_staged(report=False)  # an overlapped save may still read them
@@ -222,6 +277,38 @@ class TorchCheckpointer:
             kit.restore_rng(fmt.decode(skeleton["rng"], views, clone=not owned))
         self.resumed_step = skeleton["step"]
         return self.resumed_step
+
+    def _restore_sharded(self) -> int | None:
+        """Load a sharded version through DCP (any world size, or one plain process)."""
+        if self.model is None:
+            raise ValueError("TorchCheckpointer needs model= to restore a sharded checkpoint")
+        loaded = _sharding.restore(self.checkpoint, self._sharded, self.model, self.optimizer)
+        if loaded is None:
+            return None
+        self._check_components({**loaded.own, "model": 0, "optimizer": 0})
+        for name in ("scheduler", "scaler"):
+            target = getattr(self, name)
+            if target is not None:
+                target.load_state_dict(loaded.own[name])
+        for name, obj in self.objects.items():
+            if isinstance(obj, torch.Generator):
+                obj.set_state(loaded.own["objects"][name])
+            else:
+                obj.load_state_dict(loaded.own["objects"][name])
+        # Another world size: each rank's random streams were another process's; restoring
+        # rank (r % saved world)'s would only pretend to be exact.
+        if self.rng and "rng" in loaded.own and loaded.saved_world == _sharding.world_size():
+            kit.restore_rng(loaded.own["rng"])
+        self.resumed_step = loaded.own["step"]
+        return self.resumed_step
+
+    def close(self) -> None:
+        """Wait for pending saves, then tear down the checkpoint's own process groups (before
+        ``destroy_process_group``; call it on every rank)."""
+        self.wait()
+        if self._sharded is not None:
+            _sharding.close_io(self._sharded)
+            self._sharded = None
 
     def _check_components(self, skeleton: Any) -> None:
         """Refuse a version that lacks a component we restore (before any tensor is read)."""

@@ -1,0 +1,163 @@
+"""Sharded checkpoints of a group of ranks against DCP's own (``--only sharded``, issue 19).
+
+Two rank processes (gloo on CPU, started as torchrun would) hold the same replicated state of
+``--sharded-mib`` (a model of 64 MiB parameters, as DDP keeps it); every figure is the slowest
+rank's, measured between two barriers, taskpoint and DCP alternated, medians:
+
+- sync save: `TorchCheckpointer.save(blocking=True)` (DCP's planner deduplicates the replicas:
+  each rank writes half, with checksums, one manifest commits) vs ``dcp.save`` (its
+  ``FileSystemWriter``, fsync on) to the same disk; target >= 1.0 x (time ratio DCP / ours);
+- async stall: ``save(blocking=False)`` until it returns vs ``dcp.async_save`` until it returns
+  (with its own gloo group, as DCP documents); target <= 0.5 x (ours / DCP's);
+- restore into 2 ranks: `TorchCheckpointer.restore()` (checks every item's checksum) vs
+  ``dcp.load``; target >= 1.0 x (DCP / ours).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import Row
+
+WORLD = 2
+_PARAM_MIB = 64
+
+
+def run(state_mib: int, repeats: int, workdir: str) -> list[Row]:
+    """Start the ranks, collect rank 0's medians, and make the rows."""
+    root = Path(workdir) / "sharded"
+    root.mkdir(parents=True, exist_ok=True)
+    out = root / "result.json"
+    args = {"mib": state_mib, "repeats": repeats, "root": str(root), "out": str(out)}
+    procs = _launch(args)
+    codes = [p.wait(timeout=1800) for p in procs]
+    if codes != [0] * WORLD or not out.exists():
+        return [Row("sharded save over 2 ranks", float("nan"), None, "", None, ">= 1.0 x", None,
+                    f"failed: rank exit codes {codes}")]  # fmt: skip
+    t = json.loads(out.read_text())
+    shutil.rmtree(root, ignore_errors=True)
+    gib = f"{state_mib / 1024:g} GiB"
+    save, stall, load = t["save"], t["stall"], t["load"]
+    return [
+        Row(f"sharded sync save {gib} over 2 ranks (vs DCP save)", save["ours"], save["dcp"],
+            "s", save["dcp"] / save["ours"], ">= 1.0 x", save["dcp"] / save["ours"] >= 1.0,
+            "time ratio: DCP / taskpoint"),
+        Row(f"sharded async save stall {gib} (vs DCP async_save stall)", stall["ours"] * 1e3,
+            stall["dcp"] * 1e3, "ms", stall["ours"] / stall["dcp"], "<= 0.5 x",
+            stall["ours"] / stall["dcp"] <= 0.5),
+        Row(f"sharded restore {gib} into 2 ranks (vs DCP load)", load["ours"], load["dcp"], "s",
+            load["dcp"] / load["ours"], ">= 1.0 x", load["dcp"] / load["ours"] >= 1.0,
+            "time ratio: DCP / taskpoint; taskpoint checks every item's checksum"),
+    ]  # fmt: skip
+
+
+def _launch(args: dict[str, Any]) -> list[subprocess.Popen[bytes]]:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = []
+    for rank in range(WORLD):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD))
+        env.update(LOCAL_WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        command = [sys.executable, "-m", "benchmarks.sharded", json.dumps(args)]
+        procs.append(subprocess.Popen(command, env=env, cwd=Path(__file__).parents[1]))
+    return procs
+
+
+# ------------------------------------------------------------------------------ in a rank
+def _timed(fn: Any) -> float:
+    """The slowest rank's time of ``fn``, started together (a barrier)."""
+    import torch.distributed as dist
+
+    dist.barrier()
+    start = time.perf_counter()
+    fn()
+    mine = time.perf_counter() - start
+    every = [0.0] * dist.get_world_size()
+    dist.all_gather_object(every, mine)
+    return max(every)
+
+
+def _round(i: int, ckpt: Any, state: dict[str, Any], target: str, group: Any) -> dict[str, Any]:
+    """One round of each pair, the order alternated between rounds; ``{kind: {who: s}}``."""
+    import torch.distributed.checkpoint as dcp
+
+    def first(pairs: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        return pairs if i % 2 == 0 else pairs[::-1]
+
+    times: dict[str, dict[str, float]] = {"save": {}, "stall": {}, "load": {}}
+    saves = [
+        ("ours", lambda: ckpt.save(2 * i + 1, blocking=True)),
+        ("dcp", lambda: dcp.save(state, checkpoint_id=target)),
+    ]
+    for who, fn in first(saves):
+        times["save"][who] = _timed(fn)
+    pending: list[Any] = []
+    stalls = [
+        ("ours", lambda: pending.append(ckpt.save(2 * i + 2, blocking=False))),
+        ("dcp", lambda: pending.append(
+            dcp.async_save(state, checkpoint_id=target + "a", process_group=group))),
+    ]  # fmt: skip
+    for who, fn in first(stalls):
+        times["stall"][who] = _timed(fn)
+        for future in pending:
+            future.result()  # the write itself is not part of the stall
+        pending.clear()
+    loads = [("ours", ckpt.restore), ("dcp", lambda: dcp.load(state, checkpoint_id=target))]
+    for who, fn in first(loads):
+        times["load"][who] = _timed(fn)
+    return times
+
+
+def _rank(args: dict[str, Any]) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from taskpoint.checkpoint import Checkpoint
+    from taskpoint.integrations.torch import TorchCheckpointer
+
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    torch.set_num_threads(1)
+    count = max(1, args["mib"] // _PARAM_MIB)
+    numel = (min(args["mib"], _PARAM_MIB) << 20) // 4
+    model = torch.nn.ParameterList(
+        [torch.nn.Parameter(torch.full((numel,), float(i))) for i in range(count)]
+    )
+    root = Path(args["root"])
+    cp = Checkpoint.open(root / "taskpoint", attempt=1)
+    ckpt = TorchCheckpointer(checkpoint=cp, model=model, rng=False)
+    group = dist.new_group(backend="gloo")  # DCP's async_save wants its own, as documented
+    state = {"model": model.state_dict()}
+    samples: dict[str, dict[str, list[float]]] = {}
+    for i in range(args["repeats"]):
+        target = str(root / f"dcp-{i}")
+        for kind, by in _round(i, ckpt, state, target, group).items():
+            for who, seconds in by.items():
+                samples.setdefault(kind, {}).setdefault(who, []).append(seconds)
+        dist.barrier()
+        if rank == 0:
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.rmtree(target + "a", ignore_errors=True)
+    ckpt.close()
+    dist.destroy_process_group(group)
+    del ckpt, model, state
+    if rank == 0:
+        medians = {k: {w: statistics.median(v) for w, v in d.items()} for k, d in samples.items()}
+        Path(args["out"]).write_text(json.dumps(medians))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    _rank(json.loads(sys.argv[1]))
