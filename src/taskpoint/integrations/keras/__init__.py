@@ -2,7 +2,7 @@
 
 ```python
 import os
-os.environ.setdefault("KERAS_BACKEND", "torch")    # before keras is first imported
+os.environ.setdefault("KERAS_BACKEND", "torch")    # or "jax"; before keras is first imported
 import keras
 from taskpoint import task
 from taskpoint.integrations.keras import KerasCheckpointer
@@ -29,12 +29,25 @@ continues from the batch after the one saved, inside the interrupted epoch.
 - every optimizer variable (iteration count, so learning-rate schedules continue; moments; ...);
 - the epoch and the number of batches already trained in it; the metric accumulators of that epoch,
   so the resumed epoch reports the same ``loss``/metrics as an unbroken one;
-- the global RNG states (Python ``random``, NumPy, torch CPU and CUDA, and Keras' global
-  ``SeedGenerator`` behind unseeded ``keras.random`` ops) both at the start of the interrupted
-  epoch and at the saved batch. The epoch-start state is put back before the data
+- the global RNG states (Python ``random``, NumPy, torch CPU and CUDA where torch is loaded, and
+  Keras' global ``SeedGenerator`` behind unseeded ``keras.random`` ops) both at the start of the
+  interrupted epoch and at the saved batch. The epoch-start state is put back before the data
   pipeline draws its order, so Keras' own ``shuffle=True`` (a torch ``RandomSampler`` on the torch
-  backend) yields the same permutation; the saved-batch state is put back when skipping ends, so
-  unseeded dropout (torch's global generator) draws the same masks as an unbroken run.
+  backend, ``np.random.permutation`` on JAX) yields the same permutation; the saved-batch state
+  is put back when skipping ends, so unseeded dropout (torch's global generator) draws the same
+  masks as an unbroken run.
+
+**Backends.** torch (``pip install 'taskpoint[keras]'``; chosen when neither ``KERAS_BACKEND``
+nor ``$KERAS_HOME/keras.json`` names a backend) and JAX (``pip install 'taskpoint[keras-jax]'``,
+``KERAS_BACKEND=jax``). On JAX every random draw inside the jitted training step comes from a
+layer's ``SeedGenerator`` whose state is a model variable, so it is restored with the weights; the
+epoch's training state, which JAX's ``fit`` keeps outside the variables, is put back into them
+before each save. A checkpoint written on one backend restores on the other for a model of the
+same structure (the seed states' int32 on torch and uint32 on JAX hold the same bits); a model
+that differs is refused with `CheckpointError` naming both backends. Training continued on the
+other backend is not bitwise equal to either backend's unbroken run (other kernels, other
+random streams). TensorFlow and Keras' other backends are refused (`TaskpointError`); so is a
+missing backend package, at import, naming the backend, what chose it and what to install.
 
 **How batches are skipped.** ``fit`` still iterates the interrupted epoch from its start, so the
 batch order is reproduced by the same code that made it; for the batches already trained the
@@ -58,9 +71,12 @@ progress bar are those of an unbroken run.
   other callbacks such as ``EarlyStopping``'s patience counter or ``ReduceLROnPlateau``'s
   counters, the ``History`` of earlier attempts) is not saved. Work done after the last save and
   before the failure is lost and redone.
-- Only the torch backend is supported (``KERAS_BACKEND=torch``); importing this module sets that
-  default when no backend is configured and Keras is not imported yet. GPU kernels may be
-  nondeterministic, so bitwise equality is only promised on CPU.
+- Bitwise equality is promised on CPU, with the same versions of the backend (torch, or jax and
+  jaxlib) and the same XLA flags on every attempt: GPU kernels may be nondeterministic.
+- On JAX, not covered: ``jax.random`` keys kept outside Keras variables (in Python attributes or
+  closures of your code); a change of ``jax.config`` (the PRNG implementation, x64) between
+  attempts. Keras itself refuses unseeded ``keras.random`` ops inside JAX's jitted step.
+- ``steps_per_execution`` must be 1 (the callback counts, saves and skips batch by batch).
 - One checkpoint scope holds one ``fit``: a second ``fit`` with a callback on the same scope would
   resume from the first one's final state. Use a separate scope (``checkpoint=``) for each. A
   ``fit`` that ended (all epochs, or stopped early by a callback) is not trained again when the

@@ -11,13 +11,16 @@ Only plain numeric/bool dtypes are accepted when decoding (no object arrays), of
 are checked against the blob, and nothing is executed or unpickled.
 
 RNG states (Python ``random``, NumPy's global generator, torch's CPU and, once initialised, CUDA
-generators, and Keras' global ``SeedGenerator`` used by unseeded ``keras.random`` ops) are
-captured (through ``_toolkit``, with its CUDA policy) as JSON plus arrays so a resumed attempt
-draws the same random numbers as an uninterrupted run from the point of resumption on.
+generators where torch is loaded, and Keras' global ``SeedGenerator`` used by unseeded
+``keras.random`` ops) are captured (through ``_toolkit``, with its CUDA policy) as JSON plus
+arrays so a resumed attempt draws the same random numbers as an uninterrupted run from the point
+of resumption on. The layers' own ``SeedGenerator`` states (seeded or not: the one place JAX keeps
+its RNG state) are model variables and travel with them.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -72,36 +75,67 @@ def decode(blob: bytes, where: str) -> tuple[dict[str, Any], dict[str, np.ndarra
 
 
 def capture_rng(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Capture the global RNG states: JSON part returned, array parts put in ``arrays``."""
-    scalars, bulk = kit.rng_parts(kit.capture_rng(torch=True))
+    """Capture the global RNG states: JSON part returned, array parts put in ``arrays``.
+
+    torch's generators are captured when torch is loaded (always on the torch backend; on JAX
+    only if something imported it, e.g. a torch ``DataLoader`` as input): a process that never
+    loaded torch has drawn nothing from them.
+    """
+    with_torch = "torch" in sys.modules
+    scalars, bulk = kit.rng_parts(kit.capture_rng(torch=with_torch))
     arrays[f"{prefix}/python"] = bulk["python"]
     arrays[f"{prefix}/numpy"] = bulk["numpy"]
-    arrays[f"{prefix}/torch"] = bulk["torch"].numpy().copy()
-    for i, device_state in enumerate(bulk["cuda"]):
+    if with_torch:
+        arrays[f"{prefix}/torch"] = bulk["torch"].numpy().copy()
+    for i, device_state in enumerate(bulk.get("cuda", ())):
         arrays[f"{prefix}/cuda{i}"] = device_state.numpy().copy()
     keras_global = _keras_global_generator(create=False)
     if keras_global is not None:
-        arrays[f"{prefix}/keras"] = keras_global.state.value.detach().cpu().numpy().copy()
-    return {**scalars, "cuda": len(bulk["cuda"]), "keras": keras_global is not None}
+        value = keras_global.state.value
+        arrays[f"{prefix}/keras"] = np.array(_keras_ops().convert_to_numpy(value))
+    return {**scalars, "cuda": len(bulk.get("cuda", ())), "keras": keras_global is not None}
 
 
 def restore_rng(prefix: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    """Put back the global RNG states captured by `capture_rng`."""
-    import torch
+    """Put back the global RNG states captured by `capture_rng`.
 
+    A state saved on another backend restores too: Python's and NumPy's are the same, torch's
+    is put back where torch is loaded, and Keras' global seed (int32 on torch, uint32 on JAX:
+    the same bits) is reinterpreted.
+    """
     # First: creating Keras' global generator draws its seed from Python's `random`.
     if meta.get("keras"):
-        _keras_global_generator(create=True).state.assign(arrays[f"{prefix}/keras"].copy())
+        generator = _keras_global_generator(create=True)
+        generator.state.assign(same_bits(arrays[f"{prefix}/keras"], generator.state.dtype))
     else:
         _forget_keras_global_generator()
-    cuda = int(meta.get("cuda", 0))
-    bulk = {
+    bulk: dict[str, Any] = {
         "python": arrays[f"{prefix}/python"],
         "numpy": arrays[f"{prefix}/numpy"],
-        "torch": torch.from_numpy(arrays[f"{prefix}/torch"].copy()),
-        "cuda": [torch.from_numpy(arrays[f"{prefix}/cuda{i}"].copy()) for i in range(cuda)],
     }
+    if f"{prefix}/torch" in arrays and "torch" in sys.modules:
+        import torch
+
+        cuda = int(meta.get("cuda", 0))
+        bulk["torch"] = torch.from_numpy(arrays[f"{prefix}/torch"].copy())
+        bulk["cuda"] = [torch.from_numpy(arrays[f"{prefix}/cuda{i}"].copy()) for i in range(cuda)]
     kit.restore_rng(kit.rng_whole(meta, bulk))
+
+
+def same_bits(array: np.ndarray, dtype: str) -> np.ndarray:
+    """``array`` as ``dtype`` when only signedness differs (a seed state written on the other
+    backend), else a copy unchanged (the caller checks the dtype)."""
+    target = np.dtype(dtype)
+    kinds = array.dtype.kind + target.kind
+    if array.dtype != target and kinds in ("iu", "ui") and array.itemsize == target.itemsize:
+        return array.copy().view(target)
+    return array.copy()
+
+
+def _keras_ops() -> Any:
+    import keras
+
+    return keras.ops
 
 
 def _keras_global_generator(create: bool) -> Any:

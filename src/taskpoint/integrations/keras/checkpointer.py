@@ -3,35 +3,16 @@ the blob it writes and the RNG states it carries are ``_state``)."""
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from taskpoint.errors import CheckpointError, TaskpointError
 from taskpoint.integrations import _toolkit as kit
-from taskpoint.integrations._lazy import require
+from taskpoint.integrations.keras import _backend
 from taskpoint.integrations.keras import _state as state
 
-
-def _default_backend() -> None:
-    """Default ``KERAS_BACKEND`` to torch when nothing chose a backend (the extra has no TF)."""
-    if "keras" in sys.modules or "KERAS_BACKEND" in os.environ:
-        return
-    home = os.environ.get("KERAS_HOME") or str(Path.home() / ".keras")
-    try:
-        configured = json.loads((Path(home) / "keras.json").read_text()).get("backend")
-    except (OSError, ValueError, AttributeError):
-        configured = None
-    if not configured:
-        os.environ["KERAS_BACKEND"] = "torch"
-
-
-_default_backend()
-keras: Any = require("keras", "keras")
+keras: Any = _backend.load_keras()
 
 if TYPE_CHECKING:
     from taskpoint.checkpoint import Checkpoint
@@ -55,6 +36,28 @@ class KerasCheckpointer(keras.callbacks.Callback):
     After ``fit``: ``resumed_step`` is the global step (batches trained over all attempts) of the
     restored state or ``None``; ``resumed`` has its details (``{"epoch", "batch", "step"}``), and
     ``skipped_batches`` is the number of batches not trained again.
+
+    Examples:
+        >>> import tempfile
+        >>> import keras
+        >>> import numpy as np
+        >>> from taskpoint import Checkpoint
+        >>> from taskpoint.integrations.keras import KerasCheckpointer
+        >>> x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
+        >>> y = x.sum(axis=1, keepdims=True)
+        >>> cp = Checkpoint.open(tempfile.mkdtemp())      # inside a task: the task's own
+        >>> def fit(epochs: int) -> KerasCheckpointer:
+        ...     keras.utils.set_random_seed(0)
+        ...     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        ...     model.compile("sgd", "mse")
+        ...     callback = KerasCheckpointer(checkpoint=cp, every_n_steps=2)
+        ...     _ = model.fit(x, y, batch_size=16, epochs=epochs, verbose=0, callbacks=[callback])
+        ...     return callback
+        >>> fit(epochs=1).resumed_step is None            # a first fit: nothing to resume
+        True
+        >>> fit(epochs=2).resumed_step                    # 4 batches were trained: epoch 2 next
+        4
+        >>> cp.close()
     """
 
     def __init__(
@@ -67,11 +70,8 @@ class KerasCheckpointer(keras.callbacks.Callback):
     ) -> None:
         super().__init__()
         every_n_steps = kit.check_every_n_steps(every_n_steps)
-        if keras.backend.backend() != "torch":
-            raise TaskpointError(
-                f"KerasCheckpointer supports the Keras torch backend only, but Keras runs on "
-                f"{keras.backend.backend()!r}; set KERAS_BACKEND=torch before importing keras"
-            )
+        self._backend = keras.backend.backend()
+        _backend.check_supported(self._backend)
         self.every_n_steps = every_n_steps
         self.blocking = blocking
         self.save_on_epoch_end = save_on_epoch_end
@@ -91,7 +91,9 @@ class KerasCheckpointer(keras.callbacks.Callback):
         self._epoch_rng: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None
         self._resume: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None
         self._skip = 0
+        self._skip_logs: Any = None
         self._original_train_function: Any = None
+        self._written_on = self._backend
 
     @property
     def checkpoint(self) -> Checkpoint:
@@ -107,6 +109,12 @@ class KerasCheckpointer(keras.callbacks.Callback):
         self._reset_progress()
         self.resumed_step, self.resumed = None, None
         self.skipped_batches, self.skipping = 0, False
+        steps_per_execution = getattr(self.model, "steps_per_execution", 1)
+        if steps_per_execution != 1:  # one call would train (or skip) several batches
+            raise TaskpointError(
+                "KerasCheckpointer needs a model compiled with steps_per_execution=1 (it counts, "
+                f"saves and skips batch by batch), not {steps_per_execution}"
+            )
         blob = self.checkpoint.read()
         if blob is None:
             return
@@ -118,6 +126,7 @@ class KerasCheckpointer(keras.callbacks.Callback):
                 "KerasCheckpointer"
             )
         model = self.model
+        self._written_on = str(meta.get("backend", "torch"))  # older versions: torch only
         optimizer = model.optimizer
         if optimizer is not None and not optimizer.built:
             optimizer.build(model.trainable_variables)
@@ -134,35 +143,57 @@ class KerasCheckpointer(keras.callbacks.Callback):
         model._initial_epoch = epoch  # read by fit() after on_train_begin (as BackupAndRestore)
         self._resume = (meta, arrays)
         if batch > 0:
-            self._original_train_function = original = model.train_function
+            self._original_train_function = model.train_function
+            model.train_function = self._skipping_train_function(model.train_function)
 
-            def train_or_skip(data: Any) -> Any:
-                # Already trained before the interruption: draw the batch, do not train on it.
+    def _skipping_train_function(self, original: Any) -> Any:
+        """``original``, except that it trains nothing while batches are being skipped: the
+        batch is still drawn from the data pipeline (so the order after it is the same) and the
+        logs are the restored metrics'."""
+        if self._backend == "jax":
+            # JAX's fit passes the whole training state through a pure step function:
+            # ``logs, state = train_function(state, iterator)``, the step drawing its batch.
+            def jax_step(train_state: Any, iterator: Any) -> Any:
                 if self._skip > 0:
-                    return model.get_metrics_result()
-                return original(data)
+                    next(iterator)
+                    return self._skip_logs, train_state
+                return original(train_state, iterator)
 
-            model.train_function = train_or_skip
+            return jax_step
+
+        def torch_step(data: Any) -> Any:  # torch's fit draws the batch itself
+            if self._skip > 0:
+                return self._skip_logs
+            return original(data)
+
+        return torch_step
 
     def _assign(self, group: str, variables: list[Any], meta: dict, arrays: dict) -> None:
         saved = meta[group]
+        where = self.checkpoint.url
+        if self._written_on != self._backend:
+            where += f" (written on the {self._written_on} backend, this model runs on "
+            where += f"{self._backend})"
         if len(saved) != len(variables):
             raise CheckpointError(
-                f"the checkpoint at {self.checkpoint.url} holds {len(saved)} {group} variables "
+                f"the checkpoint at {where} holds {len(saved)} {group} variables "
                 f"but this model has {len(variables)}: it was written by a different model or "
                 "optimizer; build the same model, or use a new checkpoint scope"
             )
         for i, (variable, (path, dtype)) in enumerate(zip(variables, saved, strict=True)):
             value = arrays[f"{group}/{i}"]
+            if dtype != variable.dtype and _is_seed_state(variable):
+                # A SeedGenerator's state is int32 on torch, uint32 on JAX: the same bits.
+                value, dtype = state.same_bits(value, variable.dtype), variable.dtype
             if tuple(value.shape) != tuple(variable.shape) or dtype != variable.dtype:
                 raise CheckpointError(
                     f"{group} variable {i} ({variable.path}) has shape {tuple(variable.shape)} "
-                    f"and dtype {variable.dtype}, but the checkpoint at {self.checkpoint.url} "
+                    f"and dtype {variable.dtype}, but the checkpoint at {where} "
                     f"holds {path} with shape {tuple(value.shape)} and dtype {dtype}: it was "
                     "written by a different model; build the same model, or use a new "
                     "checkpoint scope"
                 )
-            variable.assign(_from_numpy(value, dtype))
+            variable.assign(_backend.from_numpy(self._backend, value, dtype))
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch, self._batch = epoch, 0
@@ -171,7 +202,10 @@ class KerasCheckpointer(keras.callbacks.Callback):
             if epoch == int(meta["epoch"]):
                 state.restore_rng("rng_epoch", meta["rng_epoch"], arrays)
                 if int(meta["batch"]) > 0:
-                    self._assign("metrics", self.model.metrics_variables, meta, arrays)
+                    model = self.model
+                    self._assign("metrics", model.metrics_variables, meta, arrays)
+                    # What a skipped step reports: the restored totals (they do not change).
+                    self._skip_logs = model.get_metrics_result()
                     self._skip = int(meta["batch"])
                     self.skipping = True
                 else:
@@ -223,7 +257,7 @@ class KerasCheckpointer(keras.callbacks.Callback):
     def _save(
         self, *, next_epoch: bool = False, finished: bool = False, blocking: bool | None = None
     ) -> Any:
-        model = self.model
+        model = self.model  # on JAX this puts the epoch's training state back into the variables
         optimizer = model.optimizer
         groups = {
             "model": model.variables,
@@ -233,6 +267,7 @@ class KerasCheckpointer(keras.callbacks.Callback):
         arrays: dict[str, np.ndarray] = {}
         meta: dict[str, Any] = {
             "format": FORMAT,
+            "backend": self._backend,
             "epoch": self._done_epochs if next_epoch else self._epoch,
             "batch": 0 if next_epoch else self._batch,
             "global_step": self._global_step,
@@ -242,7 +277,7 @@ class KerasCheckpointer(keras.callbacks.Callback):
         for group, variables in groups.items():
             meta[group] = [[v.path, v.dtype] for v in variables]
             for i, v in enumerate(variables):
-                arrays[f"{group}/{i}"] = _to_numpy(v)
+                arrays[f"{group}/{i}"] = _backend.to_numpy(self._backend, v.value, v.dtype)
         now_meta, now_arrays = self._capture_rng("rng_now")
         if next_epoch or self._epoch_rng is None:
             epoch_meta, epoch_arrays = self._capture_rng("rng_epoch")
@@ -260,18 +295,5 @@ class KerasCheckpointer(keras.callbacks.Callback):
         )
 
 
-def _to_numpy(variable: Any) -> np.ndarray:
-    """The variable's value as a NumPy array (may share memory: `encode` copies it)."""
-    import torch
-
-    tensor = variable.value.detach().cpu()
-    if tensor.dtype == torch.bfloat16:  # NumPy has no bfloat16: keep the raw bits
-        tensor = tensor.view(torch.int16)
-    return tensor.numpy()
-
-
-def _from_numpy(array: np.ndarray, dtype: str) -> Any:
-    import torch
-
-    tensor = torch.from_numpy(array.copy())
-    return tensor.view(torch.bfloat16) if dtype == "bfloat16" else tensor
+def _is_seed_state(variable: Any) -> bool:
+    return str(variable.path).endswith("seed_generator_state")
