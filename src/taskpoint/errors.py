@@ -7,24 +7,72 @@ from __future__ import annotations
 
 
 class TaskpointError(Exception):
-    """Root of all taskpoint errors."""
+    """Root of all taskpoint errors.
+
+    Examples:
+        >>> from taskpoint import CheckpointError, RecoverableError, TaskpointError
+        >>> [issubclass(e, TaskpointError) for e in (CheckpointError, RecoverableError)]
+        [True, True]
+        >>> from taskpoint import current_context
+        >>> try:
+        ...     current_context()                 # outside a running task
+        ... except TaskpointError as exc:
+        ...     print(str(exc).split(":")[0])
+        current_context() was called outside a task
+    """
 
 
 class CheckpointError(TaskpointError):
-    """A checkpoint could not be written, read or restored (storage unreachable, bad path, ...)."""
+    """A checkpoint could not be written, read or restored (storage unreachable, bad path, ...).
+
+    Examples:
+        >>> import tempfile
+        >>> from taskpoint import Checkpoint, CheckpointError
+        >>> cp = Checkpoint.open(tempfile.mkdtemp(), readonly=True)
+        >>> try:
+        ...     cp.write(b"state")
+        ... except CheckpointError as exc:
+        ...     print("refused:", "read-only" in str(exc))
+        refused: True
+    """
 
 
 class CheckpointTimeoutError(CheckpointError):
     """A request to the checkpoint storage ran past its deadline (``Checkpoint.open(timeout=)``,
     the engine's ``storage_timeout``, or the filesystem's own): the storage stalled or is
     unreachable, not the task's fault. The engine records the attempt ``lost`` and retries it
-    from its latest committed checkpoint under the system budget (``system_retries``)."""
+    from its latest committed checkpoint under the system budget (``system_retries``).
+
+    Examples:
+        >>> from taskpoint import CheckpointError, CheckpointTimeoutError, task
+        >>> issubclass(CheckpointTimeoutError, CheckpointError)
+        True
+        >>> @task(storage_timeout=120, system_retries=5)  # each store request: 120 s at most
+        ... def upload_heavy() -> None: ...
+        >>> upload_heavy.storage_timeout
+        120.0
+    """
 
 
 class CheckpointCorruptError(CheckpointError):
     """Committed checkpoint versions exist, but none of them is intact.
 
     Raised instead of returning ``None`` so a long job never silently restarts from zero.
+
+    Examples:
+        >>> import os, tempfile, warnings
+        >>> from taskpoint import Checkpoint, CheckpointCorruptError
+        >>> url = tempfile.mkdtemp()
+        >>> cp = Checkpoint.open(url)
+        >>> version = cp.write(b"x" * 100_000)      # over 64 KiB: stored as a payload file
+        >>> os.remove(os.path.join(url, "v", version.id, "data"))
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")      # the damaged version is also warned about
+        ...     try:
+        ...         cp.read()
+        ...     except CheckpointCorruptError as exc:
+        ...         print(len(exc.problems), "problem, naming", version.id in exc.problems[0])
+        1 problem, naming True
     """
 
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
@@ -40,6 +88,28 @@ class CheckpointMissingError(CheckpointError):
     holds it, or a lifecycle rule expired it. ``expected`` lists the recorded version ids,
     newest first. A deliberate restart from zero is ``taskpoint resume EXEC --from-scratch``
     or ``@task(on_missing_checkpoints="restart")``.
+
+    Examples:
+        >>> import shutil, tempfile
+        >>> import taskpoint
+        >>> from taskpoint import current_context, task
+        >>> _ = taskpoint.configure(home=tempfile.mkdtemp())
+        >>> crashed = []
+        >>> @task
+        ... def step() -> str:
+        ...     cp = current_context().checkpoint
+        ...     if not crashed:
+        ...         cp.write(b"1")
+        ...         crashed.append(True)
+        ...         raise ValueError("a crash after the first checkpoint")
+        ...     return "from zero" if cp.read() is None else "resumed"
+        >>> first = taskpoint.run(step)
+        >>> shutil.rmtree(f"{first.storage}/{first.id}/nodes")  # the checkpoints vanish
+        >>> second = taskpoint.resume(first.id)
+        >>> print(second.status, second.error.split(":")[0])
+        failed CheckpointMissingError
+        >>> print(taskpoint.resume(first.id, from_scratch=True).result)
+        from zero
     """
 
     def __init__(
@@ -79,6 +149,23 @@ class NotResumedError(CheckpointError):
     ``available`` / ``available_step``: the version the attempt could have resumed from;
     ``loaded`` / ``loaded_step``: the newest one it loaded (``None``: none); ``step``: the step
     of the refused commit (``None`` when the write gave none).
+
+    Examples:
+        >>> import tempfile
+        >>> import taskpoint
+        >>> from taskpoint import RecoverableError, current_context, task
+        >>> _ = taskpoint.configure(home=tempfile.mkdtemp())
+        >>> @task(retries=1, require_resume=True)
+        ... def train() -> int:
+        ...     cp = current_context().checkpoint
+        ...     if current_context().attempt == 1:
+        ...         cp.write(b"3", step=3)
+        ...         raise RecoverableError("a crash at step 3")
+        ...     cp.write(b"1", step=1)                # never read(): started from scratch
+        ...     return 1
+        >>> execution = taskpoint.run(train)
+        >>> print(execution.status, execution.error.split(":")[0])
+        failed NotResumedError
     """
 
     def __init__(
@@ -126,6 +213,20 @@ class RecoverableError(TaskpointError):
     """Raised by a task to ask for a retry; the next attempt starts from the latest checkpoint.
 
     Retries of this kind spend the task's ``retries`` budget.
+
+    Examples:
+        >>> import tempfile
+        >>> import taskpoint
+        >>> from taskpoint import RecoverableError, current_context, task
+        >>> _ = taskpoint.configure(home=tempfile.mkdtemp())
+        >>> @task(retries=2)
+        ... def flaky() -> int:
+        ...     attempt = current_context().attempt
+        ...     if attempt < 3:
+        ...         raise RecoverableError(f"transient failure in attempt {attempt}")
+        ...     return attempt
+        >>> flaky()
+        3
     """
 
 
@@ -134,6 +235,27 @@ class Preempted(TaskpointError):
 
     Raised inside a task by the checkpoint write that follows a SIGTERM, and by a workflow call
     whose execution was preempted. Retries of this kind spend ``system_retries``, never ``retries``.
+
+    Examples:
+        >>> import tempfile, time
+        >>> import taskpoint
+        >>> from taskpoint import Preempted, current_context, task
+        >>> _ = taskpoint.configure(home=tempfile.mkdtemp())
+        >>> @task
+        ... def long_job() -> int:
+        ...     ctx = current_context()
+        ...     if ctx.checkpoint.read() is None:                # the first attempt is
+        ...         ctx.preempt_deadline = time.monotonic() + 30  # preempted, as by SIGTERM
+        ...     ctx.checkpoint.write(b"7", step=7)               # commits, then raises Preempted
+        ...     return 7
+        >>> execution = taskpoint.run(long_job)
+        >>> try:
+        ...     execution.unwrap()
+        ... except Preempted as exc:
+        ...     print(execution.status, exc.node)
+        preempted long_job#1
+        >>> print(taskpoint.resume(execution.id).result)
+        7
     """
 
     def __init__(
@@ -152,7 +274,22 @@ class AttemptLost(TaskpointError):
 
 
 class ExecutionFailed(TaskpointError):
-    """An execution failed in one of its nodes; ``__cause__`` is the task's own exception."""
+    """An execution failed in one of its nodes; ``__cause__`` is the task's own exception.
+
+    Examples:
+        >>> import tempfile
+        >>> import taskpoint
+        >>> from taskpoint import ExecutionFailed, task
+        >>> _ = taskpoint.configure(home=tempfile.mkdtemp())
+        >>> @task
+        ... def divide(a: int, b: int) -> float:
+        ...     return a / b
+        >>> try:
+        ...     divide(1, 0)                       # a top-level call runs an execution
+        ... except ExecutionFailed as exc:
+        ...     print(exc.node, repr(exc.__cause__))
+        divide#1 ZeroDivisionError('division by zero')
+    """
 
     def __init__(self, execution_id: str, node: str | None, message: str | None = None) -> None:
         self.execution_id = execution_id

@@ -34,6 +34,21 @@ def run(fn: Target, /, *args: Any, **kwargs: Any) -> Execution:
     Never raises for a failed execution: look at ``.status`` / ``.error``, or call
     ``.unwrap()``. Raises ``TypeError`` (before anything runs) when inputs do not match the
     type hints. Uses the default engine (see ``configure``); ``Engine(...).run`` uses another.
+
+    Examples:
+        >>> import tempfile
+        >>> import taskpoint
+        >>> from taskpoint import task, workflow
+        >>> _ = taskpoint.configure(home=tempfile.mkdtemp())
+        >>> @task
+        ... def add(a: int, b: int) -> int:
+        ...     return a + b
+        >>> @workflow
+        ... def pipeline(n: int) -> int:
+        ...     return add(a=n, b=1)
+        >>> execution = taskpoint.run(pipeline, n=41)
+        >>> print(execution.status, execution.result, len(execution.id))
+        succeeded 42 12
     """
     return run_with(default_engine(), fn, args, kwargs)
 
@@ -61,7 +76,32 @@ def resume(execution_id: str, *, from_scratch: bool = False) -> Execution:
 
     A node whose records show committed checkpoints that its storage no longer holds fails with
     ``CheckpointMissingError`` rather than starting from zero; ``from_scratch=True`` restarts
-    such nodes from zero on purpose (each one is logged)."""
+    such nodes from zero on purpose (each one is logged).
+
+    Examples:
+        >>> import tempfile
+        >>> import taskpoint
+        >>> from taskpoint import task, workflow
+        >>> _ = taskpoint.configure(home=tempfile.mkdtemp())
+        >>> calls = []
+        >>> @task
+        ... def prepare() -> int:
+        ...     calls.append("prepare")
+        ...     return 20
+        >>> @task
+        ... def train(x: int) -> int:
+        ...     calls.append("train")
+        ...     if calls.count("train") == 1:
+        ...         raise ValueError("a bug, fixed before the resume")
+        ...     return x + 1
+        >>> @workflow
+        ... def pipeline() -> int:
+        ...     return train(x=prepare())
+        >>> first = taskpoint.run(pipeline)
+        >>> again = taskpoint.resume(first.id)
+        >>> print(first.status, again.status, again.result, calls)
+        failed succeeded 21 ['prepare', 'train', 'train']
+    """
     return resume_with(default_engine(), execution_id, from_scratch=from_scratch)
 
 

@@ -121,6 +121,26 @@ class Execution:
     ``result`` is the return value when it succeeded (as returned by ``run``/``resume``; an
     execution loaded from the records for display has ``None`` there and ``result_preview``
     instead); ``error`` is ``"Type: message"`` otherwise.
+
+    Examples:
+        >>> import tempfile
+        >>> import taskpoint
+        >>> from taskpoint import task
+        >>> _ = taskpoint.configure(home=tempfile.mkdtemp())
+        >>> @task
+        ... def parse(text: str) -> int:
+        ...     return int(text)
+        >>> ok = taskpoint.run(parse, "42")
+        >>> print(ok.status, ok.result, [node.key for node in ok.nodes])
+        succeeded 42 ['parse#1']
+        >>> bad = taskpoint.run(parse, "forty-two")      # never raises: look at it
+        >>> print(bad.status, bad.failed_node, bad.error.split(":")[0])
+        failed parse#1 ValueError
+        >>> try:
+        ...     bad.unwrap()                              # the result, or raise
+        ... except taskpoint.ExecutionFailed as exc:
+        ...     print(type(exc.__cause__).__name__)
+        ValueError
     """
 
     id: str

@@ -159,7 +159,24 @@ class SerializedListener(Listener):
 def map_task(task: Task, /, *iterables: Iterable[Any], **kw_iterables: Iterable[Any]) -> list[Any]:
     """Run ``task`` once per item, each call its own node: ``map(t, x=[1, 2, 3])`` or
     ``map(t, [1, 2, 3], [4, 5, 6])`` (positional iterables zip like the builtin ``map``).
-    Results come back in input order."""
+    Results come back in input order.
+
+    Examples:
+        >>> import tempfile
+        >>> import taskpoint
+        >>> from taskpoint import task, workflow
+        >>> _ = taskpoint.configure(home=tempfile.mkdtemp())
+        >>> @task
+        ... def power(x: int, n: int) -> int:
+        ...     return x**n
+        >>> @workflow
+        ... def powers(xs: list[int]) -> list[int]:
+        ...     return taskpoint.map(power, x=xs, n=[2] * len(xs))   # or power.map(...)
+        >>> powers([1, 2, 3])
+        [1, 4, 9]
+        >>> [node.key for node in taskpoint.run(powers, [4, 5]).nodes]
+        ['power#1', 'power#2']
+    """
     from taskpoint.context import active_context
     from taskpoint.engine import driver
     from taskpoint.engine.task import Task

@@ -112,6 +112,16 @@ class Backoff:
     capped at ``maximum``, minus a random share of up to ``jitter`` of it (``jitter=0.5``: between
     half and all of it), so that many nodes failing together on one outage do not all come back
     at the same instant. Preempted and lost attempts still go again at once.
+
+    Examples:
+        >>> from taskpoint import Backoff, task
+        >>> backoff = Backoff(initial=1, maximum=60, multiplier=2, jitter=0.5)
+        >>> [backoff.delay(k, draw=0.0) for k in (1, 2, 3, 7)]   # draw=0: no jitter taken off
+        [1.0, 2.0, 4.0, 60.0]
+        >>> backoff.delay(3, draw=0.5)                           # a quarter taken off
+        3.0
+        >>> @task(retries=5, retry_delay=backoff)
+        ... def fetch() -> None: ...
     """
 
     initial: float = 1.0

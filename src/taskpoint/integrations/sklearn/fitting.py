@@ -48,7 +48,29 @@ def fit_incremental(
 ) -> E:
     """Train ``estimator`` with ``partial_fit`` over ``batches`` for ``epochs`` epochs, resuming
     at the first untrained batch recorded in the checkpoint. Returns ``estimator``. It saves
-    every ``every_n_steps`` batches, or with ``"auto"`` when ``checkpoint.due()`` says."""
+    every ``every_n_steps`` batches, or with ``"auto"`` when ``checkpoint.due()`` says.
+
+    Examples:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from sklearn.linear_model import SGDClassifier
+        >>> from taskpoint import Checkpoint
+        >>> from taskpoint.integrations.sklearn import fit_incremental
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(200, 4))
+        >>> y = (X[:, 0] > 0).astype(int)
+        >>> batches = [(X[i:i + 20], y[i:i + 20]) for i in range(0, 200, 20)]
+        >>> cp = Checkpoint.open(tempfile.mkdtemp())      # inside a task: the task's own
+        >>> clf = fit_incremental(SGDClassifier(random_state=0), batches, epochs=2,
+        ...                       classes=[0, 1], every_n_steps=5, checkpoint=cp)
+        >>> cp.latest().step                              # 2 epochs of 10 batches
+        20
+        >>> again = fit_incremental(SGDClassifier(random_state=0), batches, epochs=2,
+        ...                         classes=[0, 1], checkpoint=cp)  # resumes: nothing left
+        >>> bool(np.array_equal(again.coef_, clf.coef_))
+        True
+        >>> cp.close()
+    """
     if not callable(getattr(estimator, "partial_fit", None)):
         raise TypeError(f"{type(estimator).__name__} has no partial_fit(): use fit_warm_start()")
     _check_positive(epochs=epochs)
@@ -91,7 +113,26 @@ def fit_warm_start(
     sample_weight: Any = None,
 ) -> E:
     """Grow a ``warm_start`` estimator ``step`` at a time up to ``param=until``, saving after each
-    fit and resuming from the last saved size. Returns ``estimator``."""
+    fit and resuming from the last saved size. Returns ``estimator``.
+
+    Examples:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from sklearn.ensemble import RandomForestClassifier
+        >>> from taskpoint import Checkpoint
+        >>> from taskpoint.integrations.sklearn import fit_warm_start
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(100, 4))
+        >>> y = (X[:, 0] > 0).astype(int)
+        >>> cp = Checkpoint.open(tempfile.mkdtemp())      # inside a task: the task's own
+        >>> forest = RandomForestClassifier(random_state=0)
+        >>> _ = fit_warm_start(forest, X, y, until=20, step=10, checkpoint=cp)  # then a crash
+        >>> resumed = fit_warm_start(RandomForestClassifier(random_state=0), X, y,
+        ...                          until=30, step=10, checkpoint=cp)  # fits only 10 more
+        >>> len(resumed.estimators_), [v.step for v in cp.versions()]
+        (30, [20, 30])
+        >>> cp.close()
+    """
     params = estimator.get_params(deep=False) if hasattr(estimator, "get_params") else {}
     if "warm_start" not in params or param not in params:
         raise TypeError(
