@@ -132,7 +132,7 @@ def goodput_command(execution_ids: tuple[str, ...], limit: int, as_json: bool) -
     restarted from scratch although a checkpoint was available, and the effective training
     time ratio ETTR: productive time over the nodes' time (attempts and the waits between
     them; gaps between driver runs left out). `taskpoint show EXEC_ID` gives the same figures
-    per attempt; the README ("Goodput ledger") defines each one.
+    per attempt; docs/reference/goodput.md defines each one.
 
     \b
     Examples:

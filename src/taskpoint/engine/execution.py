@@ -11,7 +11,7 @@ Times (the same in ``list``, ``show``, ``--json`` and the web view):
   runs, to its last sign of life when its driver died); its running time is the sum of its
   driver runs' times (``runs`` of them: the first run and one per ``resume``).
 
-Budgets: see `Node.budgets` and README ("Two retry budgets").
+Budgets: see `Node.budgets` and docs/concepts/executions-nodes-attempts.md.
 
 Loading an execution never unpickles anything (DESIGN.md, trust boundaries): ``show``,
 ``checkpoints`` and the web view get the bounded previews stored in the records

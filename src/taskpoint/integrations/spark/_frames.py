@@ -72,6 +72,33 @@ def save_dataframe(
     (``work_dir``, default a temp dir; required for a cluster master), of which the newest
     ``keep_local`` are kept for DataFrames still in use. ``blocking=False`` returns once the
     files are staged; the commit finishes in the background (the engine waits for it).
+
+    Examples:
+        An iterative job that saves every 5 iterations and keeps computing from the DataFrame
+        read back (its lineage cut there); the lines that need a Spark session are not run here:
+
+        >>> import tempfile
+        >>> from pyspark.sql import SparkSession
+        >>> from taskpoint import Checkpoint
+        >>> from taskpoint.integrations.spark import save_dataframe
+        >>> cp = Checkpoint.open(tempfile.mkdtemp())        # inside a task: the task's own
+        >>> spark = SparkSession.builder.master("local[2]").getOrCreate()  # doctest: +SKIP
+        >>> df = spark.range(100)  # doctest: +SKIP
+        >>> for i in range(10):  # doctest: +SKIP
+        ...     df = df.withColumn("id", df.id + 1)
+        ...     if (i + 1) % 5 == 0:
+        ...         df = save_dataframe(df, i + 1, checkpoint=cp)
+        >>> cp.wait()  # doctest: +SKIP
+        >>> cp.latest().step  # doctest: +SKIP
+        10
+
+        The step is checked before anything is written:
+
+        >>> save_dataframe(None, "10", checkpoint=cp)
+        Traceback (most recent call last):
+            ...
+        TypeError: step must be an int, got str
+        >>> cp.close()
     """
     checkpoint, _ = task_checkpoint(checkpoint, "save_dataframe()")
     if isinstance(step, bool) or not isinstance(step, int):
@@ -102,6 +129,29 @@ def restore_dataframe(
 
     The files are restored into the local work directory and read lazily from there; they are
     kept until the process exits.
+
+    Examples:
+        At the start of an iterative task: the saved step and DataFrame, else a fresh start.
+        With no checkpoint committed yet it returns ``None`` (the session is not run here):
+
+        >>> import tempfile
+        >>> from pyspark.sql import SparkSession
+        >>> from taskpoint import Checkpoint
+        >>> from taskpoint.integrations.spark import restore_dataframe
+        >>> cp = Checkpoint.open(tempfile.mkdtemp())        # inside a task: the task's own
+        >>> spark = SparkSession.builder.master("local[2]").getOrCreate()  # doctest: +SKIP
+        >>> print(restore_dataframe(spark, checkpoint=cp))  # doctest: +SKIP
+        None
+        >>> step, df = (  # doctest: +SKIP
+        ...     restore_dataframe(spark, checkpoint=cp) or (0, spark.range(100)))
+
+        Outside a task it needs the scope:
+
+        >>> restore_dataframe(None)
+        Traceback (most recent call last):
+            ...
+        taskpoint.errors.TaskpointError: restore_dataframe() was used outside a task ...
+        >>> cp.close()
     """
     checkpoint, _ = task_checkpoint(checkpoint, "restore_dataframe()")
     frames = _frames_dir(checkpoint, spark, work_dir)

@@ -82,6 +82,35 @@ class SparkStreamCheckpointer:
 
     `await_termination` waits for the query while watching for preemption: on SIGTERM it stops
     the query, commits a last cut and raises `~taskpoint.Preempted`.
+
+    Examples:
+        A word count that resumes from its last micro-batch. The session is created inside the
+        task, so each attempt has its own JVM; defining the task needs no Spark:
+
+        >>> from pyspark.sql import SparkSession
+        >>> from taskpoint import task
+        >>> from taskpoint.integrations.spark import (
+        ...     SparkStreamCheckpointer, idempotent_foreach_batch)
+        >>> @task(isolation="process", system_retries=5, retries=3)
+        ... def word_counts(inbox: str, outbox: str) -> None:
+        ...     spark = SparkSession.builder.master("local[2]").getOrCreate()
+        ...     counts = spark.readStream.text(inbox).groupBy("value").count()
+        ...     with SparkStreamCheckpointer(spark) as stream:    # restores the latest cut
+        ...         stream.start(counts.writeStream.outputMode("update")
+        ...                      .foreachBatch(idempotent_foreach_batch(outbox)))
+        ...         stream.await_termination()                    # a cut after every batch
+        >>> word_counts.isolation, word_counts.system_retries
+        ('process', 5)
+
+        Outside a task, pass the scope; these lines start a JVM and are not run here:
+
+        >>> from taskpoint import Checkpoint
+        >>> spark = SparkSession.builder.master("local[2]").getOrCreate()  # doctest: +SKIP
+        >>> stream = SparkStreamCheckpointer(  # doctest: +SKIP
+        ...     spark, checkpoint=Checkpoint.open("state/word-counts"))
+        >>> stream.resumed_step is None  # a fresh start  # doctest: +SKIP
+        True
+        >>> stream.close()  # doctest: +SKIP
     """
 
     def __init__(
@@ -298,6 +327,26 @@ def idempotent_foreach_batch(
     run of the same batch wrote. So a micro-batch re-run after a resume leaves one copy of its
     output, and readers of ``root`` (``spark.read.parquet(root)``, partition column
     ``batch_id``) never see a half-written batch. ``root`` must be a local or POSIX-mounted path.
+
+    Examples:
+        In a query: ``writeStream.foreachBatch(idempotent_foreach_batch("out/counts"))``. The
+        function can be called by hand too; here a ``write`` that needs no Spark stands for
+        ``df.write.json(path)``, and the same batch id written twice (a batch re-run after a
+        resume) leaves one copy:
+
+        >>> import os
+        >>> from taskpoint.integrations.spark import idempotent_foreach_batch
+        >>> def write(df, path):
+        ...     os.makedirs(path)
+        ...     with open(os.path.join(path, "part-0"), "w") as f:
+        ...         f.write(df)
+        >>> write_batch = idempotent_foreach_batch("out", write)
+        >>> write_batch("counts of batch 3, first run", 3)
+        >>> write_batch("counts of batch 3, run again", 3)
+        >>> sorted(name for name in os.listdir("out") if not name.startswith("_"))
+        ['batch_id=3']
+        >>> open("out/batch_id=3/part-0").read()
+        'counts of batch 3, run again'
     """
     base = _local_path(root, "foreachBatch output")
 
