@@ -56,8 +56,14 @@ def _generators() -> dict[str, Callable[[str | None], str]]:
         "manifest-constants": lambda arg: manifest_constants(),
         "records-schema": lambda arg: records_schema(),
         "records-statuses": lambda arg: records_statuses(),
-        "benchmark-machine": lambda arg: benchmark_machine(bench),
-        "benchmark-table": lambda arg: benchmark_table(bench, arg),
+        # ARG: a results file of docs/data/ other than benchmarks.json (a run of some sections
+        # on its own), or, for the table, one target number of benchmarks.json.
+        "benchmark-machine": lambda arg: benchmark_machine(_data_file(arg) if arg else bench),
+        "benchmark-table": lambda arg: (
+            benchmark_table(_data_file(arg))
+            if arg and arg.endswith(".json")
+            else benchmark_table(bench, arg)
+        ),
         "result-rows": lambda arg: rows_table(_data_file(arg)),
         "fault-counts": lambda arg: fault_counts(faults, arg),
         "fault-totals": lambda arg: fault_totals(faults),

@@ -24,7 +24,8 @@ SECTIONS = {
     5: "Small checkpoints",
     6: "Goodput under failures, and restart",
     7: "Engine overhead",
-    8: "Scale",
+    8: "How the cost grows",
+    9: "Multi-process training: sharded checkpoints and rank groups",
 }
 _ROW = re.compile(r"^(\d+)( +)(.*)$")
 REPO = Path(__file__).resolve().parents[2]
@@ -148,6 +149,27 @@ def benchmark_machine(path: Path) -> str:
         ),
         ("rounds per measurement", params.get("repeats")),
     ]
+    if "io" not in str(params.get("only", "io")):  # a run of the scale/multi-process sections
+        sizes = [
+            ("executions in one home", params.get("scale_execs")),
+            (
+                "items mapped",
+                f"{params.get('scale_items')} (process: {params.get('scale_process_items')})",
+            ),
+            ("versions in one scope", params.get("scale_versions")),
+            ("small files in one directory version", params.get("scale_files")),
+            (
+                "S3 version",
+                f"{params.get('scale_s3_mib')} MiB, {params.get('scale_s3_repeats')} rounds",
+            ),
+            ("sharded state over 2 ranks", f"{params.get('sharded_mib')} MiB"),
+            (
+                "rank group restarts",
+                f"{params.get('ranks_kills')} SIGKILLs, "
+                f"{params.get('ranks_state_mib')} MiB DDP state",
+            ),
+            ("rounds per measurement", params.get("scale_repeats")),
+        ]
     lines = ["| Machine | |", "|---|---|"]
     lines += [f"| {name} | {_cell(value)} |" for name, value in facts]
     lines += ["", "| Setting | |", "|---|---|"]
