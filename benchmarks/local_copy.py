@@ -30,16 +30,12 @@ def bench(workdir: str, mib: int, repeats: int) -> list[Row]:
         import boto3
         import s3fs
 
-        from benchmarks.scale_store import moto_server
+        from benchmarks.scale_store import moto_server, random_file
     except ImportError as exc:
         return [_skipped(mib, f"skipped: {exc} (pip install s3fs boto3 'moto[server]')")]
     base = tempfile.mkdtemp(prefix="taskpoint-bench-", dir=workdir)
     try:
-        source = os.path.join(base, "state.bin")
-        block = os.urandom(1 << 20)
-        with open(source, "wb") as handle:
-            for _ in range(mib):
-                handle.write(block)
+        source = random_file(os.path.join(base, "state.bin"), mib)
         with moto_server() as endpoint:
             options: dict[str, Any] = {
                 "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},

@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import rotate
 from taskpoint.engine.events import Listener
 
 TASK_FILE = """
@@ -192,13 +193,7 @@ def rounds(fns: dict[str, Any], repeats: int) -> dict[str, list[float]]:
     """Each function once per round, the order rotated each round; one warm-up call each."""
     for fn in fns.values():
         fn()
-    names = list(fns)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for i in range(repeats):
-        shift = i % len(names)
-        for name in names[shift:] + names[:shift]:
-            samples[name].append(fns[name]())
-    return samples
+    return rotate(fns, repeats)
 
 
 class WebView:

@@ -146,6 +146,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def random_file(path: str, mib: int) -> str:
+    """Write ``mib`` MiB of random bytes (one random MiB repeated) to ``path``; return it."""
+    block = os.urandom(1 << 20)
+    with open(path, "wb") as handle:
+        for _ in range(mib):
+            handle.write(block)
+    return path
+
+
 @contextmanager
 def moto_server() -> Iterator[str]:
     """moto's S3 server in its own process on a free loopback port; yields its endpoint."""
@@ -184,11 +193,7 @@ def s3_roundtrip(workdir: str, mib: int, repeats: int) -> dict[str, list[float]]
     no_proxy = os.environ.get("NO_PROXY")
     os.environ["NO_PROXY"] = ",".join(filter(None, [no_proxy, "127.0.0.1"]))
     try:
-        path = os.path.join(base, "state.bin")
-        block = os.urandom(1 << 20)
-        with open(path, "wb") as handle:
-            for _ in range(mib):
-                handle.write(block)
+        path = random_file(os.path.join(base, "state.bin"), mib)
         with moto_server() as endpoint:
             client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
             client.create_bucket(Bucket="scale")
