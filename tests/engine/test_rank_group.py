@@ -205,15 +205,3 @@ def test_each_rank_has_its_own_log_and_torchruns_variables():
         "MASTER_PORT": "29500",
     }
     assert (info.rank, info.world_size) == (0, 1)  # the attempt's own description is unchanged
-
-
-def test_the_dask_backend_refuses_a_rank_group_naming_the_limit():
-    pytest.importorskip("distributed")
-    from taskpoint.backends.dask import DaskBackend
-
-    backend = DaskBackend(scheduler="tcp://127.0.0.1:9")  # refused before any connection
-    execution = Engine(backend=backend).run(flow.reduce_and_describe, out="unused")
-    assert execution.status == "failed"
-    assert "nproc=2" in execution.error and "Dask backend" in execution.error
-    assert "torchrun" in execution.error
-    assert statuses(execution) == ["failed"]

@@ -114,14 +114,35 @@ def _claim() -> bool:
     worker, key = _current()
     if worker is None:
         return True  # not on a Dask worker (called directly): nothing to fence
-    from distributed import get_client
+    from distributed.utils import sync
 
-    client = get_client()
-    # Scheduler-side metadata of this task's key: dropped with the key when it is forgotten.
-    if client.get_metadata([key, CLAIM], default=None) is not None:
-        return False
-    client.set_metadata([key, CLAIM], worker.address)
-    return True
+    return bool(sync(worker.loop, _claim_on_scheduler, worker, key))
+
+
+async def _claim_on_scheduler(worker: Any, key: str) -> bool:
+    """Read the key's claim and claim it, in one round trip: both messages go on one connection,
+    whose messages the scheduler handles in order, so the read sees the claim as it was before
+    ours. (A read, then a write, each awaited, cost every attempt two round trips to a
+    scheduler busy with a whole map: most of the attempt's time on the worker.) A re-run
+    overwrites the claim with its own worker: any claim at all means "started before".
+
+    The claim is scheduler-side metadata of the task's key, dropped when the key is forgotten.
+    """
+    address = worker.scheduler.addr
+    comm = await worker.rpc.connect(address)
+    try:
+        await comm.write({"op": "get_metadata", "keys": [key, CLAIM], "default": None})
+        await comm.write(
+            {"op": "set_metadata", "keys": [key, CLAIM], "value": worker.address, "reply": False}
+        )
+        before = await comm.read()
+    except BaseException:
+        comm.abort()
+        raise
+    worker.rpc.reuse(address, comm)
+    if isinstance(before, dict) and before.get("status") == "uncaught-error":
+        raise TaskpointError(f"the scheduler could not read the claim: {before.get('exception')}")
+    return before is None
 
 
 def _publish(key: str, outcome: Outcome) -> None:

@@ -31,6 +31,7 @@ import threading
 import uuid
 from typing import Any
 
+from taskpoint.backends._dask_dispatch import Dispatcher, Ticket
 from taskpoint.backends.registry import BACKENDS
 from taskpoint.engine.attempt import AttemptJob, DoneHandle, Outcome
 from taskpoint.engine.blobs import node_dir
@@ -38,7 +39,8 @@ from taskpoint.errors import AttemptLost, TaskpointError
 from taskpoint.records.status import AttemptStatus
 
 INSTALL_HINT = BACKENDS["dask"][1]
-_POLL = 0.1  # seconds between looks at the driver's signal state while an attempt runs
+# The dispatcher wakes a handle when its driver is preempted; this only bounds a wait.
+_WAKE = 1.0
 
 
 def __getattr__(name: str) -> Any:
@@ -93,6 +95,7 @@ class DaskBackend:
         self.preemption = preemption
         self._plugin_installed = False
         self._cluster: Any = None
+        self._dispatch: Dispatcher | None = None  # started with the first attempt
         self._lock = threading.Lock()
 
     @property
@@ -141,8 +144,6 @@ class DaskBackend:
 
     def submit(self, job: AttemptJob) -> DaskHandle | DoneHandle:
         from taskpoint.backends import shipping
-        from taskpoint.backends._dask_worker import run_attempt
-
         if job.task.nproc > 1:
             from taskpoint.backends.ranks import refused
 
@@ -161,15 +162,26 @@ class DaskBackend:
             f"taskpoint-{info.execution_id}-{node_dir(info.node)}-{info.attempt}-"
             f"{uuid.uuid4().hex[:8]}"
         )
-        future = self.client.submit(
-            run_attempt, payload, info, job.guard.grace, key=key, pure=False, retries=0
-        )
-        return DaskHandle(future, job)
+        ticket = self._dispatcher().submit(key, payload, info, job.guard.grace, guard=job.guard)
+        return DaskHandle(ticket, job)
+
+    def _dispatcher(self) -> Dispatcher:
+        client = self.client
+        with self._lock:
+            if self._dispatch is None:
+                from taskpoint.backends._dask_worker import run_attempt
+
+                self._dispatch = Dispatcher(client, run_attempt)
+            return self._dispatch
+
 
     def close(self) -> None:
         with self._lock:
             client, cluster = self._client, self._cluster
             self._client = self._cluster = None
+            dispatch, self._dispatch = self._dispatch, None
+        if dispatch is not None:
+            dispatch.close()
         if client is not None and self._owns_client:
             client.close()
         if cluster is not None:
@@ -183,32 +195,34 @@ class DaskBackend:
 
 
 class DaskHandle:
-    def __init__(self, future: Any, job: AttemptJob) -> None:
-        self.future = future
+    def __init__(self, ticket: Ticket, job: AttemptJob) -> None:
+        self.ticket = ticket
         self.info = job.info
         self.guard = job.guard
         self.cancelled = False
-        self._done = threading.Event()
-        future.add_done_callback(lambda _: self._done.set())
 
     def result(self) -> Outcome:
+        ticket = self.ticket
         try:
-            while not self._done.wait(_POLL):
-                if self.guard.preempted and not self.cancelled:
-                    # The driver is going away: record the attempt now; the resumed execution
-                    # starts a later attempt, which fences this one if it still runs.
-                    self.future.cancel()
-                    return self._ended(
-                        AttemptStatus.PREEMPTED, "the driver was preempted (SIGTERM)"
-                    )
+            while not ticket.ready:
+                ticket.wake.wait(_WAKE)
+                if ticket.ready or not self.guard.preempted:
+                    continue
+                if self.cancelled:  # already stopped: wait for Dask to say it is
+                    ticket.wake.clear()
+                    continue
+                # The driver is going away: record the attempt now; the resumed execution
+                # starts a later attempt, which fences this one if it still runs.
+                ticket.cancel()
+                return self._ended(AttemptStatus.PREEMPTED, "the driver was preempted (SIGTERM)")
         except KeyboardInterrupt as exc:
-            self.future.cancel()
+            ticket.cancel()
             return Outcome.from_error(AttemptStatus.ABORTED, exc, self.info.checkpoint_at_start)
         return self._collect()
 
     def cancel(self) -> None:
         self.cancelled = True
-        self.future.cancel()
+        self.ticket.cancel()
 
     def _collect(self) -> Outcome:
         from concurrent.futures import CancelledError
@@ -216,8 +230,17 @@ class DaskHandle:
         from distributed import KilledWorker
         from distributed.comm import CommClosedError
 
+        ticket = self.ticket
+        if ticket.fetched:  # fetched with others by the dispatcher
+            ticket.future.release()
+            return ticket.value  # type: ignore[no-any-return]
+        if ticket.future is None:  # never sent: cancelled first, or the send failed
+            if ticket.send_error is not None:
+                exc = ticket.send_error
+                return self._lost(f"could not submit it ({type(exc).__name__}: {exc})")
+            return self._ended(AttemptStatus.ABORTED, "it was stopped: its execution ended")
         try:
-            return self.future.result()
+            return ticket.future.result()  # type: ignore[no-any-return]
         except CancelledError:
             if self.cancelled:
                 return self._ended(AttemptStatus.ABORTED, "it was stopped: its execution ended")
@@ -233,7 +256,7 @@ class DaskHandle:
                 ),
             )
         finally:
-            self.future.release()
+            ticket.future.release()
 
     def _lost(self, why: str) -> Outcome:
         info = self.info

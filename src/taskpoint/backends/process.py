@@ -85,30 +85,37 @@ class ProcessHandle:
         self.beats = BeatWatch(job.task.heartbeat_timeout)
         self.cancelled = False
         self.ended = threading.Event()
-        method = start_method(job.task)
         self.receiver, sender = multiprocessing.Pipe(duplex=False)
-        self.child: Any = None
-        if method == "forkserver":
-            self.child = _from_fork_server(job, sender)
-            method = "spawn" if self.child is None else method
-        if self.child is None:
-            mp = multiprocessing.get_context(method)
-            # The parent pid lets the child stop with the driver. (PR_SET_PDEATHSIG fires when
-            # the *thread* that forked exits: pool threads live until the execution ends.)
-            self.child = mp.Process(  # type: ignore[attr-defined]  # stub: get_context(str)
-                target=_child_main,
-                args=(job.task, job.arguments, job.info, job.guard.grace, sender, os.getpid()),
-                name=_process_name(job.info),
-            )
-            with warnings.catch_warnings():
-                # Forking a threaded parent is safe here: the child touches no lock the parent's
-                # threads use (the CLI's display pauses around fork, see cli/progress.py).
-                warnings.simplefilter("ignore", DeprecationWarning)
-                self.child.start()
+        self.child: Any = self._start(job, sender)
         sender.close()
         self.guard.children.add(self.child.pid)
         if self.guard.preempted:  # SIGTERM landed while forking
             send_signal(self.child.pid, signal.SIGTERM)
+
+    def _start(self, job: AttemptJob, sender: Connection) -> Any:
+        """Start the child that runs the attempt and reports on ``sender``: forked, from the
+        fork server or spawned (``start_method``). A Dask worker's ranks start otherwise
+        (``_dask_ranks.py``)."""
+        method = start_method(job.task)
+        if method == "forkserver":
+            child = _from_fork_server(job, sender)
+            if child is not None:
+                return child
+            method = "spawn"
+        mp = multiprocessing.get_context(method)
+        # The parent pid lets the child stop with the driver. (PR_SET_PDEATHSIG fires when the
+        # *thread* that forked exits: pool threads live until the execution ends.)
+        child = mp.Process(  # type: ignore[attr-defined]  # stub: get_context(str)
+            target=_child_main,
+            args=(job.task, job.arguments, job.info, job.guard.grace, sender, os.getpid()),
+            name=_process_name(job.info),
+        )
+        with warnings.catch_warnings():
+            # Forking a threaded parent is safe here: the child touches no lock the parent's
+            # threads use (the CLI's display pauses around fork, see cli/progress.py).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            child.start()
+        return child
 
     def result(self) -> Outcome:
         child, info = self.child, self.info

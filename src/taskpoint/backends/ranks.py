@@ -32,6 +32,9 @@ Teardown is bounded, so a hang never blocks the next attempt: a rank that report
 is killed; a rank that has not returned ``PEER_FINISH_WAIT`` seconds after another rank returned
 (hung, as in gloo's teardown in ``destroy_process_group()`` while a DDP model still exists) is
 killed and the attempt is lost: the next one resumes from the latest committed checkpoint.
+
+The driver is the process backend's attempt thread, or a Dask worker's (``_dask_ranks.py``: the
+same `RankGroupHandle` with the worker's guard, its ranks started as fresh interpreters).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -79,8 +83,8 @@ def refused(job: AttemptJob, why: str) -> DoneHandle:
     retried)."""
     error = TaskpointError(
         f"task {job.task.name!r} has nproc={job.task.nproc}, but {why}; run it with the "
-        'process backend (isolation="process", `taskpoint run --backend process`), which '
-        "starts the ranks on one machine"
+        'process backend (isolation="process", `taskpoint run --backend process`) or the Dask '
+        "backend, which start the ranks on one machine"
     )
     return DoneHandle(Outcome.from_error(AttemptStatus.FAILED, error, job.info.checkpoint_at_start))
 
@@ -141,7 +145,11 @@ class _Rank:
 class RankGroupHandle:
     """N started ranks of one attempt: ``result()`` waits for the group and says how it ended."""
 
-    def __init__(self, job: AttemptJob) -> None:
+    def __init__(
+        self, job: AttemptJob, start: Callable[[AttemptJob], ProcessHandle] = ProcessHandle
+    ) -> None:
+        """Start the N ranks, each with ``start(its job)``: the process backend's child, or
+        (``_dask_ranks``) a fresh interpreter that a Dask worker may start."""
         self.info = job.info
         self.guard = job.guard
         self.size = job.task.nproc
@@ -155,7 +163,7 @@ class RankGroupHandle:
             for rank in range(self.size):
                 info = rank_info(job.info, rank, self.size, port)
                 one = AttemptJob(job.task, job.arguments, info, job.guard, job.listener)
-                self.ranks.append(_Rank(rank, ProcessHandle(one)))
+                self.ranks.append(_Rank(rank, start(one)))
         except BaseException:  # the ranks started so far must not wait for the others forever
             for started in self.ranks:
                 started.kill()
