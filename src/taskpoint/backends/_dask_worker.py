@@ -10,6 +10,9 @@ the worker's `PreemptionPlugin` can turn a SIGTERM into its preemption. A preemp
 publishes its outcome in the scheduler's metadata under its key: if the worker goes before the
 driver fetched the result, Dask runs the key again elsewhere, and that re-run (fenced by the
 claim) answers the published outcome instead of ``lost``.
+
+A task with ``nproc=N`` runs its N ranks on this worker's machine, driven from this thread
+(``_dask_ranks``); claim, preemption and publishing are the same.
 """
 
 from __future__ import annotations
@@ -56,16 +59,18 @@ def run_attempt(payload: Any, info: AttemptInfo, grace: float) -> Outcome:
             f"{type(exc).__name__}: {exc}"
         )
         return Outcome.from_error(AttemptStatus.FAILED, error)
-    return _run(task, arguments, info, grace)
+    return _run(task, arguments, info, grace, payload)
 
 
-def _run(task: Any, arguments: dict[str, Any], info: AttemptInfo, grace: float) -> Outcome:
+def _run(
+    task: Any, arguments: dict[str, Any], info: AttemptInfo, grace: float, payload: Any = None
+) -> Outcome:
     from taskpoint.backends._dask_attempts import ATTEMPTS, WorkerAttemptGuard
 
     guard = WorkerAttemptGuard(grace)
     worker, key = _current()
     if key is None:  # not on a Dask worker (called directly): nothing can preempt it
-        return _execute(task, arguments, info, guard)
+        return _execute(task, arguments, info, guard, payload)
     entry = ATTEMPTS.start(key, worker, guard)
     if entry is None:
         outcome = Outcome.from_error(
@@ -79,7 +84,7 @@ def _run(task: Any, arguments: dict[str, Any], info: AttemptInfo, grace: float) 
         _publish(key, outcome)
         return outcome
     try:
-        outcome = _execute(task, arguments, info, guard)
+        outcome = _execute(task, arguments, info, guard, payload)
         if entry.preempted:
             _publish(key, outcome)
         return outcome
@@ -87,8 +92,18 @@ def _run(task: Any, arguments: dict[str, Any], info: AttemptInfo, grace: float) 
         ATTEMPTS.finish(entry)
 
 
-def _execute(task: Any, arguments: dict[str, Any], info: AttemptInfo, guard: Any) -> Outcome:
+def _execute(
+    task: Any, arguments: dict[str, Any], info: AttemptInfo, guard: Any, payload: Any = None
+) -> Outcome:
     from taskpoint.engine.execute import execute_attempt
+
+    if task.nproc > 1:  # N rank processes on this worker's machine, one attempt (_dask_ranks)
+        from taskpoint.backends import shipping
+        from taskpoint.backends._dask_ranks import run_group
+
+        # The ranks unpack the task as shipped (a re-pack here may miss the module's file).
+        payload = payload if payload is not None else shipping.pack(task, arguments)
+        return portable(run_group(payload, task, arguments, info, guard), task)
 
     # Not the main thread: the worker's PreemptionPlugin preempts the guard on SIGTERM.
     outcome = execute_attempt(AttemptJob(task, arguments, info, guard, Listener()))

@@ -20,6 +20,13 @@ grace period, and keeps the worker alive until the driver has their outcomes; th
 resumes on another worker. ``preemption=False`` leaves the cluster's plugins alone (register
 ``PreemptionPlugin()`` yourself, or not at all).
 
+A task with ``nproc=N`` runs as one Dask task too: the worker that takes it starts the N ranks
+on its own machine (``_dask_ranks.py``) and drives them as the process backend does. Dask knows
+nothing of the N processes unless told: with ``resource="CPU"`` (say) every attempt asks for
+``nproc`` units of that worker resource (1 for a single process), so a rank group lands only on a
+worker started with at least N of them free (``dask worker --resources CPU=8``). Across
+machines, start the ranks with torchrun and give each ``Checkpoint.open(url, attempt=...)``.
+
 Without a scheduler address the backend starts a ``LocalCluster`` of worker processes and stops
 it in ``close()``.
 """
@@ -78,6 +85,7 @@ class DaskBackend:
         workers: int | None = None,
         client: Any = None,
         preemption: bool = True,
+        resource: str | None = None,
         **cluster_options: Any,
     ) -> None:
         require_distributed()
@@ -93,6 +101,7 @@ class DaskBackend:
         self._client = client
         self._owns_client = client is None
         self.preemption = preemption
+        self.resource = resource  # worker resource each attempt asks ``nproc`` units of
         self._plugin_installed = False
         self._cluster: Any = None
         self._dispatch: Dispatcher | None = None  # started with the first attempt
@@ -144,16 +153,7 @@ class DaskBackend:
 
     def submit(self, job: AttemptJob) -> DaskHandle | DoneHandle:
         from taskpoint.backends import shipping
-        if job.task.nproc > 1:
-            from taskpoint.backends.ranks import refused
 
-            return refused(
-                job,
-                "the Dask backend runs an attempt in a worker's thread and starts no rank "
-                "processes (a rank group on one Dask worker is not supported yet; across "
-                "machines, start the ranks with torchrun and give each "
-                "Checkpoint.open(url, attempt=...) on shared storage)",
-            )
         info = job.info
         payload = shipping.pack(job.task, job.arguments)
         # Unique even when an attempt number is submitted again (a resumed execution on a
@@ -162,7 +162,11 @@ class DaskBackend:
             f"taskpoint-{info.execution_id}-{node_dir(info.node)}-{info.attempt}-"
             f"{uuid.uuid4().hex[:8]}"
         )
-        ticket = self._dispatcher().submit(key, payload, info, job.guard.grace, guard=job.guard)
+        # A rank group's N processes count against the worker's resource, when one is named.
+        resources = {self.resource: job.task.nproc} if self.resource else None
+        ticket = self._dispatcher().submit(
+            key, payload, info, job.guard.grace, resources=resources, guard=job.guard
+        )
         return DaskHandle(ticket, job)
 
     def _dispatcher(self) -> Dispatcher:
@@ -173,7 +177,6 @@ class DaskBackend:
 
                 self._dispatch = Dispatcher(client, run_attempt)
             return self._dispatch
-
 
     def close(self) -> None:
         with self._lock:
