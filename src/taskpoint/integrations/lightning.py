@@ -32,7 +32,23 @@ seeded per loader iterator; with ``num_workers=0`` a dataset drawing from the gl
 replayed exactly); a save is taken only on batches where the optimizer
 stepped (accumulated gradients are not saved); plateau schedulers that step after
 ``on_train_batch_end`` and a validation loop interrupted in the middle follow Lightning's own
-restart rules. Single-process training only (``world_size == 1``).
+restart rules.
+
+In a group of ranks (``@task(nproc=N)``, torchrun, ...; ``Trainer(strategy="ddp")``, or
+``ModelParallelStrategy`` with FSDP2 ``fully_shard`` in ``configure_model``) every rank's callback
+saves at the same steps (cadence and preemption agreed across ranks) into **one** sharded version,
+as a sharded `TorchCheckpointer` does: the model's and optimizers' tensors through DCP (each rank
+writes its shard), the rest of Lightning's checkpoint, RNG states and sampler positions per rank.
+At the start of ``fit`` every rank loads the same version, once the strategy has wrapped the model
+and made the optimizers (``on_fit_start``), on any number of ranks, and hands the rest to
+Lightning's restore path. A single process (or `TorchCheckpointer` with a plain model) loads such
+a version too. Give the train loader a `ResumableSampler` made in ``train_dataloader()`` (the
+process group exists then: it takes its rank's share) or with ``num_replicas=``/``rank=``, and
+``Trainer(use_distributed_sampler=False)`` (Lightning would wrap it). Limits: Lightning's
+``FSDPStrategy`` (FSDP1; Lightning refuses it on CPU) and DeepSpeed are refused; restored on
+another number of ranks, RNG states are not restored and rank ``r`` takes the Lightning state of
+rank ``r % N``; a ``ckpt_path`` given to ``fit`` still wins, but with ``ModelParallelStrategy``
+it is loaded over taskpoint's version (read for nothing, and named by ``resumed_step``).
 
 Preemption: inside a task, SIGTERM stays the engine's during ``fit`` (Lightning's own SIGTERM
 handler, which would stop ``fit`` with a ``SystemExit`` the engine counts as a failure, is set
@@ -66,18 +82,19 @@ require("numpy", "lightning")
 from lightning.pytorch.callbacks import Checkpoint as _CheckpointCallback  # noqa: E402
 
 from taskpoint.errors import TaskpointError  # noqa: E402
+from taskpoint.integrations import _lightning_ranks as ranks  # noqa: E402
 from taskpoint.integrations import _toolkit as kit  # noqa: E402
-from taskpoint.integrations.torch import ResumableSampler  # noqa: E402
+from taskpoint.integrations.torch import ResumableSampler, _sharding  # noqa: E402
 from taskpoint.integrations.torch import _format as fmt  # noqa: E402
 from taskpoint.integrations.torch._state import StagedWriter  # noqa: E402
 
 if TYPE_CHECKING:
     from taskpoint.checkpoint import Checkpoint
+    from taskpoint.integrations.torch._sharded import ShardedIO
 
 __all__ = ["LightningCheckpointer"]
 
 log = logging.getLogger("taskpoint")
-_HPARAM_KEYS = ("hyper_parameters", "hparams_name", "hparams_type")
 _NOT_RESUMABLE = "You're resuming from a checkpoint that ended before the epoch ended"
 
 
@@ -89,7 +106,9 @@ class LightningCheckpointer(_CheckpointCallback):
     optimizer step, or ``"auto"``: when ``checkpoint.due()`` says, asked after every optimizer
     step (an interval chosen from the measured cost of a save and the task's failure rate).
     ``blocking=False`` returns from the save as soon as the state is staged; the task's attempt
-    waits for the write before it ends. ``rng=False`` leaves RNG states out.
+    waits for the write before it ends. ``rng=False`` leaves RNG states out. In a group of ranks
+    (see the module docs) the checkpoint's collectives wait ``timeout`` seconds at most for the
+    other ranks.
     After ``fit`` started, ``resumed_step`` is the global step resumed from, or ``None``.
 
     Examples:
@@ -132,12 +151,17 @@ class LightningCheckpointer(_CheckpointCallback):
         every_n_steps: int | Literal["auto"] = 100,
         blocking: bool = False,
         rng: bool = True,
+        timeout: float = 600.0,
     ) -> None:
         self.every_n_steps = kit.check_every_n_steps(every_n_steps)
         self.blocking = blocking
         self.rng = rng
+        self.timeout = timeout
         self._checkpoint = checkpoint
         self._writer: StagedWriter | None = None
+        self._io: ShardedIO | None = None  # in a group of ranks: the sharded writer
+        self._sharded_restore = False  # load a sharded version in on_fit_start
+        self._same_world = True  # the version loaded was saved by as many ranks
         self._trainer: Any = None
         self._ctx: Any = None
         self._pending: dict[str, Any] | None = None
@@ -148,16 +172,20 @@ class LightningCheckpointer(_CheckpointCallback):
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit":
             return
-        if trainer.world_size != 1:
-            raise TaskpointError(
-                f"LightningCheckpointer supports single-process training, this Trainer has "
-                f"world_size={trainer.world_size}"
-            )
         self._trainer = trainer
         self._checkpoint, self._ctx = kit.task_checkpoint(self._checkpoint, "LightningCheckpointer")
         self.resumed_step = None
+        self._same_world = True
         if self._writer is None:
             self._writer = StagedWriter(self._checkpoint)
+        self._io = ranks.open_io(self._checkpoint, trainer, self.timeout)
+        # Sharded versions are loaded once the strategy has wrapped the model and made the
+        # optimizers (on_fit_start); a single process reads one too (saved by a group of ranks).
+        self._sharded_restore = self._io is not None or _sharding.latest_is_sharded(
+            self._checkpoint
+        )
+        if self._sharded_restore:
+            return
         loaded = self._writer.read()
         if loaded is None:
             return
@@ -178,6 +206,15 @@ class LightningCheckpointer(_CheckpointCallback):
         self.resumed_step = checkpoint.get("global_step")
         log.info("taskpoint: Trainer.fit resumes from step %s", self.resumed_step)
 
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        if not self._sharded_restore:
+            return
+        self._sharded_restore = False
+        restored = ranks.restore(self._checkpoint, self._io, trainer)  # type: ignore[arg-type]
+        if restored is not None:
+            self.resumed_step, self._same_world = restored
+            log.info("taskpoint: Trainer.fit resumes from sharded step %s", self.resumed_step)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict  # applied in on_train_start, once the train loader exists
         if any(s is not None for s in state_dict.get("samplers", [])):
@@ -187,11 +224,12 @@ class LightningCheckpointer(_CheckpointCallback):
         self._last_seen_step = trainer.global_step
         if self._ctx is not None:
             _hand_sigterm_to_taskpoint(trainer)
+        # Before any save: a ResumableSampler that Lightning wrapped is refused here.
+        samplers = [found[0] if found else None for found in _loader_samplers(trainer)]
         pending, self._pending = self._pending, None
         if pending is None:
             return
         saved = pending.get("samplers", [])
-        samplers = [found[0] if found else None for found in _loader_samplers(trainer)]
         if any(s is not None for s in saved):
             if len(saved) != len(samplers):
                 raise TaskpointError(
@@ -206,7 +244,9 @@ class LightningCheckpointer(_CheckpointCallback):
             fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
             if fetcher is not None:
                 iter(fetcher)
-        if self.rng and pending.get("rng") is not None:
+        # Saved by another number of ranks, each rank's random streams were another process's:
+        # restoring rank (r % saved world)'s would only pretend to be exact.
+        if self.rng and self._same_world and pending.get("rng") is not None:
             kit.restore_rng(pending["rng"])  # last: nothing may draw before training continues
 
     # ------------------------------------------------------------------------------ saving
@@ -223,23 +263,40 @@ class LightningCheckpointer(_CheckpointCallback):
         step = trainer.global_step
         stepped, self._last_seen_step = step != self._last_seen_step, step
         preempted = self._ctx is not None and self._ctx.preempted
-        if stepped and (kit.cadence_due(self.every_n_steps, step, self._checkpoint) or preempted):
+        due = stepped and (kit.cadence_due(self.every_n_steps, step, self._checkpoint) or preempted)
+        agree = self.every_n_steps == "auto" or self._ctx is not None
+        if self._io is not None and stepped and agree:
+            # Ranks may disagree ("auto" times each rank's own saves; SIGTERM reaches ranks at
+            # slightly different steps): all save if any would (a tiny collective).
+            due = self._io.any_rank(due)
+        if due:
             self.save(trainer)
 
     def save(self, trainer: Any, *, blocking: bool | None = None) -> Any:
-        """Write Lightning's full checkpoint now; returns the version or its future."""
+        """Write Lightning's full checkpoint now; returns the version or its future. In a group
+        of ranks every rank calls it at the same step (``on_train_batch_end`` does)."""
         assert self._writer is not None, "LightningCheckpointer.save() before Trainer.fit set it up"
+        blocking = self.blocking if blocking is None else blocking
+        if self._io is not None:
+            # Preempted: committed before save returns, for the engine's hook to see.
+            preempted = self._ctx is not None and self._ctx.preempted
+            return ranks.save(self._io, trainer, blocking or preempted)
         checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-        for key in _HPARAM_KEYS:
-            if key in checkpoint and not _encodable(checkpoint[key]):
-                del checkpoint[key]
-        return self._writer.write(
-            checkpoint, trainer.global_step, self.blocking if blocking is None else blocking
-        )
+        checkpoint = ranks.without_unencodable_hparams(checkpoint)
+        return self._writer.write(checkpoint, trainer.global_step, blocking)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if self._io is not None:
+            self._io.drain()  # this rank's pending sharded saves, committed
         if self._writer is not None:
             self._writer.wait()  # surface a failed async write before fit returns
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """End of ``fit``: tear down the checkpoint's own gloo groups while the training's
+        process group still exists (a live group of ours can hang its later teardown)."""
+        io, self._io = self._io, None
+        if io is not None:
+            _sharding.close_io(io)
 
 
 def _hand_sigterm_to_taskpoint(trainer: Any) -> None:
@@ -277,6 +334,7 @@ def _loader_samplers(trainer: Any) -> list[tuple[ResumableSampler, int | None] |
             getattr(loader, "sampler", None),
             getattr(batch_sampler, "sampler", None),
         ):
+            _refuse_wrapped(candidate)
             if isinstance(candidate, ResumableSampler):
                 size = getattr(loader, "batch_size", None) or getattr(
                     batch_sampler, "batch_size", None
@@ -286,6 +344,20 @@ def _loader_samplers(trainer: Any) -> list[tuple[ResumableSampler, int | None] |
         else:
             out.append(None)
     return out
+
+
+def _refuse_wrapped(sampler: Any) -> None:
+    """Lightning's ``use_distributed_sampler`` wraps a sampler it does not know in a
+    ``DistributedSamplerWrapper``: each rank would take a share of the ResumableSampler's own
+    order, and the positions saved would not be the wrapper's."""
+    inner = getattr(getattr(sampler, "dataset", None), "_sampler", None)
+    if isinstance(inner, ResumableSampler):
+        raise TaskpointError(
+            "Lightning wrapped the ResumableSampler in a DistributedSamplerWrapper: pass "
+            "Trainer(use_distributed_sampler=False); a ResumableSampler made once the process "
+            "group exists (in train_dataloader()) or given num_replicas= and rank= takes its "
+            "rank's share itself"
+        )
 
 
 def _sampler_states(trainer: Any) -> list[dict[str, Any] | None]:
@@ -305,22 +377,15 @@ def _sampler_states(trainer: Any) -> list[dict[str, Any] | None]:
         sampler, batch_size = found
         state = sampler.state_dict()
         if batch_size is not None:
-            position = min(batches * batch_size, sampler.num_samples)
+            position = min(batches * batch_size, sampler.local_samples)  # this rank's share
             state.update(epoch=trainer.current_epoch, position=position)
         states.append(state)
     return states
 
 
 def _normalized(state: dict[str, Any]) -> dict[str, Any]:
-    """A finished epoch resumes as the start of the next one."""
-    if state["position"] >= state["num_samples"]:
+    """A finished epoch (this rank's share of it) resumes as the start of the next one."""
+    share = -(-state["num_samples"] // int(state.get("num_replicas", 1)))
+    if state["position"] >= share:
         return {**state, "epoch": state["epoch"] + 1, "position": 0}
     return state
-
-
-def _encodable(value: Any) -> bool:
-    try:
-        fmt.encode(value)
-    except TypeError:
-        return False
-    return True

@@ -65,15 +65,24 @@ def world_size() -> int:
     return 1 if world is None else world[1]
 
 
+def _optimizers(optimizer: Any) -> list[Any]:
+    """``None``, one optimizer or a list of them (Lightning's ``trainer.optimizers``)."""
+    if optimizer is None:
+        return []
+    return list(optimizer) if isinstance(optimizer, list | tuple) else [optimizer]
+
+
 def dcp_state(model: torch.nn.Module | None, optimizer: Any) -> dict[str, Any]:
     """``{"model": ..., "optimizer": ...}`` as DCP's ``get_state_dict`` gives them: the same
-    keys whatever wraps the model (DDP, FSDP2), shards as DTensors."""
+    keys whatever wraps the model (DDP, FSDP2), shards as DTensors. ``optimizer``: ``None``,
+    one, or a list (their states merged into one, as ``get_state_dict`` does)."""
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     assert model is not None
-    model_state, optim_state = get_state_dict(model, [] if optimizer is None else [optimizer])
+    optimizers = _optimizers(optimizer)
+    model_state, optim_state = get_state_dict(model, optimizers)
     state: dict[str, Any] = {"model": model_state}
-    if optimizer is not None:
+    if optimizers:
         state["optimizer"] = optim_state
     return state
 
@@ -104,7 +113,7 @@ def restore(
         return None
     set_state_dict(
         model,
-        [] if optimizer is None else [optimizer],
+        _optimizers(optimizer),
         model_state_dict=found.state["model"],
         optim_state_dict=found.state.get("optimizer", {}),
     )
