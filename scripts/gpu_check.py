@@ -9,12 +9,17 @@ Checks, each printed as a PASS/FAIL line:
    parameters right after it returns does not leak into the checkpoint;
 3. round trip: model, Adam state (CUDA tensors) and the CUDA RNG state restored bit for bit;
 4. resume: a deterministic CUDA training run with dropout, interrupted and restored into fresh
-   objects, ends bitwise equal to an uninterrupted run.
+   objects, ends bitwise equal to an uninterrupted run;
+5. sharded: DDP ranks (NCCL, one GPU each: 2 ranks when the machine has 2 GPUs, else 1; gloo on
+   ``--device cpu``) save through DCP into one taskpoint version (async, from pinned staging
+   buffers), edit their parameters right after ``save()`` returns, and restore the version into
+   fresh models bitwise; a single process then loads the same version into a plain model.
 
 Then PERF lines: the time ``save()`` blocks the caller (the "stall") for a 256 MiB CUDA state,
 next to a plain ``copy_`` of the same tensors into preallocated pinned memory, medians of 9, and
 the ratio (issue 6 target: <= 1.5); and a blocking save for scale. PERF lines never change the exit
-status. ``--device cpu`` runs the same checks on the CPU (to test this script without a GPU).
+status. ``--device cpu`` runs the same checks on the CPU (to test this script without a GPU);
+``--no-perf`` leaves the PERF lines out.
 
 Needs torch (with CUDA), numpy and crc32c; nothing is downloaded.
 """
@@ -107,7 +112,9 @@ def check_round_trip(torch, Checkpoint, TorchCheckpointer, device, root: Path) -
     model, optimizer, scheduler = build(torch, device, 0)
     train_steps(torch, model, optimizer, scheduler, data, 0, 5)
     with Checkpoint.open(root / "roundtrip") as cp:
-        ckpt = TorchCheckpointer(cp, model=model, optimizer=optimizer, scheduler=scheduler)
+        ckpt = TorchCheckpointer(
+            checkpoint=cp, model=model, optimizer=optimizer, scheduler=scheduler
+        )
         expected_model = {k: v.clone() for k, v in model.state_dict().items()}
         expected_opt = optimizer.state_dict()
         expected_opt = {
@@ -129,7 +136,7 @@ def check_round_trip(torch, Checkpoint, TorchCheckpointer, device, root: Path) -
         fresh, fresh_opt, fresh_sched = build(torch, device, 123)
         torch.rand(99, device=device)  # move the RNG on: restore must put it back
         step = TorchCheckpointer(
-            cp, model=fresh, optimizer=fresh_opt, scheduler=fresh_sched
+            checkpoint=cp, model=fresh, optimizer=fresh_opt, scheduler=fresh_sched
         ).restore()
         draw = torch.rand(16, device=device)
     report(step == 5, "restore returns the saved step", f"{step}")
@@ -171,7 +178,9 @@ def check_resume(torch, Checkpoint, TorchCheckpointer, device, root: Path) -> No
     with Checkpoint.open(root / "resume") as cp:
         model, optimizer, scheduler = build(torch, device, 0)
         torch.manual_seed(7)
-        ckpt = TorchCheckpointer(cp, model=model, optimizer=optimizer, scheduler=scheduler)
+        ckpt = TorchCheckpointer(
+            checkpoint=cp, model=model, optimizer=optimizer, scheduler=scheduler
+        )
         for step in range(0, stop_at):
             train_steps(torch, model, optimizer, scheduler, data, step, step + 1)
             if (step + 1) % 5 == 0:
@@ -182,7 +191,7 @@ def check_resume(torch, Checkpoint, TorchCheckpointer, device, root: Path) -> No
         model, optimizer, scheduler = build(torch, device, 999)
         torch.rand(1000, device=device)
         start = TorchCheckpointer(
-            cp, model=model, optimizer=optimizer, scheduler=scheduler
+            checkpoint=cp, model=model, optimizer=optimizer, scheduler=scheduler
         ).restore()
         train_steps(torch, model, optimizer, scheduler, data, start, total)
     torch.use_deterministic_algorithms(False)
@@ -191,6 +200,100 @@ def check_resume(torch, Checkpoint, TorchCheckpointer, device, root: Path) -> No
         "interrupted + resumed training is bitwise equal to uninterrupted",
         f"resumed at step {start} of {total}",
     )
+
+
+def _sharded_rank(rank: int, world: int, port: int, root: str, device_type: str) -> None:
+    """One DDP rank of `check_sharded` (a spawned process); writes its findings to JSON."""
+    import json
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
+    )  # fmt: skip
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from taskpoint import Checkpoint
+    from taskpoint.integrations.torch import TorchCheckpointer
+
+    cuda = device_type == "cuda"
+    device = torch.device("cuda", rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
+    found: dict[str, object] = {}
+    try:
+        model, optimizer, scheduler = build(torch, device, 0)
+        ddp = DistributedDataParallel(model, device_ids=[rank] if cuda else None)
+        g = torch.Generator(device="cpu").manual_seed(100 + rank)
+        data = (
+            torch.randn(4, 32, 64, generator=g).to(device),
+            torch.randint(0, 10, (4, 32), generator=g).to(device),
+        )
+        train_steps(torch, ddp, optimizer, scheduler, data, 0, 4)
+        # Parameters: DCP keeps one copy of what is replicated, and BatchNorm's running
+        # statistics differ between DDP ranks until the next forward broadcasts rank 0's.
+        expected = {k: v.detach().cpu().clone() for k, v in model.named_parameters()}
+        cp = Checkpoint.open(root, attempt=1)
+        ckpt = TorchCheckpointer(checkpoint=cp, model=ddp, optimizer=optimizer, sharded=True)
+        future = ckpt.save(4)  # async: returns once staged
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)
+        future.result()
+        io = ckpt._sharded
+        found["pinned"] = all(s.buffer is None or s.buffer.is_pinned() for s in io.slots)
+        ckpt.close()
+        fresh, fresh_opt, _ = build(torch, device, 123)
+        fresh_ddp = DistributedDataParallel(fresh, device_ids=[rank] if cuda else None)
+        cp2 = Checkpoint.open(root, attempt=2)
+        again = TorchCheckpointer(checkpoint=cp2, model=fresh_ddp, optimizer=fresh_opt)
+        found["step"] = again.restore()
+        got = {k: v.detach().cpu() for k, v in fresh.named_parameters()}
+        found["equal"] = tensors_equal(torch, got, expected)
+        found["versions"] = len(list(cp2.versions()))
+        again.close()
+        cp.close()
+        cp2.close()
+        del ddp, fresh_ddp  # before the group goes: gloo's teardown can hang on a live DDP
+    finally:
+        dist.destroy_process_group()
+    with open(os.path.join(root, f"rank{rank}.json"), "w") as out:
+        json.dump(found, out)
+
+
+def check_sharded(torch, Checkpoint, TorchCheckpointer, device, root: Path) -> None:
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    world = 2 if device.type == "cpu" else min(2, torch.cuda.device_count())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    where = root / "sharded"
+    where.mkdir()
+    mp.spawn(_sharded_rank, args=(world, port, str(where), device.type), nprocs=world)
+    ranks = [json.loads((where / f"rank{r}.json").read_text()) for r in range(world)]
+    label = f"{world} rank{'s' if world > 1 else ''}, {'nccl' if device.type == 'cuda' else 'gloo'}"
+    if device.type == "cuda":
+        report(all(r["pinned"] for r in ranks), f"sharded: pinned staging buffers ({label})")
+    report(
+        all(r["step"] == 4 and r["versions"] == 1 for r in ranks),
+        f"sharded: one version, restored by every rank ({label})",
+        f"steps {[r['step'] for r in ranks]}, versions {[r['versions'] for r in ranks]}",
+    )
+    report(
+        all(r["equal"] for r in ranks),
+        f"sharded: snapshot + restore of the parameters bitwise on every rank ({label})",
+        "parameters edited right after save() did not leak into the checkpoint",
+    )
+    plain, _, _ = build(torch, torch.device("cpu"), 7)
+    with Checkpoint.open(where, attempt=3) as cp:
+        step = TorchCheckpointer(checkpoint=cp, model=plain).restore()
+    report(step == 4, "sharded: a single process loads the version into a plain model", f"{step}")
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -224,7 +327,7 @@ def measure(torch, Checkpoint, TorchCheckpointer, device, root: Path) -> None:
             torch.cuda.synchronize()
 
     with Checkpoint.open(root / "perf", keep=1) as cp:
-        ckpt = TorchCheckpointer(cp, objects={"state": Holder()}, rng=False)
+        ckpt = TorchCheckpointer(checkpoint=cp, objects={"state": Holder()}, rng=False)
         ckpt.save(0)  # allocate the staging buffers once
         ckpt.wait()
         stalls, copies = [], []
@@ -254,6 +357,7 @@ def measure(torch, Checkpoint, TorchCheckpointer, device, root: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    parser.add_argument("--no-perf", action="store_true", help="only the PASS/FAIL checks")
     args = parser.parse_args()
     torch, Checkpoint, TorchCheckpointer = imports()
     torch.backends.cudnn.benchmark = False
@@ -270,7 +374,8 @@ def main() -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="taskpoint-gpu-check-") as tmp:
         root = Path(tmp)
-        for check in (check_round_trip, check_resume, measure):
+        checks = [check_round_trip, check_resume, check_sharded]
+        for check in checks if args.no_perf else [*checks, measure]:
             try:
                 check(torch, Checkpoint, TorchCheckpointer, device, root)
             except Exception as exc:  # report and go on with the other checks
