@@ -117,6 +117,11 @@ def recover(out: str) -> dict:
     total_of(dist, 1)
     announce(out, f"a{ctx.attempt}-r{ctx.rank}")
     if ctx.attempt == 1 and ctx.rank == 1:
+        # The request ends the group at once: it waits until rank 0 is known (on a loaded
+        # machine rank 0 was killed before it announced, and the test waited for it in vain).
+        deadline = time.monotonic() + WAIT
+        while not (Path(out) / "a1-r0").exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
         raise RecoverableError("rank 1 asks for another attempt")
     total_of(dist, 1)
     dist.destroy_process_group()
