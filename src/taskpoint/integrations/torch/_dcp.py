@@ -41,7 +41,7 @@ from torch.distributed.checkpoint.storage import StorageReader
 from torch.futures import Future
 
 from taskpoint.checkpoint.manifest import check_relative_path
-from taskpoint.checkpoint.storage import ChecksumMismatch, crc_of
+from taskpoint.checkpoint.storage import ChecksumMismatch, crc_executor, crc_of
 from taskpoint.integrations.torch import _format as fmt
 
 INDEX = "dcp/index.json"
@@ -192,6 +192,9 @@ def _ints(values: Any) -> list[int]:
 ReadRange = Callable[[str, int, memoryview], None]  # (file, offset, into): fill ``into`` exactly
 
 
+READ_PIECE = 16 << 20  # bytes per read of an item
+
+
 class Reader(StorageReader):
     """A DCP `StorageReader` over one taskpoint version, verifying each item's checksum."""
 
@@ -259,9 +262,21 @@ class Reader(StorageReader):
         return item
 
     def _fill(self, item: Item, into: memoryview) -> None:
-        if item.nbytes:
-            self.read(item.file, item.offset, into)
-        if crc_of(into) != item.crc32c:
+        """Read ``item`` into ``into`` piece by piece, each piece checksummed on the checksum
+        thread while the next one is read. (One read of a whole item of hundreds of MiB ran at a
+        quarter of the disk's speed from a cold cache: the kernel reads such a request ahead in
+        small synchronous steps, while a stream of pieces keeps its readahead going.)"""
+        crc = 0
+        pending = None
+        for at in range(0, item.nbytes, READ_PIECE):
+            piece = into[at : at + READ_PIECE]
+            self.read(item.file, item.offset + at, piece)
+            if pending is not None:
+                crc = pending.result()
+            pending = crc_executor().submit(crc_of, piece, crc)
+        if pending is not None:
+            crc = pending.result()
+        if crc != item.crc32c:
             raise ChecksumMismatch(f"{item.file} at {item.offset}: checksum mismatch")
 
 
