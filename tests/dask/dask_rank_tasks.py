@@ -7,44 +7,13 @@ test kills or signals something. Rank 0 commits the step counter after each step
 reads the latest version before the rendezvous, so all resume from the same step.
 """
 
-import json
 import os
 import time
-from datetime import timedelta
-from pathlib import Path
-from typing import Any
 
+from support.ranks import WAIT, announce, rendezvous, start_step, total_of
 from taskpoint import Preempted, current_context, task, workflow
 
 VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-WAIT = 60.0  # seconds a rank waits to be killed or signalled before it gives up
-
-
-def announce(out: str, name: str, **fields: Any) -> None:
-    path = Path(out) / name
-    partial = path.with_name(f".{name}.partial")
-    partial.write_text(json.dumps({"pid": os.getpid(), "ppid": os.getppid(), **fields}))
-    partial.replace(path)
-
-
-def rendezvous() -> Any:
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", timeout=timedelta(seconds=WAIT))
-    return dist
-
-
-def total_of(dist: Any, value: float) -> float:
-    import torch
-
-    tensor = torch.tensor([float(value)])
-    dist.all_reduce(tensor)
-    return float(tensor.item())
-
-
-def start_step() -> int:
-    prev = current_context().checkpoint.read()
-    return int(prev) if prev else 0
 
 
 @task(isolation="process", nproc=2)
