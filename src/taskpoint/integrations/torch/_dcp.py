@@ -198,11 +198,18 @@ READ_PIECE = 16 << 20  # bytes per read of an item
 class Reader(StorageReader):
     """A DCP `StorageReader` over one taskpoint version, verifying each item's checksum."""
 
-    def __init__(self, metadata: Metadata, items: dict[MetadataIndex, Item], read: ReadRange):
+    def __init__(
+        self,
+        metadata: Metadata,
+        items: dict[MetadataIndex, Item],
+        read: ReadRange,
+        rank: int = 0,
+    ) -> None:
         super().__init__()
         self.metadata = metadata
         self.items = items
         self.read = read
+        self.rank = rank  # where in the list of files this rank starts reading
 
     def reset(self, checkpoint_id: Any = None) -> None:
         pass
@@ -226,9 +233,17 @@ class Reader(StorageReader):
         return False
 
     def read_data(self, plan: LoadPlan, planner: Any) -> Future[None]:
-        # In file order: one pass over each file, whatever order the planner chose.
-        requests = sorted(plan.items, key=lambda r: self._item(r).offset)
-        for req in sorted(requests, key=lambda r: self._item(r).file):
+        # One pass over each file, whatever order the planner chose. Each rank starts with
+        # another file (rank r with the r-th): ranks that all need every file (a replicated
+        # state) then read different files from the disk at the same time, and find the rest
+        # in the page cache another rank filled, instead of all reading the same file at once.
+        files = sorted({self._item(r).file for r in plan.items})
+        start = self.rank % len(files) if files else 0
+        turn = {name: (i - start) % len(files) for i, name in enumerate(files)}
+        requests = sorted(
+            plan.items, key=lambda r: (turn[self._item(r).file], self._item(r).offset)
+        )
+        for req in requests:
             item = self._item(req)
             if req.type == LoadItemType.BYTE_IO:
                 raw = bytearray(item.nbytes)

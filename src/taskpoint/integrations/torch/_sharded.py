@@ -289,7 +289,7 @@ def load_version(files: VersionFiles, state: dict[str, Any], group: RankGroup) -
     doc = json.loads(files.read_whole(_dcp.INDEX))
     sizes = {path: entry.size for path, entry in files.entries.items()}
     metadata, items = _dcp.parse_index(doc, sizes)
-    reader = _dcp.Reader(metadata, items, files.read_range)
+    reader = _dcp.Reader(metadata, items, files.read_range, rank=group.rank)
     planner = _dcp.LoadPlanner()
     planner.where = f"checkpoint version {manifest.id}"
     try:
