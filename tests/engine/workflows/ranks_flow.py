@@ -7,12 +7,14 @@ rendezvous, so all resume from the same step. torch is imported inside the tasks
 (the test process) decides on its own whether it has torch loaded.
 """
 
+import json
 import os
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-from support.ranks import WAIT, announce, rendezvous, start_step, total_of
 from taskpoint import Preempted, RecoverableError, current_context, task, workflow
 
 VARIABLES = (
@@ -24,6 +26,38 @@ VARIABLES = (
     "MASTER_PORT",
     "OMP_NUM_THREADS",
 )
+WAIT = 60.0  # seconds a rank waits to be killed or signalled before it gives up
+
+# The helpers below are tests/support/ranks.py's, written out again: this file is also run on its
+# own by `taskpoint run` (tests/engine/test_rank_group_driver.py), where tests/ is not importable.
+
+
+def announce(out: str, name: str, **fields: Any) -> None:
+    path = Path(out) / name
+    partial = path.with_name(f".{name}.partial")
+    partial.write_text(json.dumps({"pid": os.getpid(), **fields}))
+    partial.replace(path)
+
+
+def rendezvous() -> Any:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", timeout=timedelta(seconds=WAIT))
+    return dist
+
+
+def total_of(dist: Any, value: float) -> float:
+    import torch
+
+    tensor = torch.tensor([float(value)])
+    dist.all_reduce(tensor)
+    return float(tensor.item())
+
+
+def start_step() -> int:
+    """The latest committed step, read before the rendezvous (no rank has written yet)."""
+    prev = current_context().checkpoint.read()
+    return int(prev) if prev else 0
 
 
 @task(isolation="process", nproc=2)
