@@ -128,11 +128,18 @@ class Dispatcher:
 
     def _send(self, tickets: list[Ticket]) -> None:
         # One client.map per set of resources (a rank group asks for nproc units).
+        # A ticket that never reaches Dask gets no done-callback, so it leaves the set of
+        # outstanding tickets here (else the preemption check would look at it until close).
         groups: dict[tuple[tuple[str, int], ...], list[Ticket]] = {}
+        cancelled: list[Ticket] = []  # their handles already answer "aborted"
         for ticket in tickets:
             if ticket.cancelled:
-                continue  # its handle already answers "aborted"
-            groups.setdefault(tuple(sorted((ticket.resources or {}).items())), []).append(ticket)
+                cancelled.append(ticket)
+            else:
+                key = tuple(sorted((ticket.resources or {}).items()))
+                groups.setdefault(key, []).append(ticket)
+        if cancelled:
+            self._forget(cancelled)
         for resources, group in groups.items():
             try:
                 futures = self._client.map(
@@ -144,6 +151,7 @@ class Dispatcher:
                     resources=dict(resources) or None,
                 )
             except Exception as exc:  # e.g. the scheduler went away: each attempt reports it
+                self._forget(group)
                 for ticket in group:
                     ticket.send_error = exc
                     ticket.set_ready()
@@ -153,6 +161,10 @@ class Dispatcher:
                 future.add_done_callback(lambda _, t=ticket: self._on_done(t))
                 if ticket.cancelled:
                     future.cancel()
+
+    def _forget(self, tickets: list[Ticket]) -> None:
+        with self._cond:
+            self._out.difference_update(tickets)
 
     def _on_done(self, ticket: Ticket) -> None:
         with self._cond:
