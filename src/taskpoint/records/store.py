@@ -285,10 +285,16 @@ class Records:
             start = self.db.deferred.take((execution_id, key, n))
             if start is not None:
                 _insert_start(c, start)
+            # One UPDATE of the attempt's row, its ledger included when measured (each
+            # statement costs as much as the rest of an inline task call's bookkeeping).
+            ledger = schema.LEDGER_COLUMNS if end.measured else ()
+            measured = end.measured or {}
             c.execute(
                 "UPDATE attempts SET status=?, error_type=?, error_message=?, traceback=?, "
                 "ended=?, checkpoint_at_end=?, pid=coalesce(?, pid), budget=?, last_commit=?, "
-                "step_at_end=? WHERE execution_id=? AND node_key=? AND n=?",
+                "step_at_end=?"
+                + "".join(f", {name}=?" for name in ledger)
+                + " WHERE execution_id=? AND node_key=? AND n=?",
                 (
                     end.status,
                     end.error_type,
@@ -300,18 +306,12 @@ class Records:
                     end.budget,
                     end.last_commit,
                     end.step_at_end,
+                    *(measured.get(name) for name in ledger),
                     execution_id,
                     key,
                     n,
                 ),
             )
-            if end.measured:
-                sets = ", ".join(f"{name}=?" for name in schema.LEDGER_COLUMNS)
-                values = tuple(end.measured.get(name) for name in schema.LEDGER_COLUMNS)
-                c.execute(
-                    f"UPDATE attempts SET {sets} WHERE execution_id=? AND node_key=? AND n=?",
-                    (*values, execution_id, key, n),
-                )
             c.execute(
                 "UPDATE nodes SET status=?, output=?, output_ref=?, output_preview=?, "
                 "error_type=?, error_message=?, ended=? WHERE execution_id=? AND key=?",
