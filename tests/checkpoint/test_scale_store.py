@@ -5,20 +5,16 @@
   scope never leave more than ``keep``, and the default ``keep=2`` retires at every write.
 - A directory of many small files is made durable by one ``syncfs`` at the seal instead of an
   fsync per file (store_local.py), and by an fsync per file where there is no ``syncfs``.
-- On S3, a large file goes up as a multipart upload with a sliding window of parts in flight
-  (s3_upload.py; a failed part aborts the upload, leaving no parts on the server) and comes back
-  by ranged GETs (store_fsspec.py), never asking for more than the manifest's size: an object
-  swapped for a longer one is damage, and the previous version is used.
+- On S3, a large file goes up with ``put_file`` (concurrent multipart) and comes back by ranged
+  GETs (store_fsspec.py), never asking for more than the manifest's size: an object swapped for
+  a longer one is damage, and the previous version is used.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -170,71 +166,15 @@ def small_ranges(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-@pytest.fixture
-def small_parts(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """5 MiB parts (S3's minimum), 2 in flight; what the S3 client was asked to do."""
-    import s3fs
-
-    from taskpoint.checkpoint import s3_upload
-
-    monkeypatch.setattr(s3_upload, "PART", 5 << 20)
-    monkeypatch.setattr(s3_upload, "PARTS_IN_FLIGHT", 2)
-    seen: dict[str, Any] = {"calls": [], "in_flight": 0, "most_in_flight": 0, "fail_part": None}
-    seen["stall_part"] = None
-    call_s3 = s3fs.S3FileSystem._call_s3
-
-    async def spied(self, method, *args, **kwargs):
-        seen["calls"].append(method)
-        if method != "upload_part":
-            return await call_s3(self, method, *args, **kwargs)
-        if kwargs["PartNumber"] == seen["fail_part"]:
-            raise ConnectionResetError("the connection dropped mid-part")
-        if kwargs["PartNumber"] == seen["stall_part"]:
-            await asyncio.sleep(3600)  # the server stopped answering this part
-        seen["in_flight"] += 1
-        seen["most_in_flight"] = max(seen["most_in_flight"], seen["in_flight"])
-        try:
-            return await call_s3(self, method, *args, **kwargs)
-        finally:
-            seen["in_flight"] -= 1
-
-    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", spied)
-    return seen
-
-
-def test_a_large_file_goes_up_by_parts_and_comes_back_by_ranges(
-    s3_server, tmp_path, small_ranges, small_parts
-):
-    data = os.urandom(17 * (1 << 20) + 12345)  # parts of 5, 5, 5 and 2 MiB
+def test_a_large_file_goes_up_whole_and_comes_back_by_ranges(s3_server, tmp_path, small_ranges):
+    data = os.urandom(7 * (1 << 20) + 12345)
     (tmp_path / "state.bin").write_bytes(data)
     cp = Checkpoint.open(s3_server.url(), storage_options=s3_server.storage_options)
     cp.save(tmp_path / "state.bin", step=1)
-    calls = small_parts["calls"]
-    assert calls.count("create_multipart_upload") == 1 and calls.count("upload_part") == 4
-    assert calls.count("complete_multipart_upload") == 1
-    assert small_parts["most_in_flight"] == 2  # a window of 2, never more
+    assert "put_file" in small_ranges
     out = cp.restore(tmp_path / "out")
     assert (out / "state.bin").read_bytes() == data
-    assert small_ranges.count("cat_ranges") == 6  # 18 ranges, 3 at a time
-    cp.close()
-
-
-def test_a_failed_part_aborts_the_upload_and_leaves_no_parts(s3_server, tmp_path, small_parts):
-    (tmp_path / "state.bin").write_bytes(os.urandom(16 << 20))
-    url = s3_server.url()
-    cp = Checkpoint.open(url, storage_options=s3_server.storage_options)
-    small_parts["fail_part"] = 3
-    with pytest.raises(Exception, match="dropped mid-part"):
-        cp.save(tmp_path / "state.bin", step=1)
-    assert "abort_multipart_upload" in small_parts["calls"]
-    assert cp.latest() is None
-    prefix = url.split("/", 3)[3]
-    listed = s3_server.client().list_multipart_uploads(Bucket=s3_server.bucket, Prefix=prefix)
-    assert listed.get("Uploads", []) == []  # the server keeps none of its parts
-    small_parts["fail_part"] = None  # the next save goes through
-    cp.save(tmp_path / "state.bin", step=2)
-    latest = cp.latest()
-    assert latest is not None and latest.step == 2
+    assert small_ranges.count("cat_ranges") == 3  # 8 ranges, 3 at a time
     cp.close()
 
 
@@ -273,17 +213,3 @@ def test_version_ids_parse_without_a_regex_as_they_did_with_one():
     listing = classify(names)
     assert listing.committed == ["10000-000001", "0002-000001", "0001-000010"]
     assert listing.payloads == {"0001-000002"} and listing.temps == [names[5]]
-
-
-def test_a_stalled_part_ends_the_upload_at_the_scope_timeout(s3_server, tmp_path, small_parts):
-    (tmp_path / "state.bin").write_bytes(os.urandom(16 << 20))
-    options = s3_server.storage_options
-    cp = Checkpoint.open(s3_server.url(), storage_options=options, timeout=2.0)
-    small_parts["stall_part"] = 2
-    started = time.monotonic()
-    with pytest.raises(Exception) as raised:
-        cp.save(tmp_path / "state.bin", step=1)
-    assert time.monotonic() - started < 30, "the deadline did not end the upload"
-    assert "time" in f"{type(raised.value).__name__} {raised.value}".lower()
-    assert cp.latest() is None
-    cp.close()

@@ -6,13 +6,12 @@ version (its bytes in the manifest) is that one conditional PUT and nothing else
 has no locks: retention marks a version ``<id>.retired.<ms>`` and its payload is deleted only after
 a grace period. Reads never fetch more than the manifest states.
 
-Large files move as many requests in flight, as boto3's TransferManager moves them: on S3 a file
-is sent by `s3_upload.put` (a multipart upload with a sliding window of parts in flight), on
-another asynchronous store (gcsfs, adlfs) with ``put_file``, while its checksum is computed on a
-helper thread; it is read back with ranged GETs of `RANGE` bytes, `RANGES_AT_ONCE` at a time,
-each bounded by the manifest's size, written in order and checksummed as they arrive.
-Sequential part by part, a 1 GiB version took twice as long as ``upload_file`` /
-``download_file`` of the same file on the same server.
+Large files move as many requests in flight, as boto3's TransferManager moves them: on an
+asynchronous store (s3fs, gcsfs, adlfs) a file is sent with ``put_file`` (a multipart upload whose
+parts go concurrently) while its checksum is computed on a helper thread, and read back with
+ranged GETs of `RANGE` bytes, `RANGES_AT_ONCE` at a time, each bounded by the manifest's size,
+written in order and checksummed as they arrive. Sequential part by part, a 1 GiB version took
+twice as long as ``upload_file`` / ``download_file`` of the same file on the same server.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from concurrent.futures import wait
 from contextlib import contextmanager, nullcontext
 from typing import Any, BinaryIO
 
-from taskpoint.checkpoint import s3_upload
 from taskpoint.checkpoint.localio import StreamReader, write_all
 from taskpoint.checkpoint.manifest import MAX_MANIFEST_BYTES, FileEntry
 from taskpoint.checkpoint.payload import Source
@@ -131,10 +129,7 @@ class FsspecStore:
             # is read from the file meanwhile, on a helper thread (both release the GIL).
             checksum = helper_thread("upload-crc").submit(_file_crc, src, buffer)
             try:
-                if s3_upload.supports(self.fs):
-                    self._put_s3(src.file, dest)
-                else:
-                    self._call("put_file", src.file, dest)
+                self._call("put_file", src.file, dest)
             except BaseException:
                 wait([checksum])  # it fills the writer's buffer: done before that is reused
                 raise
@@ -146,13 +141,6 @@ class FsspecStore:
                 out.write(chunk)
                 size += len(chunk)
         return FileEntry(src.path, size, crc)
-
-    def _put_s3(self, local_path: str, dest: str) -> None:
-        """`s3_upload.put` on the filesystem's loop, under the same deadline as ``_call``."""
-        from fsspec.asyn import sync
-
-        sync(self.fs.loop, s3_upload.put, self.fs, local_path, dest, timeout=self.timeout)
-        self.fs.invalidate_cache(dest)
 
     def make_dir(self, vid: str, rel: str) -> None:
         pass  # recorded in the manifest; object stores have no empty directories
