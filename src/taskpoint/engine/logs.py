@@ -82,6 +82,11 @@ class AttemptLog:
             self._written += len(data)
             self._dirty = True
 
+    @property
+    def wrote(self) -> bool:
+        """Whether the attempt printed anything into this log."""
+        return self._written > 0 or self._full
+
     def close(self) -> None:
         if self._remote:
             self._stop.set()
@@ -154,6 +159,9 @@ _routes: dict[int, AttemptLog] = {}
 _install_lock = threading.Lock()
 _installed = 0
 _saved: tuple[TextIO, TextIO] | None = None
+# The tees of the last capture, put in place again while they wrap the same streams: an inline
+# task call then creates (and a garbage collection closes and flushes) no stream objects.
+_tees: tuple[_Tee, _Tee] | None = None
 
 
 @contextmanager
@@ -167,7 +175,7 @@ def captured(log: AttemptLog | None, whole_process: bool = False) -> Iterator[No
     with _install_lock:
         if _installed == 0:
             _saved = (sys.stdout, sys.stderr)
-            sys.stdout, sys.stderr = _Tee(sys.stdout), _Tee(sys.stderr)  # type: ignore[assignment]
+            sys.stdout, sys.stderr = _tees_for(*_saved)  # type: ignore[assignment]
         _installed += 1
         _routes[key] = log
     try:
@@ -184,9 +192,24 @@ def captured(log: AttemptLog | None, whole_process: bool = False) -> Iterator[No
                 if isinstance(sys.stderr, _Tee):
                     sys.stderr = _saved[1]
                 _saved = None
-        _flush(sys.stdout)
-        _flush(sys.stderr)
+        if log.wrote:  # the terminal shows what the attempt printed before what follows
+            _flush(sys.stdout)
+            _flush(sys.stderr)
         log.close()
+
+
+def _tees_for(out: TextIO, err: TextIO) -> tuple[_Tee, _Tee]:
+    global _tees
+    reusable = (
+        _tees is not None
+        and not (_tees[0].closed or _tees[1].closed)  # the task may close the streams
+        and _tees[0].stream is out
+        and _tees[1].stream is err
+    )
+    if not reusable:
+        _tees = (_Tee(out), _Tee(err))
+    assert _tees is not None
+    return _tees
 
 
 def _flush(stream: Any) -> None:

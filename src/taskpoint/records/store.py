@@ -287,14 +287,9 @@ class Records:
                 _insert_start(c, start)
             # One UPDATE of the attempt's row, its ledger included when measured (each
             # statement costs as much as the rest of an inline task call's bookkeeping).
-            ledger = schema.LEDGER_COLUMNS if end.measured else ()
-            measured = end.measured or {}
+            measured = end.measured
             c.execute(
-                "UPDATE attempts SET status=?, error_type=?, error_message=?, traceback=?, "
-                "ended=?, checkpoint_at_end=?, pid=coalesce(?, pid), budget=?, last_commit=?, "
-                "step_at_end=?"
-                + "".join(f", {name}=?" for name in ledger)
-                + " WHERE execution_id=? AND node_key=? AND n=?",
+                _END_MEASURED if measured else _END,
                 (
                     end.status,
                     end.error_type,
@@ -306,7 +301,7 @@ class Records:
                     end.budget,
                     end.last_commit,
                     end.step_at_end,
-                    *(measured.get(name) for name in ledger),
+                    *(map(measured.get, schema.LEDGER_COLUMNS) if measured else ()),
                     execution_id,
                     key,
                     n,
@@ -439,3 +434,14 @@ def write_starts(db: Database, rows: list[tuple]) -> None:
     with db.transaction() as c:
         for row in rows:
             _insert_start(c, row)
+
+
+# An attempt's end, without and with the goodput ledger's columns (built once: the statement
+# runs once per attempt, on an inline task call's hot path).
+_END_SET = (
+    "UPDATE attempts SET status=?, error_type=?, error_message=?, traceback=?, ended=?, "
+    "checkpoint_at_end=?, pid=coalesce(?, pid), budget=?, last_commit=?, step_at_end=?"
+)
+_END_WHERE = " WHERE execution_id=? AND node_key=? AND n=?"
+_END = _END_SET + _END_WHERE
+_END_MEASURED = _END_SET + "".join(f", {name}=?" for name in schema.LEDGER_COLUMNS) + _END_WHERE
