@@ -200,16 +200,16 @@ def captured(log: AttemptLog | None, whole_process: bool = False) -> Iterator[No
 
 def _tees_for(out: TextIO, err: TextIO) -> tuple[_Tee, _Tee]:
     global _tees
-    reusable = (
-        _tees is not None
-        and not (_tees[0].closed or _tees[1].closed)  # the task may close the streams
-        and _tees[0].stream is out
-        and _tees[1].stream is err
-    )
-    if not reusable:
-        _tees = (_Tee(out), _Tee(err))
-    assert _tees is not None
-    return _tees
+    tees = _tees
+    if (
+        tees is None
+        or tees[0].closed  # the task may close the streams
+        or tees[1].closed
+        or tees[0].stream is not out
+        or tees[1].stream is not err
+    ):
+        tees = _tees = (_Tee(out), _Tee(err))
+    return tees
 
 
 def _flush(stream: Any) -> None:
