@@ -11,6 +11,7 @@ and a killed inline writer's leftover is ignored by readers and swept.
 from __future__ import annotations
 
 import base64
+import errno
 import fcntl
 import io
 import json
@@ -78,26 +79,60 @@ def test_an_empty_write_is_inline(backend):
     assert cp.read() == b""
 
 
-def test_local_inline_commit_is_one_file_and_two_syncs(local_backend, monkeypatch, tmp_path):
-    """Counted per commit, retention included: 2 fsyncs inline, 5 for a payload."""
+@pytest.mark.parametrize("anonymous", [True, False], ids=["no-temp-name", "named-temp"])
+def test_local_inline_commit_is_one_file_and_two_syncs(
+    local_backend, monkeypatch, tmp_path, anonymous
+):
+    """Counted per commit, retention included: 2 fsyncs inline, 5 for a payload. The manifest
+    is made without a name where the filesystem can (``O_TMPFILE``), else as a temp file."""
     cp = local_backend.open()
+    cp._store._small.anonymous = anonymous
     cp.write(b"first")  # the first commit also sweeps leftovers: not counted
-    synced: list[str] = []
+    synced: list[tuple[int, int]] = []
     real_fsync = os.fsync
 
     def fsync(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        info = os.fstat(fd)
+        synced.append((info.st_dev, info.st_ino))
         real_fsync(fd)
+
+    def identity(path: str) -> tuple[int, int]:
+        info = os.stat(path)
+        return (info.st_dev, info.st_ino)
 
     monkeypatch.setattr(os, "fsync", fsync)
     version = cp.write(b"0123456789abcdef")
-    vdir = os.path.realpath(local_backend.vpath())
-    # the manifest's own file (then linked to its name, its temp name gone), then v/
-    assert synced == [os.path.join(vdir, version.id), vdir]
+    cp.wait()  # the delete of the version retention retired (on the writer thread)
+    vdir = local_backend.vpath()
+    # the manifest's own file (then linked to its name), then v/
+    assert synced == [identity(os.path.join(vdir, version.id + MANIFEST)), identity(vdir)]
+    assert sorted(os.listdir(vdir)) == [f"0001-00000{n}{MANIFEST}" for n in (1, 2)]
     synced.clear()
     big = cp.write(os.urandom(INLINE_MAX + 1))
     assert len(synced) == 5, synced  # data, its dir, v/, manifest temp, v/
-    assert synced[0] == os.path.join(vdir, big.id, "data")
+    assert synced[0] == identity(os.path.join(vdir, big.id, "data"))
+
+
+def test_without_anonymous_files_the_named_temp_path_is_taken(local_backend, monkeypatch):
+    """A filesystem that cannot make a file without a name (``O_TMPFILE`` fails with
+    EOPNOTSUPP) gets the named temp file, and the store remembers it."""
+    cp = local_backend.open()
+    real_open = os.open
+    tried: list[int] = []
+
+    def open_(path, flags, *args, **kwargs):
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            tried.append(flags)
+            raise OSError(errno.EOPNOTSUPP, "not supported here")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_)
+    first = cp.write(b"one")
+    second = cp.write(b"two")
+    assert len(tried) == 1 and not cp._store._small.anonymous
+    assert cp.read() == b"two" and [v.id for v in cp.versions()] == [first.id, second.id]
+    cp.wait()
+    assert sorted(os.listdir(local_backend.vpath())) == [first.id + MANIFEST, second.id + MANIFEST]
 
 
 def test_a_version_in_the_old_layout_is_still_read(backend, tmp_path):
@@ -202,12 +237,17 @@ def test_the_download_of_an_inline_version_sends_its_verified_bytes(backend):
     assert sent.getvalue() == b""  # nothing unverified goes out
 
 
-def test_an_inline_commit_and_a_payload_reservation_exclude_each_other(local_backend):
+@pytest.mark.parametrize("anonymous", [True, False], ids=["no-temp-name", "named-temp"])
+def test_an_inline_commit_and_a_payload_reservation_exclude_each_other(local_backend, anonymous):
+    """At the manifest: an inline commit may take an id reserved for a payload (that writer then
+    writes again under a new id); a reservation fails on an id committed inline."""
     cp = local_backend.open()
     store = cp._store
+    store._small.anonymous = anonymous
     manifest = b'{"not": "parsed by the store"}'
     assert store.reserve("0001-000010")
-    assert not store.commit_inline("0001-000010", manifest)  # its name is a payload prefix
+    # Without a temp name nothing stands in the way; a named temp file is the prefix's name.
+    assert store.commit_inline("0001-000010", manifest) is anonymous
     assert store.commit_inline("0001-000011", manifest)
     assert not store.reserve("0001-000011")  # committed inline: no prefix, still taken
     assert not store.commit_inline("0001-000011", manifest)
@@ -218,9 +258,9 @@ def test_an_inline_commit_and_a_payload_reservation_exclude_each_other(local_bac
 @pytest.mark.parametrize("inline_first", [True, False], ids=["inline-first", "payload-first"])
 def test_same_attempt_writers_of_both_kinds_keep_each_others_versions(backend, hold, inline_first):
     """Two scope objects of one attempt: a small writer commits the very id the other reserved
-    for a large payload while that one is still writing it (on an object store the small one's
-    commit is the PUT alone, so the large one's commit then finds the id taken and writes it
-    again under the next id; on local disk the small one cannot take it)."""
+    for a large payload while that one is still writing it (the small one's commit is its
+    manifest alone, so the large one's commit then finds the id taken and writes it again under
+    the next id)."""
     small = backend.open(keep=10)
     small.write(b"small 1")  # its id counter is now past what it listed
     large = backend.open(keep=10)

@@ -2,7 +2,9 @@
 
 - A scope kept large (``keep`` in the thousands) is not listed after every write (retention.py):
   the versions are all kept, ``prune`` still applies a new ``keep`` at once, two writers of one
-  scope never leave more than ``keep``, and the default ``keep=2`` retires at every write.
+  scope never leave more than ``keep``, and the default ``keep=2`` retires at every write. On
+  local disk a full scope is listed only every `RESCAN_EVERY` writes: a writer retires its own
+  oldest version without a listing.
 - A directory of many small files is made durable by one ``syncfs`` at the seal instead of an
   fsync per file (store_local.py), and by an fsync per file where there is no ``syncfs``.
 - On S3, a large file goes up with ``put_file`` (concurrent multipart) and comes back by ranged
@@ -21,6 +23,7 @@ import pytest
 from taskpoint import Checkpoint
 from taskpoint.checkpoint import store_local
 from taskpoint.checkpoint.failures import CheckpointWarning
+from taskpoint.checkpoint.retention import RESCAN_EVERY
 from taskpoint.checkpoint.store_local import LocalStore
 
 
@@ -67,6 +70,47 @@ def test_the_default_keep_retires_at_every_write(tmp_path):
     for i in range(12):
         cp.write(f"{i}".encode(), step=i)
         assert [v.step for v in cp.versions()] == list(range(max(0, i - 1), i + 1))
+    cp.close()
+
+
+def test_a_full_scope_on_local_disk_retires_its_own_oldest_without_listing(tmp_path, monkeypatch):
+    """keep=2, one writer: each write retires its own oldest version without listing ``v/``
+    (another writer's versions go at the listing every `RESCAN_EVERY` writes), and the retired
+    manifest, renamed at once, is deleted on the writer thread."""
+    url = str(tmp_path / "scope")
+    with Checkpoint.open(url, attempt=1, keep=5) as older:
+        for i in range(3):
+            older.write(f"old {i}".encode())
+    scans = _count_scans(monkeypatch)
+    cp = Checkpoint.open(url, attempt=2)
+    steps = 4 * RESCAN_EVERY
+    for i in range(steps):
+        cp.write(f"{i}".encode(), step=i)
+        cp.wait()  # the deferred deletes, before the directory is looked at
+        names = sorted(os.listdir(tmp_path / "scope" / "v"))
+        mine = [n for n in names if n.startswith("0002-")]
+        assert mine == [f"0002-{n:06d}.manifest.json" for n in range(max(1, i), i + 2)], names
+        if i > 0:  # the first write listed and retired attempt 1's versions
+            assert len(names) == 2, names
+    writes_listing = len(scans) - 1  # the next-id listing of the first write
+    assert writes_listing <= steps // RESCAN_EVERY + 2, f"{len(scans)} listings, {steps} writes"
+    assert [v.step for v in cp.versions()] == [steps - 2, steps - 1]
+    cp.close()
+
+
+def test_another_writers_versions_go_at_the_next_listing(tmp_path):
+    url = str(tmp_path / "scope")
+    cp = Checkpoint.open(url, attempt=2)
+    for i in range(3):
+        cp.write(f"{i}".encode(), step=i)
+    with Checkpoint.open(url, attempt=1, keep=10) as zombie:
+        zombie.write(b"a zombie's late version")  # older than attempt 2's: never the latest
+    counts = []
+    for i in range(3, 3 + RESCAN_EVERY + 1):
+        cp.write(f"{i}".encode(), step=i)
+        counts.append(len(cp.versions()))
+    assert counts[-1] == 2 and max(counts) <= 3, counts
+    assert [v.attempt for v in cp.versions()] == [2, 2]
     cp.close()
 
 

@@ -2,11 +2,13 @@
 point of the commit protocol during write number ``--kill-at``.
 
 Usage: ``python faults_crash_point.py URL ATTEMPT KEEP LOG POINT KILL_AT COUNT [--async]
-[--small]``. Every version's content is ``content(step, small)``: over the inline limit (a
-payload prefix and a file), or with ``--small`` under it (an inline version: its manifest alone);
-``metadata["small"]`` says which. After a write returned (or its future resolved) the child
-appends ``<version id> <step>`` to LOG with fsync. POINT is one of `POINTS` (payload writes) or
-`INLINE_POINTS` (``--small``).
+[--small [--named]]``. Every version's content is ``content(step, small)``: over the inline limit
+(a payload prefix and a file), or with ``--small`` under it (an inline version: its manifest
+alone); ``metadata["small"]`` says which. After a write returned (or its future resolved) the
+child appends ``<version id> <step>`` to LOG with fsync. POINT is one of `POINTS` (payload
+writes) or `INLINE_POINTS` (``--small``). An inline manifest is made as a file without a name
+where the filesystem can (``O_TMPFILE``); ``--named`` takes the path of filesystems that
+cannot (a named temp file ``v/<id>``), which has `NAMED_POINTS` too.
 """
 
 from __future__ import annotations
@@ -25,15 +27,15 @@ POINTS = (
     "none",  # never
 )
 INLINE_POINTS = (
-    "inline-reserved",  # the id's temp file v/<id> created (the reservation), still empty
-    "inline-written",  # the manifest written into it, not yet fsynced
-    "manifest-temp",  # fsynced, not linked to its manifest name
-    "inline-linked",  # linked: committed; the temp name not yet unlinked, v/ not fsynced
-    "inline-unlinked",  # the temp name gone, v/ not yet fsynced
+    "inline-created",  # the manifest's file created (no name, or v/<id>), still empty
+    "manifest-temp",  # the manifest written into it, not linked to its name, not fsynced
+    "inline-linked",  # linked: committed, but neither the file nor v/ fsynced
+    "inline-synced",  # the file fsynced, v/ not yet
     "committed",
     "retiring",
     "none",
 )
+NAMED_POINTS = ("inline-unlinked",)  # --named: the temp name gone, v/ not yet fsynced
 BIG = 70_000  # over the inline limit (64 KiB)
 
 
@@ -89,14 +91,14 @@ def _arm(point: str, cp: object, state: dict) -> None:
     elif point == "committed":
         original_retain = core.Checkpoint._retain
 
-        def retain(self: object) -> None:
+        def retain(self: object, *args: object) -> None:
             if state["armed"]:
                 _die()
-            original_retain(self)
+            original_retain(self, *args)
 
         core.Checkpoint._retain = retain  # type: ignore[method-assign]
     elif point == "retiring":
-        after(store, "delete_manifest")
+        after(store, "retire")  # uncommitted: its manifest renamed, not yet deleted
     else:
         _arm_inline(point, state)
 
@@ -108,23 +110,25 @@ def _arm_inline(point: str, state: dict) -> None:
     def is_temp(path: object) -> bool:
         return parse_version_id(os.path.basename(str(path))) is not None
 
-    if point == "inline-reserved":
+    if point == "inline-created":
         original_open = os.open
+        anonymous = getattr(os, "O_TMPFILE", -1)
 
         def open_(path: str, flags: int, *args: object, **kwargs: object) -> int:
             fd = original_open(path, flags, *args, **kwargs)
-            if state["armed"] and flags & os.O_EXCL and is_temp(path):
+            created = flags & anonymous == anonymous or (flags & os.O_EXCL and is_temp(path))
+            if state["armed"] and created:
                 _die()
             return fd
 
         os.open = open_  # type: ignore[assignment]
-    elif point == "inline-written":
+    elif point == "inline-synced":
         original_fsync = os.fsync
 
         def fsync(fd: int) -> None:
-            if state["armed"]:
-                _die()  # the first fsync of an inline commit is its temp file's
             original_fsync(fd)
+            if state["armed"]:
+                _die()  # the first fsync of an inline commit is its manifest file's
 
         os.fsync = fsync
     elif point == "inline-linked":
@@ -156,6 +160,8 @@ def main(argv: list[str]) -> None:
     from taskpoint import Checkpoint
 
     cp = Checkpoint.open(url, attempt=int(attempt), keep=int(keep))
+    if "--named" in argv:
+        cp._store._small.anonymous = False  # type: ignore[attr-defined]
     state = {"armed": False}
     _arm(point, cp, state)
     base = int(attempt) * 1000

@@ -105,6 +105,14 @@ def test_sigkill_at_each_point_of_the_inline_commit(point, mode, tmp_path):
     _kill_at_point(point, tmp_path, "--small", *(("--async",) if mode == "async" else ()))
 
 
+@pytest.mark.parametrize(
+    "point", [p for p in child.INLINE_POINTS + child.NAMED_POINTS if p != "none"]
+)
+def test_sigkill_at_each_point_of_the_inline_commit_through_a_named_temp_file(point, tmp_path):
+    """Where the filesystem cannot make a file without a name (no ``O_TMPFILE``)."""
+    _kill_at_point(point, tmp_path, "--small", "--named")
+
+
 def _kill_at_point(point: str, tmp_path: Path, *extra: str) -> None:
     url, log = tmp_path / "scope", tmp_path / "commits.log"
     committed_once: set[str] = set()  # every version seen committed, by the log or a listing

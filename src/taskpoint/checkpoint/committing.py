@@ -12,7 +12,7 @@ version comes in two layouts:
   one conditional PUT. The commit is also its reservation, so an id taken meanwhile (by another
   writer of the same attempt) simply moves it to the next id.
 
-On an object store the two exclude each other only at the manifest: an inline writer may commit
+The two exclude each other only at the manifest: an inline writer may commit
 an id another writer of the same attempt reserved for a payload. That writer then finds the id
 taken at its own commit and writes the version again under the next id (once more at most,
 twice in all, and only if its sources can be read again: a stream cannot).
@@ -140,9 +140,7 @@ class VersionWriter:
                         committing = True
                         try:
                             store.commit(vid, manifest.dumps())
-                        except FileExistsError:
-                            if store.is_local:  # mkdir excludes every other writer there
-                                raise
+                        except FileExistsError:  # an inline writer took the id: rewrite
                             raise _IdTaken() from None
                 except FileNotFoundError as exc:  # not a missing version: one being written
                     raise CheckpointError(

@@ -388,7 +388,7 @@ class Checkpoint:
                 self.stats.note_commit(version, time.monotonic() - started)
             finally:
                 job.payload.discard()
-            self._retain()
+            self._retain(version.id)
             return version
 
     def _drop(self, job: _Job) -> None:
@@ -408,8 +408,8 @@ class Checkpoint:
     def _scan(self) -> Listing:
         return self._reader.scan()
 
-    def _retain(self) -> None:
-        self._retention.run(self._versions.next_seq, self._writer.defer)
+    def _retain(self, committed: str | None = None) -> None:
+        self._retention.run(self._versions.next_seq, self._writer.defer, committed)
 
 
 def _after_fork_in_child() -> None:

@@ -14,12 +14,19 @@ will add before the next one, the next listing waits. Only half of the room is c
 writer's (another writer of the scope, such as an older attempt's zombie, may add versions
 meanwhile), and a listing that found anything to delete or sweep is followed by one at the next
 write, as is every one where the scope is full (the default ``keep=2``: every write).
+
+On local disk a full scope is not listed at every write either: a writer that has committed more
+than ``keep`` versions itself retires its own oldest without a listing (its ``keep`` newer ones
+are newer than it, whoever else writes), and lists the scope every `RESCAN_EVERY` writes to
+retire other writers' versions and sweep leftovers. A listing costs about as much as the rest
+of a small commit's Python.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 
 from taskpoint.checkpoint.staging import sweep_staging
@@ -27,6 +34,7 @@ from taskpoint.checkpoint.storage import Listing, Store
 from taskpoint.checkpoint.version import parse_version_id
 
 log = logging.getLogger("taskpoint.checkpoint")
+RESCAN_EVERY = 8  # writes that retire their own oldest version without a listing, in a row
 
 
 class Retention:
@@ -42,6 +50,8 @@ class Retention:
         self.reserved: set[str] = set()  # ids this writer reserved (its own writes)
         self.swept = False  # the first run also sweeps leftovers of killed writers
         self._next_seq: int | None = None
+        self._own: deque[str] = deque()  # versions this writer committed, not retired, oldest first
+        self._unlisted = 0  # runs since the last listing
 
     @property
     def keep(self) -> int:
@@ -51,29 +61,45 @@ class Retention:
     def keep(self, value: int) -> None:
         self._keep = value
         self._skip = 0  # a new keep (``prune``) applies at the next run
+        self._unlisted = RESCAN_EVERY  # ... with a listing
 
-    def run(self, next_seq: int | None, defer: Callable[[Callable[[], None]], None]) -> None:
+    def run(
+        self,
+        next_seq: int | None,
+        defer: Callable[[Callable[[], None]], None],
+        committed: str | None = None,
+    ) -> None:
         """Keep the newest ``keep`` committed versions; sweep leftovers of dead writes.
         ``next_seq`` is the writer's next sequence number; ``defer`` runs a slow delete on the
-        writer thread. Failures are logged, never raised: a write that committed succeeded."""
+        writer thread; ``committed`` is the version this writer just committed. Failures are
+        logged, never raised: a write that committed succeeded."""
         self._next_seq = next_seq
+        if committed is not None:
+            self._own.append(committed)
         if self._skip > 0 and self.swept:
             self._skip -= 1
             return
         try:
+            if self._retire_own(defer):
+                return
             listing = self._store.scan()
+            self._unlisted = 0
             retired = listing.committed[self.keep :]
             held = listing.payloads.union(listing.markers)
+            leftovers = []
             for vid in retired:
                 # Uncommit now: new readers skip it at once. An inline version has no payload
                 # to keep for readers: nothing else to mark or delete later.
-                self._store.retire(vid, grace=self.retire_grace > 0 and vid in held)
+                leftover = self._store.retire(vid, grace=self.retire_grace > 0 and vid in held)
+                if leftover is not None:
+                    leftovers.append(leftover)
             doomed = self._doomed(listing, retired)
-            if doomed:
-                # Deleting a big payload takes a while (~0.15 s per GiB on ext4): not on the
-                # caller's path. Payloads without a manifest are ignored by readers meanwhile.
+            if doomed or leftovers:
+                # Deleting a big payload takes a while (~0.15 s per GiB on ext4), and even a
+                # small file's delete costs a sixth of a commit: not on the caller's path.
+                # Payloads without a manifest are ignored by readers meanwhile.
                 markers = listing.markers
-                defer(lambda: self._delete_payloads(doomed, markers))
+                defer(lambda: self._delete_payloads(doomed, markers, leftovers))
             for name in listing.temps:
                 if self._is_dead(name[1:].split(".", 1)[0]):
                     self._store.delete_temp(name)
@@ -82,8 +108,32 @@ class Retention:
                 sweep_staging(self._store.staging_root, self.attempt)
             if not (retired or doomed or listing.temps):
                 self._skip = (self.keep - len(listing.committed)) // 2
+            kept = set(listing.committed[: self.keep])
+            self._own = deque(vid for vid in self._own if vid in kept)
         except Exception as exc:
             log.warning("checkpoint retention at %s failed: %s", self.url, exc)
+
+    def _retire_own(self, defer: Callable[[Callable[[], None]], None]) -> bool:
+        """Retire this writer's own versions beyond ``keep`` without listing the scope (local
+        disk, between listings); False when a listing is due instead."""
+        if not (
+            self._store.is_local
+            and self.swept
+            and self._unlisted < RESCAN_EVERY
+            and len(self._own) > self.keep
+        ):
+            return False
+        self._unlisted += 1
+        retired, leftovers = [], []
+        while len(self._own) > self.keep:
+            vid = self._own.popleft()
+            retired.append(vid)
+            leftover = self._store.retire(vid)
+            if leftover is not None:
+                leftovers.append(leftover)
+        # Its payload, if it has one (an inline version has none: the delete finds nothing).
+        defer(lambda: self._delete_payloads(retired, {}, leftovers))
+        return True
 
     def _doomed(self, listing: Listing, retired: list[str]) -> list[str]:
         """Payloads to delete: retired ones (local: now, under a lock; object stores: once
@@ -104,9 +154,13 @@ class Retention:
             doomed += [v for v in retired if v not in doomed and v in held]
         return doomed
 
-    def _delete_payloads(self, ids: list[str], markers: dict[str, list[str]]) -> None:
+    def _delete_payloads(
+        self, ids: list[str], markers: dict[str, list[str]], leftovers: list[str]
+    ) -> None:
         for vid in ids:
             self._store.delete_payload(vid, markers.get(vid, []))
+        for name in leftovers:  # after its payload: a held payload keeps its leftover too
+            self._store.delete_temp(name)
 
     def _is_dead(self, vid: str) -> bool:
         """An uncommitted prefix is garbage if an earlier attempt left it, or we did.

@@ -222,7 +222,7 @@ class FsspecStore:
                     write_all(out.fileno(), memoryview(piece))
         verify(entry, size, crc)
 
-    def retire(self, vid: str, grace: bool = True) -> None:
+    def retire(self, vid: str, grace: bool = True) -> str | None:
         """Mark the version retired (now), then uncommit it. Readers that listed it may still
         be reading: its payload is deleted only once the grace period has passed (without a
         grace the caller deletes it at once, and no mark is needed)."""
@@ -230,6 +230,7 @@ class FsspecStore:
             stamp = int(time.time() * 1000)
             self._call("pipe_file", f"{self.vdir}/{vid}{RETIRED_MARK}{stamp}", b"")
         self.delete_manifest(vid)
+        return None  # nothing left to delete but the payload
 
     def delete_manifest(self, vid: str) -> None:
         self.delete_temp(f"{vid}{MANIFEST_SUFFIX}")

@@ -167,9 +167,10 @@ class LocalCopyStore:
             self._quietly(lambda: self.copies.drop_older(vid))  # its bytes are in the manifest
         return committed
 
-    def retire(self, vid: str, grace: bool = False) -> None:
-        self._inner.retire(vid, grace)
+    def retire(self, vid: str, grace: bool = False) -> str | None:
+        leftover = self._inner.retire(vid, grace)
         self._forget(vid)
+        return leftover
 
     def delete_manifest(self, vid: str) -> None:
         self._inner.delete_manifest(vid)
