@@ -67,7 +67,8 @@ def _bench_write_size(label: str, workdir: str, size: int, repeats: int) -> list
     buffer = aligned_buffer(size)
     as_bytes = bytes(buffer)
     cp = Checkpoint.open(os.path.join(workdir, "scope"), keep=1)
-    for warm_up in (memoryview(buffer), as_bytes):  # the first large write probes (untimed)
+    # Untimed: the first large write probes, and the first two of hundreds of MiB try each way.
+    for warm_up in (memoryview(buffer), memoryview(buffer), as_bytes, as_bytes):
         cp.write(warm_up)
         cp.wait()
     raw_path = os.path.join(workdir, "raw.bin")
@@ -97,8 +98,8 @@ def _bench_write_size(label: str, workdir: str, size: int, repeats: int) -> list
         repeats,
     )
     unprobed = "buffered (not probed: below the probe's size)"
-    chosen = chosen_write_mode(workdir) or unprobed
-    chosen_bytes = chosen_write_mode(workdir, aligned=False) or unprobed
+    chosen = chosen_write_mode(workdir, size=size) or unprobed
+    chosen_bytes = chosen_write_mode(workdir, aligned=False, size=size) or unprobed
     cp.close()
     t_buf, t_dir = median(samples["buffered"]), median(samples["direct"])
     direct_ok = t_dir == t_dir  # NaN: the filesystem refused O_DIRECT

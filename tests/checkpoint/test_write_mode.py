@@ -151,6 +151,45 @@ def test_first_large_write_probes_once_per_filesystem(tmp_path, monkeypatch):
     assert diskprobe.chosen_write_mode(tmp_path) == "direct"
 
 
+def test_writes_of_hundreds_of_mib_try_each_way_then_keep_the_faster(tmp_path, monkeypatch):
+    """The probe chose buffered; the first two writes of at least TRIAL_MIN are one each way
+    (the probe's first), timed with their fsync; direct wrote faster per byte, so later ones
+    that large go direct, while smaller ones keep the probe's choice."""
+    monkeypatch.setattr(
+        diskprobe,
+        "probe_write_mode",
+        lambda directory, sample=None, *, clock=None: diskprobe.ProbeResult(
+            "buffered", 1.0, 2.0, len(sample)
+        ),
+    )
+    monkeypatch.setattr(diskprobe, "PROBE_MIN", 4 * MiB)
+    monkeypatch.setattr(diskprobe, "TRIAL_MIN", 8 * MiB)
+    monkeypatch.setattr(diskprobe, "trial_clock", _scripted(3.0, 1.0))  # buffered, then direct
+    ways: list[tuple[str, int]] = []
+    fake_direct, real_buffered = _fake_direct(), localio.write_buffered
+
+    def direct(fd, view):
+        ways.append(("direct", len(view)))
+        return fake_direct(fd, view)
+
+    def buffered(fd, view, offset=0):
+        if len(view):
+            ways.append(("buffered", len(view)))
+        real_buffered(fd, view, offset)
+
+    monkeypatch.setattr(localio, "write_direct", direct)
+    monkeypatch.setattr(localio, "write_buffered", buffered)
+    memory = mmap.mmap(-1, 8 * MiB)
+    memory[:] = os.urandom(8 * MiB)
+    for n, size in enumerate((8, 8, 8, 6, 8)):
+        with open(tmp_path / f"f{n}", "wb") as handle:
+            localio.write_large(handle.fileno(), memoryview(memory)[: size * MiB])
+        assert (tmp_path / f"f{n}").read_bytes() == memory[: size * MiB]
+    assert [way for way, _ in ways] == ["buffered", "direct", "direct", "buffered", "direct"]
+    assert diskprobe.chosen_write_mode(tmp_path, size=8 * MiB) == "direct"
+    assert diskprobe.chosen_write_mode(tmp_path) == "buffered"  # what the probe chose
+
+
 @pytest.mark.parametrize("mode", ["buffered", "direct"])
 def test_env_override_skips_the_probe(tmp_path, monkeypatch, mode):
     def probe(*args, **kwargs):

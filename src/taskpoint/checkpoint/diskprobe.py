@@ -21,6 +21,13 @@ machines with different disks) and would be one more file in the store for sweep
 to account for. The temp files are unnamed (``O_TMPFILE``) where the filesystem allows it, else
 unlinked right after they are created: a killed probe leaves nothing behind.
 
+A short probe does not tell how a disk takes writes of hundreds of MiB: buffered writes that fill
+the page cache get throttled, and a virtual disk may take large direct writes faster than its
+probe suggested. So the first two writes of at least `TRIAL_MIN` bytes of each kind into a
+filesystem are trials, one each way (the probe's choice first), timed with their fsync, and
+later writes that large take the way that wrote faster per byte. The trials are real writes:
+they cost nothing but a possibly slower way once.
+
 `probe_write_mode` and `chosen_write_mode` are public: ``python -m benchmarks`` prints what this
 machine's disks measure and what taskpoint chose.
 """
@@ -43,10 +50,13 @@ PROBE_MIN = 64 << 20  # the first write this large into a filesystem probes it
 PROBE_BYTES = 32 << 20  # one run of the probe
 PROBE_MIN_S = 0.1  # a filesystem this fast per round (tmpfs) gets more rounds, up to
 PROBE_ROUNDS = 3  # ... this many
+TRIAL_MIN = 256 << 20  # writes this large are timed: the first two try each way once
 _ORDER = ("direct", "buffered", "buffered", "direct")
 
 log = logging.getLogger("taskpoint.checkpoint")
 _chosen: dict[tuple[int, bool], ProbeResult] = {}  # (st_dev, page aligned) -> what was found
+_trials: dict[tuple[int, bool], dict[str, float]] = {}  # same key -> way -> seconds per byte
+trial_clock: Callable[[], float] = time.perf_counter  # what trials are timed by (tests swap it)
 _lock = threading.Lock()
 _warned: set[str] = set()
 
@@ -128,16 +138,21 @@ def probe_write_mode(
     return ProbeResult(faster, buffered_s, direct_s, len(view))
 
 
-def chosen_write_mode(path: str | os.PathLike[str], *, aligned: bool = True) -> str | None:
-    """How large writes into the filesystem of ``path`` from page-aligned memory (``aligned=
-    False``: from any other memory, a ``bytes`` object for one) go in this process: the
-    override of ``TASKPOINT_WRITE_MODE``, else what its probe chose; None until a write
-    probed it."""
+def chosen_write_mode(
+    path: str | os.PathLike[str], *, aligned: bool = True, size: int = 0
+) -> str | None:
+    """How large writes (of ``size`` bytes) into the filesystem of ``path`` from page-aligned
+    memory (``aligned=False``: from any other memory, a ``bytes`` object for one) go in this
+    process: the override of ``TASKPOINT_WRITE_MODE``, else what its probe chose, or for a
+    ``size`` of at least `TRIAL_MIN` what the trials chose; None until a write probed it."""
     forced = configured_mode()
     if forced != "auto":
         return forced
-    result = _chosen.get((os.stat(path).st_dev, aligned))
-    return result.mode if result is not None else None
+    key = (os.stat(path).st_dev, aligned)
+    result = _chosen.get(key)
+    if result is None:
+        return None
+    return _large_mode(key, result) if size >= TRIAL_MIN else result.mode
 
 
 def write_mode(fd: int, data: memoryview, directory: str | None = None) -> str:
@@ -158,12 +173,45 @@ def write_mode(fd: int, data: memoryview, directory: str | None = None) -> str:
                 result = _probe_for(device, data[:PROBE_BYTES], directory or _directory_of(fd))
                 if result is not None:
                     _chosen[key] = result
-    return result.mode if result is not None else "buffered"
+    if result is None:
+        return "buffered"
+    return _large_mode(key, result) if len(data) >= TRIAL_MIN else result.mode
+
+
+def is_trial(fd: int, data: memoryview) -> bool:
+    """Whether writing ``data`` into ``fd`` now is a trial, to be timed (`note_trial`)."""
+    if len(data) < TRIAL_MIN or configured_mode() != "auto":
+        return False
+    key = (os.fstat(fd).st_dev, (buffer_address(data) or 1) % ALIGN == 0)
+    result = _chosen.get(key)
+    return result is not None and result.direct_s is not None and len(_trials.get(key, {})) < 2
+
+
+def note_trial(fd: int, data: memoryview, mode: str, seconds: float) -> None:
+    """Record how long a trial write of ``data`` took ``mode`` (with its fsync)."""
+    key = (os.fstat(fd).st_dev, (buffer_address(data) or 1) % ALIGN == 0)
+    with _lock:
+        _trials.setdefault(key, {}).setdefault(mode, seconds / max(len(data), 1))
+    log.debug("write trial: %s, %.0f MiB/s", mode, len(data) / max(seconds, 1e-9) / (1 << 20))
+
+
+def _large_mode(key: tuple[int, bool], result: ProbeResult) -> str:
+    """The way for a write of at least `TRIAL_MIN` bytes: an untried way while the trials
+    last (the probe's choice first), then the one that wrote faster."""
+    if result.direct_s is None:
+        return result.mode  # O_DIRECT refused here: nothing to try
+    trials = _trials.get(key, {})
+    other = "buffered" if result.mode == "direct" else "direct"
+    for mode in (result.mode, other):
+        if mode not in trials:
+            return mode
+    return min(trials, key=trials.__getitem__)
 
 
 def forget() -> None:
     """Drop every choice made so far (the next large write into each filesystem probes it)."""
     _chosen.clear()
+    _trials.clear()
 
 
 def _probe_for(device: int, sample: memoryview, directory: str | None) -> ProbeResult | None:
