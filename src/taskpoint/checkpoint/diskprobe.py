@@ -163,8 +163,8 @@ def write_mode(fd: int, data: memoryview, directory: str | None = None) -> str:
     forced = configured_mode()
     if forced != "auto":
         return forced
-    device = os.fstat(fd).st_dev
-    key = (device, (buffer_address(data) or 1) % ALIGN == 0)
+    key = _key(fd, data)
+    device = key[0]
     result = _chosen.get(key)
     if result is None and len(data) >= PROBE_MIN:
         with _lock:  # one probe per filesystem, however many threads write to it
@@ -182,17 +182,22 @@ def is_trial(fd: int, data: memoryview) -> bool:
     """Whether writing ``data`` into ``fd`` now is a trial, to be timed (`note_trial`)."""
     if len(data) < TRIAL_MIN or configured_mode() != "auto":
         return False
-    key = (os.fstat(fd).st_dev, (buffer_address(data) or 1) % ALIGN == 0)
+    key = _key(fd, data)
     result = _chosen.get(key)
     return result is not None and result.direct_s is not None and len(_trials.get(key, {})) < 2
 
 
 def note_trial(fd: int, data: memoryview, mode: str, seconds: float) -> None:
     """Record how long a trial write of ``data`` took ``mode`` (with its fsync)."""
-    key = (os.fstat(fd).st_dev, (buffer_address(data) or 1) % ALIGN == 0)
+    key = _key(fd, data)
     with _lock:
         _trials.setdefault(key, {}).setdefault(mode, seconds / max(len(data), 1))
     log.debug("write trial: %s, %.0f MiB/s", mode, len(data) / max(seconds, 1e-9) / (1 << 20))
+
+
+def _key(fd: int, data: memoryview) -> tuple[int, bool]:
+    """What choices are kept by: the file's filesystem, and whether ``data`` is page aligned."""
+    return (os.fstat(fd).st_dev, (buffer_address(data) or 1) % ALIGN == 0)
 
 
 def _large_mode(key: tuple[int, bool], result: ProbeResult) -> str:

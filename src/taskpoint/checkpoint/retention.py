@@ -86,13 +86,7 @@ class Retention:
             self._unlisted = 0
             retired = listing.committed[self.keep :]
             held = listing.payloads.union(listing.markers)
-            leftovers = []
-            for vid in retired:
-                # Uncommit now: new readers skip it at once. An inline version has no payload
-                # to keep for readers: nothing else to mark or delete later.
-                leftover = self._store.retire(vid, grace=self.retire_grace > 0 and vid in held)
-                if leftover is not None:
-                    leftovers.append(leftover)
+            leftovers = self._retire(retired, held)
             doomed = self._doomed(listing, retired)
             if doomed or leftovers:
                 # Deleting a big payload takes a while (~0.15 s per GiB on ext4), and even a
@@ -124,16 +118,22 @@ class Retention:
         ):
             return False
         self._unlisted += 1
-        retired, leftovers = [], []
-        while len(self._own) > self.keep:
-            vid = self._own.popleft()
-            retired.append(vid)
-            leftover = self._store.retire(vid)
-            if leftover is not None:
-                leftovers.append(leftover)
+        retired = [self._own.popleft() for _ in range(len(self._own) - self.keep)]
+        leftovers = self._retire(retired, set())  # local disk: no grace, whatever it holds
         # Its payload, if it has one (an inline version has none: the delete finds nothing).
         defer(lambda: self._delete_payloads(retired, {}, leftovers))
         return True
+
+    def _retire(self, vids: list[str], held: set[str]) -> list[str]:
+        """Uncommit ``vids`` now (new readers skip them at once); return the names the store
+        left to delete later. An inline version has no payload to keep for readers: no grace
+        for it (``held``: the ids that have a payload or markers)."""
+        leftovers = []
+        for vid in vids:
+            leftover = self._store.retire(vid, grace=self.retire_grace > 0 and vid in held)
+            if leftover is not None:
+                leftovers.append(leftover)
+        return leftovers
 
     def _doomed(self, listing: Listing, retired: list[str]) -> list[str]:
         """Payloads to delete: retired ones (local: now, under a lock; object stores: once

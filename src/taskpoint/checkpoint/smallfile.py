@@ -28,8 +28,9 @@ import os
 from taskpoint.checkpoint.localio import write_all
 
 _ANONYMOUS = getattr(os, "O_TMPFILE", 0)  # 0: this platform has none
-# Errors that say "no anonymous files here" (an old kernel says EISDIR, a filesystem without
-# support EOPNOTSUPP); ENOENT from the link: no /proc to name the file by.
+# Errors of the open that say "no anonymous files here" (an old kernel says EISDIR, a
+# filesystem without support EOPNOTSUPP). A link that fails with ENOENT where /proc is not
+# mounted says the same: the file cannot be named.
 _NO_ANONYMOUS = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
 
 
