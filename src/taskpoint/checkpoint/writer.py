@@ -178,11 +178,9 @@ class AsyncWriter:
         policy = _PolicySwitch()
         while True:
             with self._cond:
-                if self._queued is None and not self._chores and not self._closing:
+                if not self._has_work():
                     policy.idle()
-                self._cond.wait_for(
-                    lambda: self._queued is not None or bool(self._chores) or self._closing
-                )
+                self._cond.wait_for(self._has_work)
                 policy.busy()
                 if self._queued is None and not self._chores:
                     return  # closing and nothing left
@@ -202,6 +200,10 @@ class AsyncWriter:
                 self._run_chores(chores)
             else:
                 self._run_job(*job_and_future)
+
+    def _has_work(self) -> bool:
+        """Whether the thread has something to do: a write, housekeeping, or closing."""
+        return self._queued is not None or bool(self._chores) or self._closing
 
     def _run_job(self, job: Any, future: Future[Any]) -> None:
         try:
