@@ -31,6 +31,7 @@ import pytest
 
 from taskpoint import Checkpoint, CheckpointError
 from taskpoint.checkpoint.version import parse_version_id
+from taskpoint.checkpoint.writer import LAZY_CHORES
 
 pytestmark = pytest.mark.slow  # kills processes, starts a JVM or a browser
 
@@ -216,7 +217,8 @@ def test_sigkill_at_random_moments_never_loses_or_tears_a_commit(tmp_path):
         # bounded, not piling up with the kills (about one per kill without sweeping): each
         # restarted writer sweeps at its first commit; a writer killed before that cannot
         assert len(left["payloads"]) <= 12, left
-        assert len(left["temps"]) <= 6, left
+        # A killed writer also leaves the retired manifests whose deletes it had let wait.
+        assert len(left["temps"]) <= 6 + LAZY_CHORES, left
         assert len(left["staging"]) <= 12, left
         # restart as the next attempt most of the time, and sometimes as the same attempt again
         same_attempt_runs += 1

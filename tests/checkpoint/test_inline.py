@@ -28,6 +28,7 @@ from taskpoint import Checkpoint
 from taskpoint.checkpoint import CheckpointWarning
 from taskpoint.checkpoint.manifest import parse_manifest
 from taskpoint.checkpoint.payload import INLINE_MAX
+from taskpoint.checkpoint.writer import LAZY_CHORES
 
 MANIFEST = ".manifest.json"
 
@@ -341,3 +342,40 @@ def test_a_new_scope_directory_is_made_durable_once(tmp_path, monkeypatch):
     synced.clear()
     Checkpoint.open(root)
     assert synced == []
+
+
+def test_retired_inline_manifests_are_deleted_in_batches_off_the_write(local_backend, monkeypatch):
+    """Retiring an inline version renames its manifest at once (readers skip it); the delete of
+    that small file waits until `LAZY_CHORES` are queued or the next `wait()`, so a sync write
+    does not wake the writer thread each time. A payload's delete is not held back."""
+    cp = local_backend.open(keep=2)
+    for _ in range(3):
+        cp.write(b"warm-up")  # past the first commit's sweep and the first retirement
+    cp.wait()
+    cp._retention._unlisted = 0  # the next listing run (which deletes at once) 8 writes away
+    woken: list[int] = []
+    real_notify = cp._writer._cond.notify_all
+    monkeypatch.setattr(cp._writer._cond, "notify_all", lambda: woken.append(1) or real_notify())
+
+    def retired() -> list[str]:
+        return sorted(n for n in local_backend.entries() if n.startswith("."))
+
+    for n in range(1, LAZY_CHORES):
+        cp.write(b"small %d" % n)
+        assert len(cp.versions()) == 2
+        assert len(retired()) == n  # renamed, not yet deleted
+    assert woken == []
+    cp.write(b"small 8")  # the LAZY_CHORES-th delete wakes the thread for all of them
+    assert woken
+    cp.wait()
+    assert retired() == []
+    cp._retention._unlisted = 0
+    cp.write(b"one more")
+    assert len(retired()) == 1
+    cp.wait()  # a wait() runs the deletes left waiting
+    assert retired() == []
+    woken.clear()
+    cp.write(os.urandom(INLINE_MAX + 1))
+    cp.write(os.urandom(INLINE_MAX + 1))
+    cp.write(b"retires the first payload version")
+    assert woken  # a payload's delete is queued at once

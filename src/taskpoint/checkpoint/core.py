@@ -32,7 +32,13 @@ from taskpoint.checkpoint.failures import CheckpointWarning, storage_errors
 from taskpoint.checkpoint.hooks import CheckpointHook
 from taskpoint.checkpoint.interval import Pacer
 from taskpoint.checkpoint.localio import StreamReader
-from taskpoint.checkpoint.payload import Payload, bytes_payload, path_payload, stream_payload
+from taskpoint.checkpoint.payload import (
+    INLINE_MAX,
+    Payload,
+    bytes_payload,
+    path_payload,
+    stream_payload,
+)
 from taskpoint.checkpoint.reading import VersionReader
 from taskpoint.checkpoint.retention import Retention
 from taskpoint.checkpoint.staging import new_staging_dir
@@ -388,7 +394,7 @@ class Checkpoint:
                 self.stats.note_commit(version, time.monotonic() - started)
             finally:
                 job.payload.discard()
-            self._retain(version.id)
+            self._retain(version.id, inline=version.kind == "bytes" and version.size <= INLINE_MAX)
             return version
 
     def _drop(self, job: _Job) -> None:
@@ -408,8 +414,8 @@ class Checkpoint:
     def _scan(self) -> Listing:
         return self._reader.scan()
 
-    def _retain(self, committed: str | None = None) -> None:
-        self._retention.run(self._versions.next_seq, self._writer.defer, committed)
+    def _retain(self, committed: str | None = None, inline: bool = False) -> None:
+        self._retention.run(self._versions.next_seq, self._writer.defer, committed, inline)
 
 
 def _after_fork_in_child() -> None:

@@ -34,6 +34,8 @@ from taskpoint.checkpoint.storage import Listing, Store
 from taskpoint.checkpoint.version import parse_version_id
 
 log = logging.getLogger("taskpoint.checkpoint")
+# Runs ``chore`` on the writer thread: soon (True), or when it next has work (False).
+Defer = Callable[[Callable[[], None], bool], None]
 RESCAN_EVERY = 8  # writes that retire their own oldest version without a listing, in a row
 
 
@@ -51,6 +53,7 @@ class Retention:
         self.swept = False  # the first run also sweeps leftovers of killed writers
         self._next_seq: int | None = None
         self._own: deque[str] = deque()  # versions this writer committed, not retired, oldest first
+        self._inline: set[str] = set()  # those of them that are their manifest alone
         self._unlisted = 0  # runs since the last listing
 
     @property
@@ -66,16 +69,19 @@ class Retention:
     def run(
         self,
         next_seq: int | None,
-        defer: Callable[[Callable[[], None]], None],
+        defer: Defer,
         committed: str | None = None,
+        inline: bool = False,
     ) -> None:
         """Keep the newest ``keep`` committed versions; sweep leftovers of dead writes.
         ``next_seq`` is the writer's next sequence number; ``defer`` runs a slow delete on the
-        writer thread; ``committed`` is the version this writer just committed. Failures are
-        logged, never raised: a write that committed succeeded."""
+        writer thread; ``committed`` is the version this writer just committed (``inline``: its
+        manifest alone). Failures are logged, never raised: a write that committed succeeded."""
         self._next_seq = next_seq
         if committed is not None:
             self._own.append(committed)
+            if inline:
+                self._inline.add(committed)
         if self._skip > 0 and self.swept:
             self._skip -= 1
             return
@@ -88,15 +94,14 @@ class Retention:
             held = listing.payloads.union(listing.markers)
             leftovers = self._retire(retired, held)
             doomed = self._doomed(listing, retired)
+            # Temp names of dead writes, and retired manifests whose delete waits (`_retire_own`).
+            leftovers += [t for t in listing.temps if self._is_dead(t[1:].split(".", 1)[0])]
             if doomed or leftovers:
                 # Deleting a big payload takes a while (~0.15 s per GiB on ext4), and even a
                 # small file's delete costs a sixth of a commit: not on the caller's path.
                 # Payloads without a manifest are ignored by readers meanwhile.
                 markers = listing.markers
-                defer(lambda: self._delete_payloads(doomed, markers, leftovers))
-            for name in listing.temps:
-                if self._is_dead(name[1:].split(".", 1)[0]):
-                    self._store.delete_temp(name)
+                defer(lambda: self._delete_payloads(doomed, markers, leftovers), True)
             if not self.swept:
                 self.swept = True
                 sweep_staging(self._store.staging_root, self.attempt)
@@ -104,10 +109,11 @@ class Retention:
                 self._skip = (self.keep - len(listing.committed)) // 2
             kept = set(listing.committed[: self.keep])
             self._own = deque(vid for vid in self._own if vid in kept)
+            self._inline.intersection_update(self._own)
         except Exception as exc:
             log.warning("checkpoint retention at %s failed: %s", self.url, exc)
 
-    def _retire_own(self, defer: Callable[[Callable[[], None]], None]) -> bool:
+    def _retire_own(self, defer: Defer) -> bool:
         """Retire this writer's own versions beyond ``keep`` without listing the scope (local
         disk, between listings); False when a listing is due instead."""
         if not (
@@ -121,7 +127,11 @@ class Retention:
         retired = [self._own.popleft() for _ in range(len(self._own) - self.keep)]
         leftovers = self._retire(retired, set())  # local disk: no grace, whatever it holds
         # Its payload, if it has one (an inline version has none: the delete finds nothing).
-        defer(lambda: self._delete_payloads(retired, {}, leftovers))
+        # The renamed manifest of an inline version is a few hundred bytes: its delete can
+        # wait for a few more (`defer(soon=False)`); a payload's space is freed soon.
+        payloads = not self._inline.issuperset(retired)
+        self._inline.difference_update(retired)
+        defer(lambda: self._delete_payloads(retired, {}, leftovers), payloads)
         return True
 
     def _retire(self, vids: list[str], held: set[str]) -> list[str]:

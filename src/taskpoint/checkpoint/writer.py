@@ -33,6 +33,7 @@ log = logging.getLogger("taskpoint.checkpoint")
 # thread was started under another policy (real-time, idle), the policy is left alone.
 _IDLE_POLICY = getattr(os, "SCHED_BATCH", None)
 _BUSY_POLICY = getattr(os, "SCHED_OTHER", None)
+LAZY_CHORES = 8  # chores that may wait for a write or a wait(), at most (see `defer`)
 _writers: weakref.WeakSet[AsyncWriter] = weakref.WeakSet()
 
 
@@ -68,12 +69,16 @@ class AsyncWriter:
         self._inflight, self._abandoned = None, False
         self._pid = os.getpid()
 
-    def defer(self, chore: Callable[[], None]) -> None:
-        """Run ``chore`` on the writer thread soon (slow deletes stay off the caller's path)."""
+    def defer(self, chore: Callable[[], None], soon: bool = True) -> None:
+        """Run ``chore`` on the writer thread (slow deletes stay off the caller's path): soon,
+        or, with ``soon=False`` (a small delete that may wait), once `LAZY_CHORES` are queued,
+        at the next `wait()` or with the next write, whichever comes first. Waking the thread
+        costs a small sync write a tenth of its time."""
         with self._cond:
             self._chores.append(chore)
             self._ensure_thread()
-            self._cond.notify_all()
+            if soon or len(self._chores) >= LAZY_CHORES:
+                self._cond.notify_all()
 
     def submit(self, job: Any) -> Future[Any]:
         """Queue ``job`` (replacing a queued one) and return at once: the caller's thread only
@@ -110,14 +115,18 @@ class AsyncWriter:
         """Wait for queued and running writes (and, with ``chores``, for housekeeping too)."""
         done = self._idle if chores else self._writes_done
         with self._cond:
+            if chores and self._chores:
+                self._cond.notify_all()  # chores left to wait (`defer(soon=False)`): now
             idle = self._cond.wait_for(done, timeout)
             self._raise_error_locked()
             if not idle:
                 raise TimeoutError(f"async checkpoint writes still pending after {timeout} s")
 
     def pending(self) -> bool:
+        """Whether a write is queued or running (housekeeping left to run does not count: a
+        delete deferred with ``soon=False`` may wait for the next write)."""
         with self._cond:
-            return not self._idle()
+            return not self._writes_done()
 
     def in_flight(self, abandoned: bool = False) -> tuple[Any, Future[Any], float] | None:
         """The job being committed now, its future and when it started; ``None`` if none (or
