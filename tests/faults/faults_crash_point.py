@@ -91,10 +91,10 @@ def _arm(point: str, cp: object, state: dict) -> None:
     elif point == "committed":
         original_retain = core.Checkpoint._retain
 
-        def retain(self: object, *args: object) -> None:
+        def retain(self: object, *args: object, **kwargs: object) -> None:
             if state["armed"]:
                 _die()
-            original_retain(self, *args)
+            original_retain(self, *args, **kwargs)
 
         core.Checkpoint._retain = retain  # type: ignore[method-assign]
     elif point == "retiring":
