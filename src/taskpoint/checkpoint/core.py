@@ -32,13 +32,7 @@ from taskpoint.checkpoint.failures import CheckpointWarning, storage_errors
 from taskpoint.checkpoint.hooks import CheckpointHook
 from taskpoint.checkpoint.interval import Pacer
 from taskpoint.checkpoint.localio import StreamReader
-from taskpoint.checkpoint.payload import (
-    INLINE_MAX,
-    Payload,
-    bytes_payload,
-    path_payload,
-    stream_payload,
-)
+from taskpoint.checkpoint.payload import Payload, bytes_payload, path_payload, stream_payload
 from taskpoint.checkpoint.reading import VersionReader
 from taskpoint.checkpoint.retention import Retention
 from taskpoint.checkpoint.staging import new_staging_dir
@@ -385,6 +379,7 @@ class Checkpoint:
                     # A writer killed between its commit and its retention left one version too
                     # many: trim first, or each such kill would add one more for good.
                     self._retain()
+                inline = job.payload.inline_data() is not None  # its manifest alone
                 started = time.monotonic()
                 version = self._versions.write(
                     job.payload, job.step, job.metadata, lambda: job.cancelled
@@ -394,7 +389,7 @@ class Checkpoint:
                 self.stats.note_commit(version, time.monotonic() - started)
             finally:
                 job.payload.discard()
-            self._retain(version.id, inline=version.kind == "bytes" and version.size <= INLINE_MAX)
+            self._retain(version.id, inline=inline)
             return version
 
     def _drop(self, job: _Job) -> None:
