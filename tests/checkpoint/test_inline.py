@@ -29,6 +29,7 @@ from taskpoint.checkpoint import CheckpointWarning
 from taskpoint.checkpoint.manifest import parse_manifest
 from taskpoint.checkpoint.payload import INLINE_MAX
 from taskpoint.checkpoint.writer import LAZY_CHORES
+from taskpoint.errors import CheckpointError
 
 MANIFEST = ".manifest.json"
 
@@ -105,13 +106,63 @@ def test_local_inline_commit_is_one_file_and_two_syncs(
     version = cp.write(b"0123456789abcdef")
     cp.wait()  # the delete of the version retention retired (on the writer thread)
     vdir = local_backend.vpath()
-    # the manifest's own file (then linked to its name), then v/
-    assert synced == [identity(os.path.join(vdir, version.id + MANIFEST)), identity(vdir)]
+    # the manifest's own file (linked to its name first) and v/, at the same time
+    assert sorted(synced) == sorted(
+        [identity(os.path.join(vdir, version.id + MANIFEST)), identity(vdir)]
+    )
     assert sorted(os.listdir(vdir)) == [f"0001-00000{n}{MANIFEST}" for n in (1, 2)]
     synced.clear()
     big = cp.write(os.urandom(INLINE_MAX + 1))
     assert len(synced) == 5, synced  # data, its dir, v/, manifest temp, v/
     assert synced[0] == identity(os.path.join(vdir, big.id, "data"))
+
+
+@pytest.mark.parametrize("anonymous", [True, False], ids=["no-temp-name", "named-temp"])
+def test_the_directory_sync_overlaps_the_files(local_backend, monkeypatch, anonymous):
+    """The file's fsync does not return before the directory's has started (from the helper
+    thread): one journal commit and one flush of the disk's cache serve both."""
+    cp = local_backend.open()
+    cp._store._small.anonymous = anonymous
+    cp.write(b"first")
+    vdir_identity = (os.stat(local_backend.vpath()).st_dev, os.stat(local_backend.vpath()).st_ino)
+    dir_sync_started = threading.Event()
+    overlapped: list[bool] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        if (info.st_dev, info.st_ino) == vdir_identity:
+            dir_sync_started.set()
+        else:
+            overlapped.append(dir_sync_started.wait(timeout=10))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    cp.write(b"0123456789abcdef")
+    assert overlapped == [True]
+
+
+def test_a_failed_directory_sync_fails_the_commit_and_leaves_no_version(local_backend, monkeypatch):
+    cp = local_backend.open()
+    first = cp.write(b"first")
+    vdir = local_backend.vpath()
+    vdir_identity = (os.stat(vdir).st_dev, os.stat(vdir).st_ino)
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        if (info.st_dev, info.st_ino) == vdir_identity:
+            raise OSError(errno.EIO, "injected I/O error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(CheckpointError, match="I/O error"):
+        cp.write(b"second")
+    monkeypatch.undo()
+    assert cp.latest().id == first.id
+    assert cp.read() == b"first"
+    assert cp.write(b"third").id != first.id  # the helper thread still serves the next commit
+    assert cp.read() == b"third"
 
 
 def test_without_anonymous_files_the_named_temp_path_is_taken(local_backend, monkeypatch):

@@ -126,12 +126,12 @@ class Retention:
         self._unlisted += 1
         retired = [self._own.popleft() for _ in range(len(self._own) - self.keep)]
         leftovers = self._retire(retired, set())  # local disk: no grace, whatever it holds
-        # Its payload, if it has one (an inline version has none: the delete finds nothing).
-        # The renamed manifest of an inline version is a few hundred bytes: its delete can
-        # wait for a few more (`defer(soon=False)`); a payload's space is freed soon.
-        payloads = not self._inline.issuperset(retired)
+        # Its payload, if it has one (an inline version has none: nothing to look for). The
+        # renamed manifest of an inline version is a few hundred bytes: its delete can wait
+        # for a few more (`defer(soon=False)`); a payload's space is freed soon.
+        payloads = [vid for vid in retired if vid not in self._inline]
         self._inline.difference_update(retired)
-        defer(lambda: self._delete_payloads(retired, {}, leftovers), payloads)
+        defer(lambda: self._delete_payloads(payloads, {}, leftovers), bool(payloads))
         return True
 
     def _retire(self, vids: list[str], held: set[str]) -> list[str]:

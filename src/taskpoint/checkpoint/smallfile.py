@@ -13,10 +13,17 @@ file (``<directory>/<temp_name>``, created exclusively) is written and linked th
 
 Either way the file is linked *before* its fsync: that fsync then commits the new name with the
 bytes in one journal transaction, and the directory's fsync finds little left to do (a third
-less time than syncing the file first, on ext4). Other processes see the whole file either way
-(it was written before it had the name). What a power cut before both syncs return may leave is
-the name with a short or empty file: readers treat such a manifest as damaged and fall back to
-the version before, which no retention has touched (it runs only after the commit returned).
+less time than syncing the file first, on ext4). Little, but not nothing: on its own it still
+waits for a flush of the disk's cache of its own. So the two syncs run at once
+(`OverlappedSync`): the directory's, issued from a helper thread while the file's commit is in
+flight, joins that commit and its flush (a tenth off the whole commit, on ext4). Both have
+returned before the commit returns, in whatever order they finished: the guarantee is the same
+as one after the other.
+
+Other processes see the whole file either way (it was written before it had the name). What a
+power cut before both syncs return may leave is the name with a short or empty file: readers
+treat such a manifest as damaged and fall back to the version before, which no retention has
+touched (it runs only after the commit returned).
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import queue
+import threading
 
 from taskpoint.checkpoint.localio import write_all
 
@@ -49,8 +58,6 @@ class SmallFileCreator:
             created = self._anonymous(dfd, name, data) if self.anonymous else None
             if created is None:
                 created = self._named(dfd, name, data, temp_name)
-            if created:
-                os.fsync(dfd)
             return created
         finally:
             os.close(dfd)
@@ -76,7 +83,7 @@ class SmallFileCreator:
                     raise  # /proc is there: the directory itself is gone
                 self.anonymous = False  # no /proc mounted: the file cannot be named
                 return None
-            os.fsync(fd)
+            _OVERLAPPED.sync_both(fd, dfd)
             return True
         finally:
             os.close(fd)
@@ -104,7 +111,7 @@ class SmallFileCreator:
                 os.link(temp_name, name, src_dir_fd=dfd, dst_dir_fd=dfd)
             except FileExistsError:
                 return False
-            os.fsync(fd)
+            _OVERLAPPED.sync_both(fd, dfd)
             return True
         finally:
             if owned:
@@ -113,6 +120,66 @@ class SmallFileCreator:
                 except FileNotFoundError:
                     pass
             os.close(fd)
+
+
+class OverlappedSync:
+    """fsyncs a file and its directory at the same time: the file's on the calling thread,
+    the directory's on one helper thread (started at first use, and again in a forked child).
+
+    The helper is one per process; a second caller while it is busy syncs both itself, one
+    after the other. Each call has its own reply queue, so a caller interrupted in its wait
+    leaves nothing behind for the next one to mistake for its own reply."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._busy = threading.Lock()
+        self._requests: queue.SimpleQueue[tuple[int, queue.SimpleQueue[OSError | None]]] = (
+            queue.SimpleQueue()
+        )
+        self._helper: threading.Thread | None = None
+
+    def sync_both(self, fd: int, dfd: int) -> None:
+        if not self._busy.acquire(blocking=False):
+            os.fsync(fd)
+            os.fsync(dfd)
+            return
+        try:
+            if self._helper is None:
+                self._helper = threading.Thread(
+                    target=self._serve, name="taskpoint-dirsync", daemon=True
+                )
+                self._helper.start()
+            reply: queue.SimpleQueue[OSError | None] = queue.SimpleQueue()
+            self._requests.put((dfd, reply))
+            try:
+                os.fsync(fd)
+            finally:
+                # Wait for the directory's sync even when the file's failed: ``dfd`` is
+                # closed after this returns, and its number could be reused meanwhile.
+                failed = reply.get()
+            if failed is not None:
+                raise failed
+        finally:
+            self._busy.release()
+
+    def _serve(self) -> None:
+        requests = self._requests
+        while True:
+            dfd, reply = requests.get()
+            try:
+                os.fsync(dfd)
+            except OSError as exc:
+                reply.put(exc)
+            else:
+                reply.put(None)
+
+
+_OVERLAPPED = OverlappedSync()
+if hasattr(os, "register_at_fork"):
+    # A forked child has no helper thread (and maybe a lock held by a thread it lacks).
+    os.register_at_fork(after_in_child=_OVERLAPPED._reset)
 
 
 def _names(dfd: int, name: str, fd: int) -> bool:
