@@ -226,3 +226,31 @@ def test_a_forked_attempt_refuses_the_parents_jvm(spark, tmp_path) -> None:
     execution = taskpoint.run(forked)
     assert execution.status == "failed"
     assert "already ran Spark" in execution.error and "isolation='spawn'" in execution.error
+
+
+def test_a_batch_written_again_replaces_its_output_in_one_step(tmp_path: Path, monkeypatch) -> None:
+    """A re-run batch's output takes the old one's place by an exchange of names: no moment
+    (no crash point) leaves ``batch_id=N`` missing, as moving the old output away first did."""
+    from taskpoint.integrations.spark import checkpointer, idempotent_foreach_batch
+
+    if checkpointer._renameat2() is None:
+        pytest.skip("no renameat2 on this platform: two renames are the fallback")
+
+    def write(text: str, path: str) -> None:
+        os.makedirs(path)
+        Path(path, "part-0").write_text(text)
+
+    write_batch = idempotent_foreach_batch(tmp_path / "out", write)
+    write_batch("first run", 3)  # no output yet: a plain rename
+    renamed: list[tuple[str, str]] = []
+    real_rename = os.rename
+
+    def rename(src: str, dst: str) -> None:
+        renamed.append((str(src), str(dst)))
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    write_batch("run again", 3)
+    assert renamed == []
+    assert (tmp_path / "out" / "batch_id=3" / "part-0").read_text() == "run again"
+    assert os.listdir(tmp_path / "out" / "_staging") == []  # the old output is deleted

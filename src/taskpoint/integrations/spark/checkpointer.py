@@ -5,10 +5,14 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import functools
 import hashlib
 import logging
 import os
 import shutil
+import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -363,6 +367,15 @@ def idempotent_foreach_batch(
 
 
 def _replace_dir(new: Path, final: Path) -> None:
+    """Put the directory ``new`` at ``final``, replacing what is there.
+
+    Where Linux can (``renameat2`` with ``RENAME_EXCHANGE``) the two swap names in one step, so
+    ``final`` always holds one whole output; the old one, now at ``new``, is deleted after.
+    Elsewhere two renames: a crash between them leaves no ``final`` (the batch was not
+    committed in Spark's log, so it runs again and writes it)."""
+    if _exchange(new, final):
+        shutil.rmtree(new, ignore_errors=True)
+        return
     old = new.parent / f"replaced-{uuid.uuid4().hex}"
     try:
         os.rename(final, old)
@@ -371,3 +384,43 @@ def _replace_dir(new: Path, final: Path) -> None:
     os.rename(new, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+_AT_FDCWD = -100  # <fcntl.h>: paths relative to the working directory
+_RENAME_EXCHANGE = 2  # <linux/fs.h>
+# The filesystem or kernel cannot exchange: fall back to two renames.
+_NO_EXCHANGE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOENT)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the names ``a`` and ``b`` atomically; False where that cannot be done (not Linux,
+    a filesystem without exchange, or ``b`` does not exist yet)."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in _NO_EXCHANGE:
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+@functools.cache
+def _renameat2() -> Any:
+    """glibc's ``renameat2`` (2.28 and later), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    function.restype = ctypes.c_int
+    return function
