@@ -25,6 +25,7 @@ from taskpoint.checkpoint import store_local
 from taskpoint.checkpoint.failures import CheckpointWarning
 from taskpoint.checkpoint.retention import RESCAN_EVERY
 from taskpoint.checkpoint.store_local import LocalStore
+from taskpoint.errors import CheckpointError
 
 
 def _count_scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -259,32 +260,92 @@ def test_version_ids_parse_without_a_regex_as_they_did_with_one():
     assert listing.payloads == {"0001-000002"} and listing.temps == [names[5]]
 
 
-def test_a_file_of_several_parts_goes_up_in_parts_a_few_at_a_time(s3_server, tmp_path, monkeypatch):
-    """On S3 a file over two parts is a multipart upload of `PART`-byte parts, `PARTS_AT_ONCE`
-    in flight (s3fs's own 50 MiB batches took twice as long as ``upload_file``); other
-    filesystems keep their defaults."""
-    from taskpoint.checkpoint import store_fsspec
+@pytest.fixture
+def s3_calls(monkeypatch):
+    """Every S3 request s3fs makes, ``(operation, arguments)``, and the most ``upload_part``
+    requests that were in flight at once."""
+    import s3fs
 
-    sent: list[dict] = []
-    call = store_fsspec.FsspecStore._call
+    calls: list[tuple[str, dict]] = []
+    flight = {"now": 0, "most": 0}
+    real = s3fs.S3FileSystem._call_s3
 
-    def spied(self, method, *args, **kwargs):
-        if method == "put_file":
-            sent.append(kwargs)
-        return call(self, method, *args, **kwargs)
+    async def spied(self, method, *args, **kwargs):
+        calls.append((method, kwargs))
+        if method != "upload_part":
+            return await real(self, method, *args, **kwargs)
+        flight["now"] += 1
+        flight["most"] = max(flight["most"], flight["now"])
+        try:
+            return await real(self, method, *args, **kwargs)
+        finally:
+            flight["now"] -= 1
 
-    monkeypatch.setattr(store_fsspec.FsspecStore, "_call", spied)
-    data = os.urandom(2 * store_fsspec.PART + 4321)
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", spied)
+    return calls, flight
+
+
+def test_a_file_of_several_parts_goes_up_as_a_stream_of_checksummed_parts(
+    s3_server, tmp_path, monkeypatch, s3_calls
+):
+    """On S3 a file over two parts is a multipart upload of `PART`-byte parts, at most
+    `PARTS_AT_ONCE` in flight, each with its CRC32, listed with it in the complete request
+    (S3 requires that once the upload declared CRC32). s3fs's own batches, with no checksum
+    declared, took twice as long as ``upload_file`` (see ``s3_upload.py``)."""
+    from taskpoint.checkpoint import s3_upload, store_fsspec
+
+    monkeypatch.setattr(store_fsspec, "PARTS_AT_ONCE", 2)
+    calls, flight = s3_calls
+    data = os.urandom(4 * store_fsspec.PART + 4321)  # five parts
     (tmp_path / "state.bin").write_bytes(data)
     cp = Checkpoint.open(s3_server.url(), storage_options=s3_server.storage_options)
     version = cp.save(tmp_path / "state.bin")
-    assert [(k["chunksize"], k["max_concurrency"]) for k in sent] == [
-        (store_fsspec.PART, store_fsspec.PARTS_AT_ONCE)
-    ]
+    by_op = {op: [kw for name, kw in calls if name == op] for op, _ in calls}
+    assert [kw["ChecksumAlgorithm"] for kw in by_op["create_multipart_upload"]] == ["CRC32"]
+    sent = sorted(by_op["upload_part"], key=lambda kw: kw["PartNumber"])
+    assert [len(kw["Body"]) for kw in sent] == [store_fsspec.PART] * 4 + [4321]
+    assert all(kw["ChecksumAlgorithm"] == "CRC32" for kw in sent)
+    assert flight["most"] == 2  # the parts overlapped, and never more than allowed
+    (complete,) = by_op["complete_multipart_upload"]
+    listed = complete["MultipartUpload"]["Parts"]
+    assert [p["PartNumber"] for p in listed] == [1, 2, 3, 4, 5]
+    assert all(p["ChecksumCRC32"] for p in listed)
     key = f"{cp._store.vdir}/{version.id}/state.bin"
     etag = s3_server.filesystem.info(key)["ETag"].strip('"')
-    assert etag.endswith("-3")  # a multipart object's ETag names its part count
+    assert etag.endswith("-5")  # a multipart object's ETag names its part count
     assert (cp.restore(tmp_path / "out") / "state.bin").read_bytes() == data
     cp.close()
-    memory = Checkpoint.open(f"memory://parts-{os.getpid()}")
-    assert memory._store._upload_options == {}
+    assert not s3_upload.can_upload(Checkpoint.open(f"memory://parts-{os.getpid()}")._store.fs)
+
+
+def test_a_failed_part_aborts_the_upload_and_commits_nothing(s3_server, tmp_path, monkeypatch):
+    import s3fs
+
+    from taskpoint.checkpoint import store_fsspec
+
+    real = s3fs.S3FileSystem._call_s3
+
+    async def failing(self, method, *args, **kwargs):
+        if method == "upload_part" and kwargs["PartNumber"] == 2:
+            raise ConnectionResetError("injected: the connection dropped")
+        return await real(self, method, *args, **kwargs)
+
+    (tmp_path / "state.bin").write_bytes(os.urandom(3 * store_fsspec.PART))
+    cp = Checkpoint.open(s3_server.url(), storage_options=s3_server.storage_options)
+    first = cp.write(b"before")
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", failing)
+    with pytest.raises(CheckpointError, match="connection dropped"):
+        cp.save(tmp_path / "state.bin")
+    monkeypatch.undo()
+    assert s3_server.client().list_multipart_uploads(Bucket=s3_server.bucket).get("Uploads") is None
+    assert cp.latest().id == first.id and cp.read() == b"before"
+    cp.close()
+
+
+def test_a_file_too_big_for_ten_thousand_parts_gets_larger_parts():
+    from taskpoint.checkpoint.s3_upload import MAX_PARTS, part_size
+
+    assert part_size(100 << 20, 8 << 20) == 8 << 20
+    big = 200 << 30  # 200 GiB: 8 MiB parts would be 25,600 of them
+    size = part_size(big, 8 << 20)
+    assert size % (1 << 20) == 0 and -(-big // size) <= MAX_PARTS < -(-big // (size - (1 << 20)))

@@ -7,23 +7,24 @@ has no locks: retention marks a version ``<id>.retired.<ms>`` and its payload is
 a grace period. Reads never fetch more than the manifest states.
 
 Large files move as many requests in flight, as boto3's TransferManager moves them: on an
-asynchronous store (s3fs, gcsfs, adlfs) a file is sent with ``put_file`` (a multipart upload whose
-parts go concurrently; on S3 `PART` bytes each, `PARTS_AT_ONCE` in flight) while its checksum is
-computed on a helper thread, and read back with ranged GETs of `RANGE` bytes, `RANGES_AT_ONCE` at
-a time, each bounded by the manifest's size, written in order and checksummed as they arrive.
-Sequential part by part, a 1 GiB version took twice as long as ``upload_file`` /
-``download_file`` of the same file on the same server.
+asynchronous store (s3fs, gcsfs, adlfs) a file is sent as a multipart upload whose parts go
+concurrently (on S3 by `s3_upload`: `PART` bytes each, `PARTS_AT_ONCE` in flight; elsewhere by
+the filesystem's ``put_file``) while its checksum is computed on a helper thread, and read back
+with ranged GETs of `RANGE` bytes, `RANGES_AT_ONCE` at a time, each bounded by the manifest's
+size, written in order and checksummed as they arrive. Sequential part by part, a 1 GiB version
+took twice as long as ``upload_file`` / ``download_file`` of the same file on the same server.
 """
 
 from __future__ import annotations
 
-import inspect
+import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import wait
 from contextlib import contextmanager, nullcontext
 from typing import Any, BinaryIO
 
+from taskpoint.checkpoint import s3_upload
 from taskpoint.checkpoint.localio import StreamReader, write_all
 from taskpoint.checkpoint.manifest import MAX_MANIFEST_BYTES, FileEntry
 from taskpoint.checkpoint.payload import Source
@@ -43,11 +44,10 @@ from taskpoint.checkpoint.storage import (
 
 RANGE = 8 << 20  # bytes per ranged GET of a large payload file (TransferManager's part size)
 RANGES_AT_ONCE = 16  # ranged GETs in flight: 128 MiB of buffers at most
-# A multipart upload to S3: parts of PART bytes, PARTS_AT_ONCE in flight. s3fs's own defaults
-# (50 MiB parts, ten read into memory and sent together, each batch waiting for its slowest)
-# took twice as long as ``upload_file`` against a moto server on the same machine.
+# A multipart upload to S3 (`s3_upload`): parts of PART bytes, PARTS_AT_ONCE in flight, as
+# boto3's ``upload_file`` sends them.
 PART = 8 << 20
-PARTS_AT_ONCE = 4
+PARTS_AT_ONCE = 8
 
 
 def url_to_fs(url: str, storage_options: dict[str, Any]) -> tuple[Any, str]:
@@ -82,7 +82,7 @@ class FsspecStore:
         self.timeout = timeout if getattr(fs, "async_impl", False) else None
         # An asynchronous filesystem sends a file's parts and reads its ranges concurrently.
         self.concurrent = bool(getattr(fs, "async_impl", False))
-        self._upload_options = _upload_options(fs)
+        self._parts_upload = s3_upload.can_upload(fs)
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if self.timeout is not None:
@@ -137,7 +137,7 @@ class FsspecStore:
             # is read from the file meanwhile, on a helper thread (both release the GIL).
             checksum = helper_thread("upload-crc").submit(_file_crc, src, buffer)
             try:
-                self._call("put_file", src.file, dest, **self._upload_options)
+                self._put_file(src.file, dest)
             except BaseException:
                 wait([checksum])  # it fills the writer's buffer: done before that is reused
                 raise
@@ -149,6 +149,14 @@ class FsspecStore:
                 out.write(chunk)
                 size += len(chunk)
         return FileEntry(src.path, size, crc)
+
+    def _put_file(self, local: str, dest: str) -> None:
+        """One file up: on S3, a file of more than two parts by `s3_upload` (parts in a steady
+        stream, each with its checksum); elsewhere, and below that, by the filesystem itself."""
+        if self._parts_upload and os.path.getsize(local) > 2 * PART:
+            s3_upload.upload_file(self.fs, local, dest, PART, PARTS_AT_ONCE, self.timeout)
+        else:
+            self._call("put_file", local, dest)
 
     def make_dir(self, vid: str, rel: str) -> None:
         pass  # recorded in the manifest; object stores have no empty directories
@@ -268,20 +276,6 @@ class FsspecStore:
 
     def _path(self, vid: str, rel: str) -> str:
         return f"{self.vdir}/{vid}/{rel}"
-
-
-def _upload_options(fs: Any) -> dict[str, int]:
-    """``put_file`` options for the part size and parts in flight, where the filesystem is
-    s3fs and its version takes them (others keep their own defaults)."""
-    protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
-    if "s3" not in protocols:
-        return {}
-    try:
-        accepted = inspect.signature(fs._put_file).parameters
-    except (AttributeError, TypeError, ValueError):
-        return {}
-    wanted = {"chunksize": PART, "max_concurrency": PARTS_AT_ONCE}
-    return {name: value for name, value in wanted.items() if name in accepted}
 
 
 def _file_crc(src: Source, buffer: bytearray) -> tuple[int, int]:
