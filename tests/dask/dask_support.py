@@ -23,3 +23,21 @@ def descendants(pid: int) -> list[int]:
         return [p.pid for p in psutil.Process(pid).children(recursive=True)]
     except psutil.NoSuchProcess:
         return []
+
+
+def count_claim_reads(client, monkeypatch) -> list:
+    """The attempt claims the scheduler (a LocalCluster's, in this process) is asked to read
+    (``_dask_worker._claim_on_scheduler``), as a list that grows."""
+    from taskpoint.backends._dask_worker import CLAIM
+
+    scheduler = client.cluster.scheduler
+    handler = scheduler.handlers["get_metadata"]
+    reads = []
+
+    def counting_handler(*args, keys, **kwargs):
+        if keys[-1] == CLAIM:
+            reads.append(keys[0])
+        return handler(*args, keys=keys, **kwargs)
+
+    monkeypatch.setitem(scheduler.handlers, "get_metadata", counting_handler)
+    return reads

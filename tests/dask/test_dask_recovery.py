@@ -1,6 +1,7 @@
 """Worker loss on a real Dask cluster with checkpoints on S3: a killed worker's attempt is lost
 and resumed elsewhere from its latest checkpoint; a frozen worker is removed and its zombie's
-late writes change nothing; a mapped fan-out re-runs only the interrupted item."""
+late writes change nothing; a mapped fan-out re-runs only the interrupted item, whether the
+scheduler marks the tasks it sends again (``_dask_fence``) or every attempt reads its claim."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import signal
 import threading
 from pathlib import Path
 
-from dask_support import stop_process
+import pytest
+from dask_support import count_claim_reads, stop_process
 from dask_tasks import counting, fan_out, freezing, holding
 
 import taskpoint
 from support.polling import wait_for_file
+from taskpoint.backends.dask import DaskBackend
 from taskpoint.checkpoint import Checkpoint
 from taskpoint.engine import blobs
 
@@ -93,7 +96,14 @@ def test_a_frozen_worker_is_lost_and_its_zombie_writes_change_nothing(
     stop_process(zombie)
 
 
-def test_map_on_two_workers_reruns_only_the_interrupted_item(cluster, on_s3, markers):
+@pytest.mark.parametrize("fence", ["marker", "round trip"])
+def test_map_on_two_workers_reruns_only_the_interrupted_item(
+    fence, cluster, on_s3, markers, monkeypatch
+):
+    if fence == "round trip":  # as on a scheduler that cannot load taskpoint's marker
+        monkeypatch.setattr(DaskBackend, "_install_marker", lambda self, client: False)
+        taskpoint.configure(backend=DaskBackend(client=cluster))
+    reads = count_claim_reads(cluster, monkeypatch)
     killer = in_background(kill_victim, markers)
     execution = taskpoint.run(fan_out, n=8, victim=5, markers=str(markers))
     killer.join(10)
@@ -112,6 +122,12 @@ def test_map_on_two_workers_reruns_only_the_interrupted_item(cluster, on_s3, mar
         else:
             assert runs == ["1 0"], f"item {x} ran again"
             assert [a.status for a in node.attempts] == ["succeeded"]
+    if fence == "marker":
+        # Only what Dask sent again read its claim: the victim's re-run (found claimed, so
+        # lost), and an item that was waiting on the victim's worker (found free, so run).
+        assert 1 <= len(reads) <= 2, reads
+    else:  # 9 attempts, and Dask's re-run of the victim's first
+        assert len(reads) >= 10, reads
 
 
 def test_sigterm_to_the_driver_preempts_and_resume_continues(cluster, on_s3, markers):

@@ -64,9 +64,15 @@ class Ticket:
 class Dispatcher:
     """Sends `Ticket` s to the cluster and fetches their results, a batch per pass."""
 
-    def __init__(self, client: Any, function: Callable[..., Any]) -> None:
+    def __init__(
+        self,
+        client: Any,
+        function: Callable[..., Any],
+        annotations: dict[str, Any] | None = None,
+    ) -> None:
         self._client = client
         self._function = function
+        self._annotations = annotations or {}  # given to every task sent (``_dask_fence``)
         self._cond = threading.Condition()
         self._outbox: list[Ticket] = []
         self._arrived: list[Ticket] = []
@@ -127,6 +133,8 @@ class Dispatcher:
                 ticket.wake.set()
 
     def _send(self, tickets: list[Ticket]) -> None:
+        import dask  # here: this module is imported where dask may be missing (the hint says)
+
         # One client.map per set of resources (a rank group asks for nproc units).
         # A ticket that never reaches Dask gets no done-callback, so it leaves the set of
         # outstanding tickets here (else the preemption check would look at it until close).
@@ -142,14 +150,15 @@ class Dispatcher:
             self._forget(cancelled)
         for resources, group in groups.items():
             try:
-                futures = self._client.map(
-                    self._function,
-                    *zip(*(t.args for t in group), strict=True),
-                    key=[t.key for t in group],
-                    pure=False,
-                    retries=0,
-                    resources=dict(resources) or None,
-                )
+                with dask.annotate(**self._annotations):
+                    futures = self._client.map(
+                        self._function,
+                        *zip(*(t.args for t in group), strict=True),
+                        key=[t.key for t in group],
+                        pure=False,
+                        retries=0,
+                        resources=dict(resources) or None,
+                    )
             except Exception as exc:  # e.g. the scheduler went away: each attempt reports it
                 self._forget(group)
                 for ticket in group:

@@ -8,8 +8,9 @@ the task's result; the driver records it.
 Preemption: the attempt registers its guard with the worker's registry (``_dask_attempts``), so
 the worker's `PreemptionPlugin` can turn a SIGTERM into its preemption. A preempted attempt also
 publishes its outcome in the scheduler's metadata under its key: if the worker goes before the
-driver fetched the result, Dask runs the key again elsewhere, and that re-run (fenced by the
-claim) answers the published outcome instead of ``lost``.
+driver fetched the result, Dask runs the key again elsewhere, and that re-run (fenced: the
+scheduler marks it, ``_dask_fence``, or the worker claims it) answers the published outcome
+instead of ``lost``.
 
 A task with ``nproc=N`` runs its N ranks on this worker's machine, driven from this thread
 (``_dask_ranks``); claim, preemption and publishing are the same.
@@ -125,21 +126,46 @@ def _current() -> tuple[Any, str | None]:
 
 def _claim() -> bool:
     """True the first time this attempt's Dask task starts; False when Dask runs it again
-    because the worker that started it left (it may still be running there, frozen)."""
+    because the worker that started it left (it may still be running there, frozen).
+
+    A task the scheduler never sent elsewhere (``_dask_fence``) only writes its claim; one it
+    did, or one on a scheduler without taskpoint's marker, reads and writes it in a round trip.
+    """
     worker, key = _current()
-    if worker is None:
+    if worker is None or key is None:
         return True  # not on a Dask worker (called directly): nothing to fence
     from distributed.utils import sync
 
+    from taskpoint.backends._dask_fence import sent_before
+
+    if sent_before(worker, key) is False:
+        sync(worker.loop, _write_claim, worker, key)
+        return True
     return bool(sync(worker.loop, _claim_on_scheduler, worker, key))
+
+
+def _claim_message(worker: Any, key: str) -> dict[str, Any]:
+    # A re-run overwrites the claim with its own worker: any claim at all means "started before".
+    return {"op": "set_metadata", "keys": [key, CLAIM], "value": worker.address, "reply": False}
+
+
+async def _write_claim(worker: Any, key: str) -> None:
+    """Claim the key without waiting for the scheduler: ``comm.write`` returns once the
+    message is with the operating system."""
+    address = worker.scheduler.addr
+    comm = await worker.rpc.connect(address)
+    try:
+        await comm.write(_claim_message(worker, key))
+    except BaseException:
+        comm.abort()
+        raise
+    worker.rpc.reuse(address, comm)
 
 
 async def _claim_on_scheduler(worker: Any, key: str) -> bool:
     """Read the key's claim and claim it, in one round trip: both messages go on one connection,
     whose messages the scheduler handles in order, so the read sees the claim as it was before
-    ours. (A read, then a write, each awaited, cost every attempt two round trips to a
-    scheduler busy with a whole map: most of the attempt's time on the worker.) A re-run
-    overwrites the claim with its own worker: any claim at all means "started before".
+    ours. (A read, then a write, each awaited, cost two round trips.)
 
     The claim is scheduler-side metadata of the task's key, dropped when the key is forgotten.
     """
@@ -147,9 +173,7 @@ async def _claim_on_scheduler(worker: Any, key: str) -> bool:
     comm = await worker.rpc.connect(address)
     try:
         await comm.write({"op": "get_metadata", "keys": [key, CLAIM], "default": None})
-        await comm.write(
-            {"op": "set_metadata", "keys": [key, CLAIM], "value": worker.address, "reply": False}
-        )
+        await comm.write(_claim_message(worker, key))
         before = await comm.read()
     except BaseException:
         comm.abort()

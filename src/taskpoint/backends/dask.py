@@ -8,10 +8,11 @@ opens the node's checkpoint scope on the shared storage (``Checkpoint.open(url, 
 An attempt whose worker died or left (``KilledWorker``, a closed connection, a worker removed for
 missing heartbeats) is ``lost``: the engine submits the next attempt, which any worker resumes
 from the latest committed checkpoint. Dask itself re-runs a task whose worker left; such a re-run
-finds its attempt already claimed (see ``_dask_worker``) and reports ``lost`` at once, so one
-attempt number never runs twice. A frozen worker that wakes up later (a zombie) can only add
-checkpoint versions under its own, lower attempt number, and its result goes to a key nobody
-waits for any more.
+finds its attempt already claimed (see ``_dask_worker``; the scheduler's `RerunMarker`, which
+the backend registers, tells a worker when it must read the claim: ``_dask_fence``) and reports
+``lost`` at once, so one attempt number never runs twice. A frozen worker that wakes up later
+(a zombie) can only add checkpoint versions under its own, lower attempt number, and its result
+goes to a key nobody waits for any more.
 
 A worker's SIGTERM (a spot node going away, a Kubernetes eviction) preempts its attempts instead:
 the backend registers `PreemptionPlugin` (``_dask_plugin.py``) on the cluster, which marks them
@@ -33,6 +34,7 @@ it in ``close()``.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import uuid
@@ -45,6 +47,7 @@ from taskpoint.engine.blobs import node_dir
 from taskpoint.errors import AttemptLost, TaskpointError
 from taskpoint.records.status import AttemptStatus
 
+log = logging.getLogger("taskpoint")
 INSTALL_HINT = BACKENDS["dask"][1]
 # The dispatcher wakes a handle when its driver is preempted; this only bounds a wait.
 _WAKE = 1.0
@@ -103,6 +106,7 @@ class DaskBackend:
         self.preemption = preemption
         self.resource = resource  # worker resource each attempt asks ``nproc`` units of
         self._plugin_installed = False
+        self._fenced: bool | None = None  # the scheduler runs RerunMarker (``_dask_fence``)
         self._cluster: Any = None
         self._dispatch: Dispatcher | None = None  # started with the first attempt
         self._lock = threading.Lock()
@@ -114,6 +118,8 @@ class DaskBackend:
                 self._client = self._connect()
             if self.preemption and not self._plugin_installed:
                 self._install_plugin(self._client)
+            if self._fenced is None:
+                self._fenced = self._install_marker(self._client)
             return self._client
 
     def start(self) -> DaskBackend:
@@ -151,6 +157,25 @@ class DaskBackend:
             ) from exc
         self._plugin_installed = True
 
+    def _install_marker(self, client: Any) -> bool:
+        """Register `RerunMarker` on the scheduler; False (workers then claim each attempt
+        with a round trip) when the scheduler cannot load it."""
+        from taskpoint.backends._dask_fence import RerunMarker
+
+        try:
+            client.register_plugin(RerunMarker())
+        except Exception as exc:
+            log.warning(
+                "taskpoint could not install its rerun marker on the Dask scheduler (%s: %s; "
+                "is taskpoint installed next to the scheduler?): each attempt will claim itself "
+                "with a round trip to the scheduler instead, which costs about a millisecond "
+                "or more per attempt",
+                type(exc).__name__,
+                exc,
+            )
+            return False
+        return True
+
     def submit(self, job: AttemptJob) -> DaskHandle | DoneHandle:
         from taskpoint.backends import shipping
 
@@ -173,9 +198,11 @@ class DaskBackend:
         client = self.client
         with self._lock:
             if self._dispatch is None:
+                from taskpoint.backends._dask_fence import FENCED
                 from taskpoint.backends._dask_worker import run_attempt
 
-                self._dispatch = Dispatcher(client, run_attempt)
+                fence = {FENCED: True} if self._fenced else None
+                self._dispatch = Dispatcher(client, run_attempt, annotations=fence)
             return self._dispatch
 
     def close(self) -> None:
