@@ -14,10 +14,12 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from pathlib import Path
 
+import crc32c
 import pytest
 
 from taskpoint import Checkpoint
@@ -289,9 +291,10 @@ def test_a_file_of_several_parts_goes_up_as_a_stream_of_checksummed_parts(
     s3_server, tmp_path, monkeypatch, s3_calls
 ):
     """On S3 a file over two parts is a multipart upload of `PART`-byte parts, at most
-    `PARTS_AT_ONCE` in flight, each with its CRC32, listed with it in the complete request
-    (S3 requires that once the upload declared CRC32). s3fs's own batches, with no checksum
-    declared, took twice as long as ``upload_file`` (see ``s3_upload.py``)."""
+    `PARTS_AT_ONCE` in flight, each with its CRC32C (S3 checks it on arrival; moto does not), listed
+    with it in the complete request (S3 requires that once the upload declared CRC32C). s3fs's
+    own batches, with no checksum declared, took twice as long as ``upload_file`` (see
+    ``s3_upload.py``)."""
     from taskpoint.checkpoint import s3_upload, store_fsspec
 
     monkeypatch.setattr(store_fsspec, "PARTS_AT_ONCE", 2)
@@ -301,15 +304,16 @@ def test_a_file_of_several_parts_goes_up_as_a_stream_of_checksummed_parts(
     cp = Checkpoint.open(s3_server.url(), storage_options=s3_server.storage_options)
     version = cp.save(tmp_path / "state.bin")
     by_op = {op: [kw for name, kw in calls if name == op] for op, _ in calls}
-    assert [kw["ChecksumAlgorithm"] for kw in by_op["create_multipart_upload"]] == ["CRC32"]
+    assert [kw["ChecksumAlgorithm"] for kw in by_op["create_multipart_upload"]] == ["CRC32C"]
     sent = sorted(by_op["upload_part"], key=lambda kw: kw["PartNumber"])
     assert [len(kw["Body"]) for kw in sent] == [store_fsspec.PART] * 4 + [4321]
-    assert all(kw["ChecksumAlgorithm"] == "CRC32" for kw in sent)
+    expected = [crc32c.crc32c(kw["Body"]).to_bytes(4, "big") for kw in sent]
+    assert [base64.b64decode(kw["ChecksumCRC32C"]) for kw in sent] == expected
     assert flight["most"] == 2  # the parts overlapped, and never more than allowed
     (complete,) = by_op["complete_multipart_upload"]
     listed = complete["MultipartUpload"]["Parts"]
     assert [p["PartNumber"] for p in listed] == [1, 2, 3, 4, 5]
-    assert all(p["ChecksumCRC32"] for p in listed)
+    assert [base64.b64decode(p["ChecksumCRC32C"]) for p in listed] == expected
     key = f"{cp._store.vdir}/{version.id}/state.bin"
     etag = s3_server.filesystem.info(key)["ETag"].strip('"')
     assert etag.endswith("-5")  # a multipart object's ETag names its part count

@@ -6,19 +6,27 @@ computes a whole-object CRC64NVME itself (as S3 does by default now, and moto in
 complete step copies and checksums the whole object once more. Against a moto server on the
 same machine that wrote 1 GiB at 0.6 x boto3's ``upload_file``.
 
-`upload_file` here does what ``upload_file`` (s3transfer) does: a new part starts as soon as
-one finishes (at most ``at_once`` in flight, so at most ``at_once`` parts in memory), each part
-is sent with its CRC32, which the server checks on arrival, and the complete request lists the
-parts with their checksums (S3 requires them once the upload declared CRC32). A failed upload
-is aborted, so no parts are left behind to be billed.
+`upload_file` here sends parts as ``upload_file`` (s3transfer) does: a new part starts as soon
+as one finishes (at most ``at_once`` in flight, so at most ``at_once`` parts in memory), each
+part is sent with its checksum, which S3 checks on arrival (moto does not), and the complete
+request lists the parts with their checksums (S3 requires them once the upload declared an
+algorithm). A failed upload is aborted, so no parts are left behind to be billed.
+
+The checksum is CRC32C, computed by taskpoint in the thread that reads the part (the same
+function as the manifest's checksums: hardware-accelerated, without the GIL). Declared as CRC32
+and left to botocore, each part's checksum was computed on the event loop's one thread, between
+the sends: 1 GiB to moto went at 0.92 x ``upload_file``; at 0.98 x this way (2026-12-05).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 from collections.abc import Sequence
 from typing import Any
+
+from taskpoint.checkpoint.storage import crc_of
 
 MAX_PARTS = 10_000  # S3's limit per upload: a larger file gets larger parts
 _MIB = 1 << 20
@@ -52,22 +60,22 @@ async def _upload(fs: Any, local: str, remote: str, part: int, at_once: int) -> 
     size = os.path.getsize(local)
     part = part_size(size, part)
     count = max(1, -(-size // part))
-    upload = await fs._call_s3("create_multipart_upload", ChecksumAlgorithm="CRC32", **where)
+    upload = await fs._call_s3("create_multipart_upload", ChecksumAlgorithm="CRC32C", **where)
     where["UploadId"] = upload["UploadId"]
     slots = asyncio.Semaphore(at_once)
     fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
 
+    def read(offset: int) -> tuple[bytes, str]:
+        body = os.pread(fd, min(part, size - offset), offset)
+        return body, base64.b64encode(crc_of(body).to_bytes(4, "big")).decode("ascii")
+
     async def send(number: int) -> dict[str, Any]:
         async with slots:  # read inside the slot: at most ``at_once`` parts in memory
-            offset = (number - 1) * part
-            body = await asyncio.to_thread(os.pread, fd, min(part, size - offset), offset)
+            body, checksum = await asyncio.to_thread(read, (number - 1) * part)
             sent = await fs._call_s3(
-                "upload_part", PartNumber=number, Body=body, ChecksumAlgorithm="CRC32", **where
+                "upload_part", PartNumber=number, Body=body, ChecksumCRC32C=checksum, **where
             )
-        done = {"PartNumber": number, "ETag": sent["ETag"]}
-        if "ChecksumCRC32" in sent:
-            done["ChecksumCRC32"] = sent["ChecksumCRC32"]
-        return done
+        return {"PartNumber": number, "ETag": sent["ETag"], "ChecksumCRC32C": checksum}
 
     sends = [asyncio.ensure_future(send(n)) for n in range(1, count + 1)]
     try:
