@@ -10,10 +10,13 @@ rank's, measured between two barriers, taskpoint and DCP alternated, medians:
 - async stall: ``save(blocking=False)`` until it returns vs ``dcp.async_save`` until it returns
   (with its own gloo group, as DCP documents); target <= 0.5 x (ours / DCP's);
 - restore into 2 ranks: `TorchCheckpointer.restore()` (checks every item's checksum) vs
-  ``dcp.load``; target >= 1.0 x (DCP / ours). Both read from the disk: taskpoint's large writes
-  leave nothing in the page cache (``largewrite.py``), while DCP's buffered save leaves its whole
-  checkpoint there, so DCP's files are dropped from the cache (``posix_fadvise(DONTNEED)``, the
-  pages are clean after its fsync) before its load. A detail row gives the restore of the same
+  ``dcp.load``; target >= 1.0 x (DCP / ours). Both read from the disk: before each load the
+  files it reads are dropped from the page cache (``posix_fadvise(DONTNEED)``; the pages are
+  clean after the saves' fsyncs). Each round loads in the order A B B A (A and B alternating
+  between rounds) and each side's figure is the mean of its two loads: the loads follow the
+  round's saves, and a read that comes first after 4 GiB of writes may find the disk still busy
+  with them; with one load each and alternated first places, the side that went first in the
+  majority of rounds took that cost in its median. A detail row gives the restore of the same
   version again, from the cache its first read filled, against DCP's load from its cache.
 """
 
@@ -96,7 +99,9 @@ def _timed(fn: Any) -> float:
     return max(every)
 
 
-def _round(i: int, ckpt: Any, state: dict[str, Any], target: str, group: Any) -> dict[str, Any]:
+def _round(
+    i: int, ckpt: Any, state: dict[str, Any], target: str, group: Any, ours: str
+) -> dict[str, Any]:
     """One round of each pair, the order alternated between rounds; ``{kind: {who: s}}``."""
     import torch.distributed.checkpoint as dcp
 
@@ -123,12 +128,14 @@ def _round(i: int, ckpt: Any, state: dict[str, Any], target: str, group: Any) ->
         pending.clear()
 
     def dcp_load() -> None:
-        _drop_cached(target)  # as cold as taskpoint's version (see the module's doc)
         dcp.load(state, checkpoint_id=target)
 
-    loads = [("ours", ckpt.restore), ("dcp", dcp_load)]
-    for who, fn in first(loads):
-        times["load"][who] = _timed(fn)
+    loads = [("ours", ckpt.restore, ours), ("dcp", dcp_load, target)]
+    cold: dict[str, list[float]] = {"ours": [], "dcp": []}
+    for who, fn, files in first(loads) + first(loads)[::-1]:  # A B B A (see the module's doc)
+        _drop_cached(files)
+        cold[who].append(_timed(fn))
+    times["load"] = {who: statistics.mean(seconds) for who, seconds in cold.items()}
     cached = [("ours", ckpt.restore), ("dcp", lambda: dcp.load(state, checkpoint_id=target))]
     times["cached"] = {who: _timed(fn) for who, fn in first(cached)}
     return times
@@ -169,7 +176,7 @@ def _rank(args: dict[str, Any]) -> None:
     samples: dict[str, dict[str, list[float]]] = {}
     for i in range(args["repeats"]):
         target = str(root / f"dcp-{i}")
-        for kind, by in _round(i, ckpt, state, target, group).items():
+        for kind, by in _round(i, ckpt, state, target, group, str(root / "taskpoint")).items():
             for who, seconds in by.items():
                 samples.setdefault(kind, {}).setdefault(who, []).append(seconds)
         dist.barrier()
