@@ -133,6 +133,13 @@ class FsspecStore:
             return FileEntry(src.path, len(src.data), crc_of(src.data))
         size, crc = 0, 0
         if (self.concurrent or self.timeout is not None) and src.file is not None:
+            if self._parts_upload and os.path.getsize(src.file) > 2 * PART:
+                # S3, several parts: each part's checksum is computed as it is read, and the
+                # file's is combined from them (``s3_upload``).
+                size, crc = s3_upload.upload_file(
+                    self.fs, src.file, dest, PART, PARTS_AT_ONCE, self.timeout
+                )
+                return FileEntry(src.path, size, crc)
             # One call (so under one deadline) that sends the parts concurrently; the checksum
             # is read from the file meanwhile, on a helper thread (both release the GIL).
             checksum = helper_thread("upload-crc").submit(_file_crc, src, buffer)
@@ -151,12 +158,8 @@ class FsspecStore:
         return FileEntry(src.path, size, crc)
 
     def _put_file(self, local: str, dest: str) -> None:
-        """One file up: on S3, a file of more than two parts by `s3_upload` (parts in a steady
-        stream, each with its checksum); elsewhere, and below that, by the filesystem itself."""
-        if self._parts_upload and os.path.getsize(local) > 2 * PART:
-            s3_upload.upload_file(self.fs, local, dest, PART, PARTS_AT_ONCE, self.timeout)
-        else:
-            self._call("put_file", local, dest)
+        """One file up by the filesystem itself (S3's larger files go by `s3_upload`)."""
+        self._call("put_file", local, dest)
 
     def make_dir(self, vid: str, rel: str) -> None:
         pass  # recorded in the manifest; object stores have no empty directories
