@@ -10,7 +10,8 @@ rank's, measured between two barriers, taskpoint and DCP alternated, medians:
 - async stall: ``save(blocking=False)`` until it returns vs ``dcp.async_save`` until it returns
   (with its own gloo group, as DCP documents); target <= 0.5 x (ours / DCP's);
 - restore into 2 ranks: `TorchCheckpointer.restore()` (checks every item's checksum) vs
-  ``dcp.load``; target >= 1.0 x (DCP / ours). Both read from the disk: before each load the
+  ``dcp.load``, each of its latest checkpoint (the one its async save just wrote); target
+  >= 1.0 x (DCP / ours). Both read from the disk: before each load the
   files it reads are dropped from the page cache (``posix_fadvise(DONTNEED)``; the pages are
   clean after the saves' fsyncs). Each round loads in the order A B B A (A and B alternating
   between rounds) and each side's figure is the mean of its two loads: the loads follow the
@@ -127,16 +128,20 @@ def _round(
             future.result()  # the write itself is not part of the stall
         pending.clear()
 
-    def dcp_load() -> None:
-        dcp.load(state, checkpoint_id=target)
+    # Each side loads its latest checkpoint: the one its async save just wrote (taskpoint's
+    # restore takes its latest version; DCP's load is pointed at its own latest).
+    latest = target + "a"
 
-    loads = [("ours", ckpt.restore, ours), ("dcp", dcp_load, target)]
+    def dcp_load() -> None:
+        dcp.load(state, checkpoint_id=latest)
+
+    loads = [("ours", ckpt.restore, ours), ("dcp", dcp_load, latest)]
     cold: dict[str, list[float]] = {"ours": [], "dcp": []}
     for who, fn, files in first(loads) + first(loads)[::-1]:  # A B B A (see the module's doc)
         _drop_cached(files)
         cold[who].append(_timed(fn))
     times["load"] = {who: statistics.mean(seconds) for who, seconds in cold.items()}
-    cached = [("ours", ckpt.restore), ("dcp", lambda: dcp.load(state, checkpoint_id=target))]
+    cached = [("ours", ckpt.restore), ("dcp", dcp_load)]
     times["cached"] = {who: _timed(fn) for who, fn in first(cached)}
     return times
 
