@@ -49,7 +49,13 @@ def on_s3(s3_server) -> str:
 
 @pytest.fixture(scope="module")
 def local_cluster() -> Iterator[distributed.Client]:
+    import dask
+
+    # A killed worker's nanny starts a new one. The cluster itself closes that nanny for good if,
+    # 15 s (this setting) after the worker left, no worker of its name is up: a second kill in
+    # that time (two tests in a row) would then leave one worker for the rest of the module.
     with (
+        dask.config.set({"distributed.deploy.lost-worker-timeout": "1h"}),
         distributed.LocalCluster(
             n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0"
         ) as cluster,
