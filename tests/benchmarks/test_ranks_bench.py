@@ -35,7 +35,7 @@ def test_quick_group_restart_row(tmp_path):
     rows = json.loads((out / "benchmarks.json").read_text())["rows"]
     (row,) = [r for r in rows if "group restart" in r["metric"]]
     assert row["metric"].startswith("9 ")
-    assert row["taskpoint"] > 0 and row["baseline"] > 0, row
+    assert row["taskpoint"] > 0 and row["baseline"] > 0, row["note"]
     for phase in ("detect", "end the others", "start", "restore", "first step"):
         assert f"{phase} " in row["note"], row["note"]
     assert "1 SIGKILLs" in row["note"]

@@ -96,6 +96,25 @@ def test_a_killed_rank_ends_the_group_as_lost_and_the_group_resumes(tmp_path):
     assert not process_alive(seen(tmp_path, "ready-r0")["pid"])
 
 
+def test_ranks_that_die_together_are_logged_and_the_attempt_is_lost(tmp_path, caplog):
+    """Both ranks gone in one wake-up of the driver (as when a rank's death makes its peer crash
+    at once): the death is still said, and the attempt is lost, not failed."""
+
+    def kill_both(ready: dict[str, Any]) -> None:
+        for name in ("ready-r1", "ready-r0"):
+            os.kill(ready[name]["pid"], signal.SIGKILL)
+
+    killer = when_ready(tmp_path, ["ready-r0", "ready-r1"], kill_both)
+    with caplog.at_level("WARNING", logger="taskpoint"):
+        execution = taskpoint.run(flow.count, out=str(tmp_path), total=5)
+    killer.join(5)
+
+    assert execution.status == "succeeded", execution.error
+    assert statuses(execution) == ["lost", "succeeded"]
+    deaths = [r.getMessage() for r in caplog.records if "ended without reporting" in r.getMessage()]
+    assert deaths and all("attempt 1" in death for death in deaths), deaths
+
+
 def test_a_recoverable_error_in_one_rank_retries_the_group(tmp_path):
     execution = taskpoint.run(flow.recover, out=str(tmp_path))
 

@@ -223,17 +223,18 @@ class RankGroupHandle:
             ready = wait(handles, pause)
             for rank in running:
                 rank.read(ready)
+                if rank.gone:  # said here, not in `_until`: the group may end in this wake-up
+                    log.warning(
+                        "taskpoint: rank %d (pid %s) of %s attempt %d ended without reporting; "
+                        "the attempt is lost and its other ranks are ended",
+                        rank.rank, rank.pid, self.info.node, self.info.attempt,
+                    )  # fmt: skip
 
     def _until(self, running: list[_Rank]) -> float | None:
         """When the ranks still running are to be ended (``None``: not yet known)."""
         now = time.monotonic()
         reports = [r for r in self.ranks if r.report is not None]
-        for dead in (r for r in self.ranks if r.gone):
-            log.warning(
-                "taskpoint: rank %d (pid %s) of %s attempt %d ended without reporting; ending "
-                "the other ranks",
-                dead.rank, dead.pid, self.info.node, self.info.attempt,
-            )  # fmt: skip
+        if any(r.gone for r in self.ranks):
             return now  # its peers cannot go on without it
         for rank in running:
             if rank.handle.beats.frozen():
