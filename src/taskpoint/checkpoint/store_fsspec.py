@@ -144,7 +144,7 @@ class FsspecStore:
             # is read from the file meanwhile, on a helper thread (both release the GIL).
             checksum = helper_thread("upload-crc").submit(_file_crc, src, buffer)
             try:
-                self._put_file(src.file, dest)
+                self._call("put_file", src.file, dest)  # S3's larger files: `s3_upload`
             except BaseException:
                 wait([checksum])  # it fills the writer's buffer: done before that is reused
                 raise
@@ -156,10 +156,6 @@ class FsspecStore:
                 out.write(chunk)
                 size += len(chunk)
         return FileEntry(src.path, size, crc)
-
-    def _put_file(self, local: str, dest: str) -> None:
-        """One file up by the filesystem itself (S3's larger files go by `s3_upload`)."""
-        self._call("put_file", local, dest)
 
     def make_dir(self, vid: str, rel: str) -> None:
         pass  # recorded in the manifest; object stores have no empty directories
