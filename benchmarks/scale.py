@@ -65,7 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--scale-files", type=int, default=100_000, help="files of the directory")
     g.add_argument("--scale-s3-mib", type=int, default=1024, help="S3 version size")
     g.add_argument("--scale-repeats", type=int, default=5, help="rounds per measurement")
-    g.add_argument("--scale-s3-repeats", type=int, default=3, help="rounds of the S3 pair")
+    g.add_argument(
+        "--scale-s3-repeats", type=int, default=3, help="S3 rounds (2 writes, 1 read a side)"
+    )
 
 
 def sizes(text: str) -> list[int]:
@@ -258,7 +260,8 @@ def s3_rows(s3: dict[str, list[float]], mib: int) -> list[Row]:
                 rate / base_rate,
                 ">= 0.9 x baseline",
                 rate / base_rate >= 0.9,
-                "moto server in its own process on 127.0.0.1; same file, same server, alternated",
+                "moto server in its own process on 127.0.0.1; same file, same server; each round "
+                "writes A B B A and reads A B (A, B alternating between rounds)",
             )
         )
     return rows

@@ -12,7 +12,7 @@
   does not fsync, nor do the baselines there. Page cache warm on all sides.
 - **S3**: a 1 GiB file saved as a version to a moto server on 127.0.0.1 (its own process) and
   restored from it, against boto3's ``upload_file`` / ``download_file`` (TransferManager, its
-  default configuration) of the same file on the same server, alternated.
+  default configuration) of the same file on the same server, alternated (see `_s3_rounds`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from benchmarks.common import rotate, tmpfs_dir
+from benchmarks.common import tmpfs_dir
 
 DATA = b"0123456789abcdef"
 
@@ -213,55 +213,87 @@ def s3_roundtrip(workdir: str, mib: int, repeats: int) -> dict[str, list[float]]
         shutil.rmtree(base, ignore_errors=True)
 
 
+class _Written:
+    """An object one side wrote: read it back (timed), or only delete it."""
+
+    def __init__(self, read: Callable[[], float], delete: Callable[[], None]) -> None:
+        self._read, self.delete = read, delete
+
+    def read(self) -> float:
+        try:
+            return self._read()
+        finally:
+            self.delete()
+
+
 def _s3_rounds(
     path: str, base: str, client: Any, fs: Any, options: dict, repeats: int, checkpoint: Any
 ) -> dict[str, list[float]]:
-    def ours(path: str = path) -> tuple[float, float]:
+    """Each round writes A B B A and reads A's and B's first objects (A and B alternating
+    between rounds). A write takes seconds here and a read over a minute, and the writes vary by
+    10-20 % from one to the next on both sides (moto keeps the parts in temporary files on this
+    disk), so they get twice the samples, in an order that cancels a drift within the round."""
+
+    def ours(path: str = path) -> tuple[float, _Written]:
         url = f"s3://scale/{uuid.uuid4().hex}"
-        dest = tempfile.mkdtemp(dir=base)
         # No local copy: the read must fetch the version from the server (checkpoint/localcopy.py)
         cp = checkpoint.open(url, storage_options=options, local_copy=False)
-        try:
-            write = timed(lambda: cp.save(path))
-            read = timed(lambda: cp.restore(dest))
-        finally:
+
+        def read() -> float:
+            dest = tempfile.mkdtemp(dir=base)
+            try:
+                seconds = timed(lambda: cp.restore(dest))
+                restored = os.path.join(dest, os.path.basename(path))
+                if os.path.getsize(restored) != os.path.getsize(path):
+                    raise RuntimeError("restored file has the wrong size")
+                return seconds
+            finally:
+                shutil.rmtree(dest)
+
+        def delete() -> None:
             cp.close()
             fs.rm(url, recursive=True)
-        restored = os.path.join(dest, os.path.basename(path))
-        if os.path.getsize(restored) != os.path.getsize(path):
-            raise RuntimeError("restored file has the wrong size")
-        shutil.rmtree(dest)
-        return write, read
 
-    def boto(path: str = path) -> tuple[float, float]:
+        written = _Written(read, delete)
+        try:
+            return timed(lambda: cp.save(path)), written
+        except BaseException:
+            delete()
+            raise
+
+    def boto(path: str = path) -> tuple[float, _Written]:
         key = uuid.uuid4().hex
         dest = os.path.join(base, f"{key}.bin")
-        write = timed(lambda: client.upload_file(path, "scale", key))
-        read = timed(lambda: client.download_file("scale", key, dest))
-        client.delete_object(Bucket="scale", Key=key)
-        os.unlink(dest)
-        return write, read
+
+        def read() -> float:
+            try:
+                return timed(lambda: client.download_file("scale", key, dest))
+            finally:
+                os.unlink(dest)
+
+        written = _Written(read, lambda: client.delete_object(Bucket="scale", Key=key))
+        return timed(lambda: client.upload_file(path, "scale", key)), written
 
     # Warm-up of both sides (connections, imports, the server's first writes) with a small
     # file that still takes the multipart and ranged paths: a 1 GiB round is minutes here.
     small = os.path.join(base, "warm.bin")
     with open(path, "rb") as src, open(small, "wb") as out:
         out.write(src.read(24 << 20))
-    ours(small), boto(small)
+    for side in (ours, boto):
+        side(small)[1].read()
 
+    names = {ours: ("write", "read"), boto: ("upload", "download")}
     results: dict[str, list[float]] = {"write": [], "read": [], "upload": [], "download": []}
-
-    def run_ours() -> float:
-        write, read = ours()
-        results["write"].append(write)
-        results["read"].append(read)
-        return write
-
-    def run_boto() -> float:
-        write, read = boto()
-        results["upload"].append(write)
-        results["download"].append(read)
-        return write
-
-    rotate({"ours": run_ours, "boto": run_boto}, repeats)
+    for i in range(repeats):
+        a, b = (ours, boto) if i % 2 == 0 else (boto, ours)
+        kept = []
+        for n, side in enumerate((a, b, b, a)):
+            seconds, written = side()
+            results[names[side][0]].append(seconds)
+            if n < 2:
+                kept.append((side, written))
+            else:
+                written.delete()
+        for side, written in kept:
+            results[names[side][1]].append(written.read())
     return results
